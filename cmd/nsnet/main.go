@@ -1,0 +1,353 @@
+// Command nsnet wires network namespaces together: namespaces, bridge
+// networks with a gateway and NAT, and the state that keeps them consistent.
+// This file holds only flags and output; the work is in package manager.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nsnet/nsnet/manager"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/store"
+)
+
+type globals struct {
+	stateDir  string
+	hostNetns string
+	output    string
+}
+
+func main() {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "nsnet",
+		Short:         "Wire Linux network namespaces together",
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if g.output != "text" && g.output != "json" {
+				return fmt.Errorf("output format %q: use text or json", g.output)
+			}
+			return nil
+		},
+	}
+	def := os.Getenv("NSNET_STATE_DIR")
+	if def == "" {
+		def = manager.DefaultStateDir
+	}
+	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", def, "state directory (env NSNET_STATE_DIR)")
+	root.PersistentFlags().StringVar(&g.hostNetns, "host-netns", "", "namespace (name or path) to treat as the host; default: the one nsnet runs in")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
+	root.AddCommand(nsCmd(g), netCmd(g), execCmd(), gcCmd(g))
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return fmt.Errorf("%s: %w", c.CommandPath(), err) })
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "nsnet: "+oneLine(err.Error()))
+		os.Exit(1)
+	}
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func (g *globals) config() (manager.Config, error) {
+	cfg := manager.Config{StateDir: g.stateDir}
+	if g.hostNetns != "" {
+		p, err := netns.Resolve(g.hostNetns)
+		if err != nil {
+			return cfg, fmt.Errorf("host %w", err)
+		}
+		cfg.HostNetns = p
+	}
+	return cfg, nil
+}
+
+// withManager opens the store (exclusively unless readOnly) around fn.
+func (g *globals) withManager(readOnly bool, fn func(*manager.Manager) error) error {
+	cfg, err := g.config()
+	if err != nil {
+		return err
+	}
+	open := manager.Open
+	if readOnly {
+		open = manager.OpenReadOnly
+	}
+	m, err := open(cfg)
+	if err != nil {
+		return err
+	}
+	ferr := fn(m)
+	if err := m.Close(); err != nil && ferr == nil {
+		ferr = fmt.Errorf("close state store: %w", err)
+	}
+	return ferr
+}
+
+func (g *globals) print(w io.Writer, v any, text func(io.Writer)) error {
+	if g.output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	text(tw)
+	return tw.Flush()
+}
+
+func nsCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "ns", Short: "Named network namespaces"}
+	c.AddCommand(&cobra.Command{
+		Use: "create NAME", Short: "Create a namespace with only lo, up", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withManager(false, func(m *manager.Manager) error { return m.CreateNamespace(args[0]) })
+		},
+	}, &cobra.Command{
+		Use: "rm NAME", Short: "Disconnect a namespace from every network and delete it", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withManager(false, func(m *manager.Manager) error { return m.RemoveNamespace(args[0]) })
+		},
+	}, &cobra.Command{
+		Use: "ls", Short: "List named namespaces", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withManager(true, func(m *manager.Manager) error {
+				list, err := m.Namespaces()
+				if err != nil {
+					return err
+				}
+				return g.print(cmd.OutOrStdout(), list, func(w io.Writer) {
+					fmt.Fprintln(w, "NAME\tMANAGED\tNETWORKS")
+					for _, n := range list {
+						fmt.Fprintf(w, "%s\t%v\t%s\n", n.Name, n.Managed, dash(strings.Join(n.Networks, ",")))
+					}
+				})
+			})
+		},
+	}, &cobra.Command{
+		Use: "inspect NAME", Short: "Show a namespace's interfaces, addresses, routes and networks", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withManager(true, func(m *manager.Manager) error {
+				info, err := m.Namespace(args[0])
+				if err != nil {
+					return err
+				}
+				return g.print(cmd.OutOrStdout(), info, func(w io.Writer) {
+					fmt.Fprintf(w, "namespace %s (managed: %v)\n\nINTERFACE\tTYPE\tSTATE\tMTU\tADDRESSES\n", info.Name, info.Managed)
+					for _, i := range info.Interfaces {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", i.Name, i.Type, i.State, i.MTU, dash(joinPrefixes(i.Addrs)))
+					}
+					fmt.Fprintln(w, "\nROUTE\tVIA\tDEV")
+					for _, r := range info.Routes {
+						fmt.Fprintf(w, "%s\t%s\t%s\n", r.Dst, dash(r.Via), r.Dev)
+					}
+					fmt.Fprintln(w, "\nNETWORK\tINTERFACE\tADDRESSES\tHOST END")
+					for _, a := range info.Networks {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", a.Network, a.IfName, dash(joinPrefixes(a.Addrs)), dash(a.HostIf))
+					}
+				})
+			})
+		},
+	})
+	return c
+}
+
+func netCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "net", Short: "Networks"}
+	var spec manager.NetworkSpec
+	var subnets, gateways []string
+	create := &cobra.Command{
+		Use: "create NAME --subnet CIDR", Short: "Create a network", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec.Name = args[0]
+			for _, s := range subnets {
+				p, err := netip.ParsePrefix(s)
+				if err != nil {
+					return fmt.Errorf("network %q: invalid subnet %q (want CIDR such as 10.1.0.0/24)", spec.Name, s)
+				}
+				spec.Subnets = append(spec.Subnets, p)
+			}
+			for _, s := range gateways {
+				a, err := netip.ParseAddr(s)
+				if err != nil {
+					return fmt.Errorf("network %q: invalid gateway %q", spec.Name, s)
+				}
+				spec.Gateways = append(spec.Gateways, a)
+			}
+			return g.withManager(false, func(m *manager.Manager) error {
+				n, err := m.CreateNetwork(spec)
+				if err != nil {
+					return err
+				}
+				return g.print(cmd.OutOrStdout(), n, func(w io.Writer) {
+					fmt.Fprintf(w, "network %s: bridge %s, subnets %s, gateways %s\n", n.Name, n.Bridge, joinPrefixes(n.Subnets), joinAddrs(n.Gateways))
+				})
+			})
+		},
+	}
+	f := create.Flags()
+	f.StringArrayVar(&subnets, "subnet", nil, "subnet in CIDR form; repeat once for the other IP family")
+	f.StringArrayVar(&gateways, "gateway", nil, "gateway address (default: the subnet's first usable address)")
+	f.StringVar(&spec.Driver, "driver", manager.DriverBridge, "network driver")
+	f.StringVar(&spec.BridgeName, "bridge-name", "", "name of the bridge (default nsbr-NAME)")
+	f.BoolVar(&spec.NoNAT, "no-nat", false, "do not masquerade traffic leaving the network")
+	f.BoolVar(&spec.Internal, "internal", false, "no default route for members and no way out")
+	f.IntVar(&spec.MTU, "mtu", 0, "MTU of the bridge and members' interfaces")
+
+	var force bool
+	rm := &cobra.Command{
+		Use: "rm NAME", Short: "Remove a network", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withManager(false, func(m *manager.Manager) error { return m.RemoveNetwork(args[0], force) })
+		},
+	}
+	rm.Flags().BoolVar(&force, "force", false, "disconnect members first")
+
+	var cs manager.ConnectSpec
+	var ip4, ip6 string
+	connect := &cobra.Command{
+		Use: "connect NET NS", Short: "Connect a namespace to a network", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cs.Network, cs.Namespace = args[0], args[1]
+			var err error
+			if cs.IPv4, err = parseFamilyAddr(ip4, true); err != nil {
+				return fmt.Errorf("connect %s to %s: --ip %w", cs.Namespace, cs.Network, err)
+			}
+			if cs.IPv6, err = parseFamilyAddr(ip6, false); err != nil {
+				return fmt.Errorf("connect %s to %s: --ip6 %w", cs.Namespace, cs.Network, err)
+			}
+			return g.withManager(false, func(m *manager.Manager) error {
+				a, err := m.Connect(cs)
+				if err != nil {
+					return err
+				}
+				return g.print(cmd.OutOrStdout(), a, func(w io.Writer) {
+					fmt.Fprintf(w, "connected %s to %s: %s %s (host end %s)\n", a.Namespace, a.Network, a.IfName, joinPrefixes(a.Addrs), a.HostIf)
+				})
+			})
+		},
+	}
+	connect.Flags().StringVar(&ip4, "ip", "", "IPv4 address for the member")
+	connect.Flags().StringVar(&ip6, "ip6", "", "IPv6 address for the member")
+	connect.Flags().StringVar(&cs.IfName, "ifname", "", "interface name inside the namespace (default: first free ethN)")
+
+	c.AddCommand(create, rm, connect, &cobra.Command{
+		Use: "disconnect NET NS", Short: "Disconnect a namespace from a network", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withManager(false, func(m *manager.Manager) error { return m.Disconnect(args[0], args[1]) })
+		},
+	}, &cobra.Command{
+		Use: "ls", Short: "List networks", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withManager(true, func(m *manager.Manager) error {
+				nets, err := m.Networks()
+				if err != nil {
+					return err
+				}
+				if nets == nil {
+					nets = []manager.NetworkInfo{}
+				}
+				return g.print(cmd.OutOrStdout(), nets, func(w io.Writer) {
+					fmt.Fprintln(w, "NAME\tDRIVER\tSUBNETS\tGATEWAYS\tBRIDGE\tNAT\tINTERNAL\tMEMBERS")
+					for _, n := range nets {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%v\t%v\t%d\n", n.Name, n.Driver, joinPrefixes(n.Subnets), joinAddrs(n.Gateways), n.Bridge, n.NAT, n.Internal, len(n.Members))
+					}
+				})
+			})
+		},
+	}, &cobra.Command{
+		Use: "inspect NAME", Short: "Show a network and its members", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withManager(true, func(m *manager.Manager) error {
+				n, err := m.Network(args[0])
+				if err != nil {
+					return err
+				}
+				if n.Members == nil {
+					n.Members = []store.Attachment{}
+				}
+				return g.print(cmd.OutOrStdout(), n, func(w io.Writer) {
+					fmt.Fprintf(w, "network %s\ndriver\t%s\nsubnets\t%s\ngateways\t%s\nbridge\t%s\nnat\t%v\ninternal\t%v\nhost\t%s\n\nMEMBER\tINTERFACE\tADDRESSES\tHOST END\n",
+						n.Name, n.Driver, joinPrefixes(n.Subnets), joinAddrs(n.Gateways), n.Bridge, n.NAT, n.Internal, dash(n.HostNetns))
+					for _, a := range n.Members {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", a.Namespace, a.IfName, dash(joinPrefixes(a.Addrs)), a.HostIf)
+					}
+				})
+			})
+		},
+	})
+	return c
+}
+
+func parseFamilyAddr(s string, v4 bool) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return a, fmt.Errorf("%q is not an IP address", s)
+	}
+	if a.Is4() != v4 {
+		return a, fmt.Errorf("%s is of the wrong IP family", s)
+	}
+	return a, nil
+}
+
+func execCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "exec NAME -- CMD [ARG...]",
+		Short: "Run a command inside a namespace, as ip netns exec does",
+		Args:  cobra.MinimumNArgs(2),
+		// Flags after NAME belong to the command being run.
+		DisableFlagParsing: false,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.ArgsLenAtDash() != 1 {
+				return errors.New("exec: usage: nsnet exec NAME -- CMD [ARG...]")
+			}
+			return netns.Exec(args[0], args[1:])
+		},
+	}
+}
+
+func gcCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use: "gc", Short: "Finish or roll back what interrupted commands left", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withManager(false, func(m *manager.Manager) error {
+				done, err := m.GC()
+				for _, d := range done {
+					fmt.Fprintln(cmd.OutOrStdout(), d)
+				}
+				return err
+			})
+		},
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.String())
+	}
+	return strings.Join(s, ",")
+}
+
+func joinAddrs(as []netip.Addr) string {
+	var s []string
+	for _, a := range as {
+		s = append(s, a.String())
+	}
+	return strings.Join(s, ",")
+}

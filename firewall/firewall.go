@@ -1,0 +1,199 @@
+// Package firewall keeps nsnet's nftables state: one table of its own,
+// "inet nsnet", changed in one netlink transaction per call. It never reads
+// or edits another table, and every rule it adds carries a tag naming the
+// network that owns it, so removing a network removes exactly its rules.
+package firewall
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// TableName is nsnet's table, in the inet family.
+const TableName = "nsnet"
+
+const (
+	chainPostrouting = "postrouting"
+	chainForward     = "forward"
+	tagPrefix        = "nsnet:network="
+)
+
+// Network is what the firewall must do for one network.
+type Network struct {
+	Name string
+	// Bridge is the network's interface in the host namespace.
+	Bridge  string
+	Subnets []netip.Prefix
+	// Masquerade rewrites the source of traffic from the subnets that
+	// leaves through any interface other than Bridge.
+	Masquerade bool
+	// Internal drops forwarded traffic into or out of Bridge.
+	Internal bool
+}
+
+// Firewall is a connection to nftables in one network namespace.
+type Firewall struct {
+	conn  *nftables.Conn
+	table *nftables.Table
+}
+
+// New connects to nftables in the namespace open as nsFd; a negative nsFd
+// means the namespace of the calling process.
+func New(nsFd int) (*Firewall, error) {
+	var opts []nftables.ConnOption
+	if nsFd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(nsFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	return &Firewall{conn: c, table: &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}}, nil
+}
+
+func (f *Firewall) chains() (post, fwd *nftables.Chain) {
+	accept := nftables.ChainPolicyAccept
+	post = &nftables.Chain{
+		Name: chainPostrouting, Table: f.table, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept,
+	}
+	fwd = &nftables.Chain{
+		Name: chainForward, Table: f.table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept,
+	}
+	return post, fwd
+}
+
+// SetNetwork replaces the rules of n.Name with the ones n asks for, creating
+// the table and chains if needed, in one transaction.
+func (f *Firewall) SetNetwork(n Network) error {
+	post, fwd := f.chains()
+	f.conn.AddTable(f.table)
+	f.conn.AddChain(post)
+	f.conn.AddChain(fwd)
+	if _, err := f.deleteTagged(n.Name); err != nil && !errors.Is(err, errNoTable) {
+		return err
+	}
+	tag := []byte(tagPrefix + n.Name)
+	if n.Masquerade {
+		for _, p := range n.Subnets {
+			f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: post, UserData: tag,
+				Exprs: concat(matchSource(p), matchIfname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, n.Bridge), []expr.Any{&expr.Masq{}})})
+		}
+	}
+	if n.Internal {
+		drop := []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}
+		f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: fwd, UserData: tag,
+			Exprs: concat(matchIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, n.Bridge), matchIfname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, n.Bridge), drop)})
+		f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: fwd, UserData: tag,
+			Exprs: concat(matchIfname(expr.MetaKeyOIFNAME, expr.CmpOpEq, n.Bridge), matchIfname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, n.Bridge), drop)})
+	}
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("nftables rules for network %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// RemoveNetwork deletes the rules of the network called name, and the table
+// once no network has rules left in it. Missing rules are not an error.
+func (f *Firewall) RemoveNetwork(name string) error {
+	remaining, err := f.deleteTagged(name)
+	if errors.Is(err, errNoTable) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if remaining == 0 {
+		f.conn.DelTable(f.table)
+	}
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("remove nftables rules of network %s: %w", name, err)
+	}
+	return nil
+}
+
+var errNoTable = errors.New("no nsnet table")
+
+// deleteTagged queues deletion of the rules tagged for name and counts the
+// rules of other networks. Only nsnet's own chains are read.
+func (f *Firewall) deleteTagged(name string) (others int, err error) {
+	tag := []byte(tagPrefix + name)
+	post, fwd := f.chains()
+	for _, c := range []*nftables.Chain{post, fwd} {
+		rules, err := f.conn.GetRules(f.table, c)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				if c == post {
+					// Neither table nor chains exist yet.
+					return 0, errNoTable
+				}
+				continue
+			}
+			return 0, fmt.Errorf("read nftables chain %s %s: %w", TableName, c.Name, err)
+		}
+		for _, r := range rules {
+			if bytes.Equal(r.UserData, tag) {
+				if err := f.conn.DelRule(r); err != nil {
+					return 0, err
+				}
+			} else {
+				others++
+			}
+		}
+	}
+	return others, nil
+}
+
+func concat(parts ...[]expr.Any) []expr.Any {
+	var out []expr.Any
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// matchSource matches packets whose source address is in p.
+func matchSource(p netip.Prefix) []expr.Any {
+	proto, off, size := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4)
+	if p.Addr().Is6() {
+		proto, off, size = unix.NFPROTO_IPV6, 8, 16
+	}
+	mask := make([]byte, size)
+	for i := 0; i < p.Bits(); i++ {
+		mask[i/8] |= 0x80 >> (i % 8)
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: size},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: size, Mask: mask, Xor: make([]byte, size)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Masked().Addr().AsSlice()},
+	}
+}
+
+// matchIfname compares the input or output interface name.
+func matchIfname(key expr.MetaKey, op expr.CmpOp, name string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: op, Register: 1, Data: ifname(name)},
+	}
+}
+
+func ifname(n string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, n)
+	return b
+}
+
+// Tag returns the network a rule tag names, for observers.
+func Tag(userData []byte) (string, bool) {
+	return strings.CutPrefix(string(userData), tagPrefix)
+}

@@ -1,0 +1,83 @@
+// Package ipam decides which addresses of a subnet members may have: the
+// first free one, or a requested one checked for the reason it cannot be had.
+// It is pure arithmetic; the leases themselves live in the store.
+package ipam
+
+import (
+	"fmt"
+	"iter"
+	"net/netip"
+)
+
+// MinBridgeBits returns the longest prefix a bridge network may use in the
+// family of p: a network, a gateway and at least one member (IPv4 also needs
+// a broadcast address).
+func MinBridgeBits(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return 30
+	}
+	return 126
+}
+
+// Network returns the subnet's first address.
+func Network(p netip.Prefix) netip.Addr { return p.Masked().Addr() }
+
+// Last returns the subnet's last address (IPv4's broadcast).
+func Last(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(a)*8; i++ {
+		a[i/8] |= 0x80 >> (i % 8)
+	}
+	out, _ := netip.AddrFromSlice(a)
+	return out
+}
+
+// FirstUsable is the first address a host may hold: the default gateway.
+func FirstUsable(p netip.Prefix) netip.Addr { return Network(p).Next() }
+
+// LastUsable is the last address a host may hold. In IPv6 the last address
+// is usable; in IPv4 it is the broadcast.
+func LastUsable(p netip.Prefix) netip.Addr {
+	if p.Addr().Is4() {
+		return Last(p).Prev()
+	}
+	return Last(p)
+}
+
+// CheckHost reports why a cannot be a host address in p, other than being
+// leased already.
+func CheckHost(p netip.Prefix, a netip.Addr) error {
+	switch {
+	case !p.Contains(a):
+		return fmt.Errorf("%s is outside subnet %s", a, p)
+	case a == Network(p):
+		return fmt.Errorf("%s is the network address of %s", a, p)
+	case p.Addr().Is4() && a == Last(p):
+		return fmt.Errorf("%s is the broadcast address of %s", a, p)
+	}
+	return nil
+}
+
+// FirstFree returns the first usable address of p not in leased, which must
+// yield the leased addresses of p's family in ascending order starting at or
+// after FirstUsable(p).
+func FirstFree(p netip.Prefix, leased iter.Seq[netip.Addr]) (netip.Addr, error) {
+	cand := FirstUsable(p)
+	last := LastUsable(p)
+	for a := range leased {
+		if a.Less(cand) {
+			continue
+		}
+		if a != cand {
+			break
+		}
+		cand = cand.Next()
+		if last.Less(cand) {
+			break
+		}
+	}
+	if !cand.IsValid() || last.Less(cand) {
+		return netip.Addr{}, fmt.Errorf("subnet %s has no free address", p)
+	}
+	return cand, nil
+}

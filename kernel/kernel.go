@@ -1,0 +1,179 @@
+// Package kernel gives nsnet a netlink handle and sysctl access bound to one
+// network namespace, so callers never switch their own thread's namespace.
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"unicode"
+
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsnet/nsnet/netns"
+)
+
+// NS is one network namespace as nsnet works on it.
+type NS struct {
+	// Path is the namespace file; empty means the namespace nsnet runs in.
+	Path string
+	fd   netns.Handle
+	// NL is a netlink handle whose sockets live in the namespace.
+	NL *netlink.Handle
+}
+
+// Open binds a handle to the namespace at path ("" for nsnet's own).
+func Open(path string) (*NS, error) {
+	fd, err := netns.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	h, err := netlink.NewHandleAt(vnetns.NsHandle(fd), unix.NETLINK_ROUTE)
+	if err != nil {
+		fd.Close()
+		return nil, fmt.Errorf("netlink in namespace %s: %w", describe(path), err)
+	}
+	return &NS{Path: path, fd: fd, NL: h}, nil
+}
+
+func describe(path string) string {
+	if path == "" {
+		return "(own)"
+	}
+	return path
+}
+
+// Fd is the namespace's open file descriptor.
+func (n *NS) Fd() netns.Handle { return n.fd }
+
+// Close releases the handle and the namespace descriptor.
+func (n *NS) Close() {
+	n.NL.Close()
+	n.fd.Close()
+}
+
+// Sysctl is one /proc/sys key, written with slashes (interface names may
+// contain dots), and its value.
+type Sysctl struct{ Key, Value string }
+
+// SetSysctls writes the keys inside the namespace, with one thread switch
+// for the lot. /proc/sys/net follows the writing thread's namespace.
+func (n *NS) SetSysctls(s ...Sysctl) error {
+	write := func() error {
+		for _, kv := range s {
+			p := filepath.Join("/proc/sys", kv.Key)
+			if err := os.WriteFile(p, []byte(kv.Value), 0o644); err != nil {
+				return fmt.Errorf("sysctl %s=%s: %w", kv.Key, kv.Value, err)
+			}
+		}
+		return nil
+	}
+	if n.Path == "" {
+		return write()
+	}
+	return netns.Do(n.fd, write)
+}
+
+// Do runs fn on a thread inside the namespace.
+func (n *NS) Do(fn func() error) error { return netns.Do(n.fd, fn) }
+
+// Retry runs a netlink dump again while the kernel reports that it changed
+// under the dump, so callers never act on a partial list.
+func Retry[T any](dump func() (T, error)) (T, error) {
+	var v T
+	var err error
+	for range 10 {
+		v, err = dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return v, err
+		}
+	}
+	return v, err
+}
+
+// LinkByName finds a link, returning (nil, nil) if none has that name.
+func (n *NS) LinkByName(name string) (netlink.Link, error) {
+	l, err := n.NL.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up link %s: %w", name, err)
+	}
+	return l, nil
+}
+
+// AddrFor converts a host address and its subnet to netlink's form; IPv6
+// addresses skip duplicate address detection, which nsnet's IPAM already
+// guarantees and which would otherwise delay their use by seconds.
+func AddrFor(a netip.Addr, bits int) *netlink.Addr {
+	na := &netlink.Addr{IPNet: PrefixNet(netip.PrefixFrom(a, bits))}
+	if a.Is6() {
+		na.Flags = unix.IFA_F_NODAD
+	}
+	return na
+}
+
+// PrefixNet converts a prefix, keeping its host bits, to the net.IPNet
+// netlink uses.
+func PrefixNet(p netip.Prefix) *net.IPNet {
+	a := p.Addr()
+	return &net.IPNet{IP: a.AsSlice(), Mask: maskOf(a, p.Bits())}
+}
+
+func maskOf(a netip.Addr, bits int) []byte {
+	size := 32
+	if a.Is6() {
+		size = 128
+	}
+	m := make([]byte, size/8)
+	for i := 0; i < bits; i++ {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	return m
+}
+
+// ToPrefix converts a netlink address to a netip.Prefix.
+func ToPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
+}
+
+// Family returns netlink's family constant for an address.
+func Family(a netip.Addr) int {
+	if a.Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+// ValidateIfName reports why name cannot name a network interface.
+func ValidateIfName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("interface name is empty")
+	case len(name) >= unix.IFNAMSIZ:
+		return fmt.Errorf("interface name %q is %d characters, the limit is %d", name, len(name), unix.IFNAMSIZ-1)
+	case name == "." || name == "..":
+		return fmt.Errorf("interface name %q is reserved", name)
+	case strings.ContainsAny(name, "/:"):
+		return fmt.Errorf("interface name %q contains '/' or ':'", name)
+	case strings.IndexFunc(name, unicode.IsSpace) >= 0:
+		return fmt.Errorf("interface name %q contains whitespace", name)
+	}
+	return nil
+}

@@ -1,0 +1,461 @@
+package manager
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/nsnet/nsnet/crash"
+	"github.com/nsnet/nsnet/firewall"
+	"github.com/nsnet/nsnet/ipam"
+	"github.com/nsnet/nsnet/kernel"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/store"
+)
+
+// DriverBridge is the default driver: a Linux bridge with a gateway.
+const DriverBridge = "bridge"
+
+// MaxBridgePorts is the most ports the kernel lets one bridge have: port
+// numbers are 10 bits wide and port 0 is reserved.
+const MaxBridgePorts = 1023
+
+// NetworkSpec is what `net create` asks for.
+type NetworkSpec struct {
+	Name       string
+	Driver     string
+	Subnets    []netip.Prefix
+	Gateways   []netip.Addr
+	BridgeName string
+	NoNAT      bool
+	Internal   bool
+	MTU        int
+}
+
+// ownerNetwork is how the store marks a host interface name a network holds.
+func ownerNetwork(name string) string { return "network\x00" + name }
+
+func ownerAttachment(network, ns string) string { return "member\x00" + network + "\x00" + ns }
+
+// CreateNetwork validates spec, records it, and builds it in the host namespace.
+func (m *Manager) CreateNetwork(spec NetworkSpec) (store.Network, error) {
+	n, err := m.planNetwork(spec)
+	if err != nil {
+		return store.Network{}, fmt.Errorf("network %q: %w", spec.Name, err)
+	}
+	op := m.op(store.OpNetCreate, n.Name, "")
+	err = m.st.Update(func(tx *store.Tx) error {
+		if err := m.checkNetworkFree(tx, n); err != nil {
+			return err
+		}
+		if err := tx.PutNetwork(n); err != nil {
+			return err
+		}
+		for _, gw := range n.Gateways {
+			if err := tx.PutLease(n.Name, gw, "(gateway)"); err != nil {
+				return err
+			}
+		}
+		if err := tx.ReserveIfName(n.Bridge, ownerNetwork(n.Name)); err != nil {
+			return err
+		}
+		return tx.PutOp(op)
+	})
+	if err != nil {
+		return store.Network{}, fmt.Errorf("network %q: %w", spec.Name, err)
+	}
+	crash.Point("net-create/recorded")
+	if err := m.buildBridge(n); err != nil {
+		if rerr := m.teardownNetwork(n.Name, op); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("roll back: %w", rerr))
+		}
+		return store.Network{}, fmt.Errorf("network %q: %w", n.Name, err)
+	}
+	crash.Point("net-create/built")
+	n.State = store.StateReady
+	err = m.st.Update(func(tx *store.Tx) error {
+		if err := tx.PutNetwork(n); err != nil {
+			return err
+		}
+		return tx.DeleteOp(op)
+	})
+	return n, err
+}
+
+// planNetwork checks everything about spec that does not need the store.
+func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, error) {
+	if err := netns.ValidateName(spec.Name); err != nil {
+		return store.Network{}, err
+	}
+	driver := spec.Driver
+	if driver == "" {
+		driver = DriverBridge
+	}
+	if driver != DriverBridge {
+		return store.Network{}, fmt.Errorf("driver %q is not supported (supported: %s)", driver, DriverBridge)
+	}
+	if len(spec.Subnets) == 0 {
+		return store.Network{}, errors.New("a --subnet is required")
+	}
+	n := store.Network{
+		Name: spec.Name, Driver: driver, NAT: !spec.NoNAT && !spec.Internal, Internal: spec.Internal,
+		MTU: spec.MTU, HostNetns: m.cfg.HostNetns, State: store.StateCreating, Created: time.Now().UTC(),
+	}
+	if spec.MTU != 0 && (spec.MTU < 68 || spec.MTU > 65535) {
+		return n, fmt.Errorf("MTU %d is outside 68..65535", spec.MTU)
+	}
+	var seen4, seen6 bool
+	for _, p := range spec.Subnets {
+		p = p.Masked()
+		if p.Addr().Is4() && seen4 || p.Addr().Is6() && seen6 {
+			return n, fmt.Errorf("subnet %s: at most one IPv4 and one IPv6 subnet", p)
+		}
+		seen4, seen6 = seen4 || p.Addr().Is4(), seen6 || p.Addr().Is6()
+		if p.Bits() > ipam.MinBridgeBits(p) {
+			return n, fmt.Errorf("subnet %s is too small for a bridge network (the longest prefix is /%d)", p, ipam.MinBridgeBits(p))
+		}
+		n.Subnets = append(n.Subnets, p)
+	}
+	for _, p := range n.Subnets {
+		gw := ipam.FirstUsable(p)
+		for _, g := range spec.Gateways {
+			if g.Is4() == p.Addr().Is4() {
+				if err := ipam.CheckHost(p, g); err != nil {
+					return n, fmt.Errorf("gateway %s: %w", g, err)
+				}
+				gw = g
+			}
+		}
+		n.Gateways = append(n.Gateways, gw)
+	}
+	for _, g := range spec.Gateways {
+		if !containsFamily(n.Subnets, g) {
+			return n, fmt.Errorf("gateway %s: no subnet of its family", g)
+		}
+	}
+	n.Bridge = spec.BridgeName
+	if n.Bridge == "" {
+		n.Bridge = bridgeName(n.Name)
+	}
+	if err := kernel.ValidateIfName(n.Bridge); err != nil {
+		return n, fmt.Errorf("bridge name: %w", err)
+	}
+	return n, nil
+}
+
+func containsFamily(subnets []netip.Prefix, a netip.Addr) bool {
+	for _, p := range subnets {
+		if p.Addr().Is4() == a.Is4() {
+			return true
+		}
+	}
+	return false
+}
+
+// bridgeName derives a readable bridge name that fits in 15 characters.
+func bridgeName(network string) string {
+	if n := "nsbr-" + network; len(n) <= 15 {
+		return n
+	}
+	h := fnv.New32a()
+	h.Write([]byte(network))
+	return fmt.Sprintf("nsbr-%.2s%08x", network, h.Sum32())
+}
+
+// checkNetworkFree checks n against the store and the host's kernel state.
+func (m *Manager) checkNetworkFree(tx *store.Tx, n store.Network) error {
+	if _, ok, err := tx.Network(n.Name); err != nil {
+		return err
+	} else if ok {
+		return errors.New("a network with this name already exists")
+	}
+	nets, err := tx.Networks()
+	if err != nil {
+		return err
+	}
+	for _, other := range nets {
+		if other.HostNetns != n.HostNetns {
+			continue
+		}
+		for _, p := range n.Subnets {
+			for _, q := range other.Subnets {
+				if p.Overlaps(q) {
+					return fmt.Errorf("subnet %s overlaps network %q (%s)", p, other.Name, q)
+				}
+			}
+		}
+	}
+	if owner, ok := tx.IfNameOwner(n.Bridge); ok {
+		return fmt.Errorf("bridge name %s is already used by %s", n.Bridge, describeOwner(owner))
+	}
+	h, err := m.host(n.HostNetns)
+	if err != nil {
+		return err
+	}
+	if l, err := h.LinkByName(n.Bridge); err != nil {
+		return err
+	} else if l != nil {
+		return fmt.Errorf("bridge name %s is held by a device nsnet did not create (a %s)", n.Bridge, l.Type())
+	}
+	for _, p := range n.Subnets {
+		routes, err := kernel.Retry(func() ([]netlink.Route, error) {
+			return h.NL.RouteList(nil, kernel.Family(p.Addr()))
+		})
+		if err != nil {
+			return fmt.Errorf("read host routes: %w", err)
+		}
+		for _, r := range routes {
+			dst, ok := kernel.ToPrefix(r.Dst)
+			if !ok || dst.Bits() == 0 || dst.Addr().IsLinkLocalUnicast() || dst.Addr().IsMulticast() {
+				continue
+			}
+			if dst.Masked().Overlaps(p) {
+				return fmt.Errorf("subnet %s overlaps the host route to %s", p, dst.Masked())
+			}
+		}
+	}
+	return nil
+}
+
+func describeOwner(owner string) string {
+	var kind, a, b string
+	parts := splitNUL(owner)
+	if len(parts) > 0 {
+		kind = parts[0]
+	}
+	if len(parts) > 1 {
+		a = parts[1]
+	}
+	if len(parts) > 2 {
+		b = parts[2]
+	}
+	switch kind {
+	case "network":
+		return fmt.Sprintf("network %q", a)
+	case "member":
+		return fmt.Sprintf("the member %q of network %q", b, a)
+	}
+	return owner
+}
+
+func splitNUL(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+// buildBridge makes the kernel match a bridge network; every step may be
+// repeated.
+func (m *Manager) buildBridge(n store.Network) error {
+	h, err := m.host(n.HostNetns)
+	if err != nil {
+		return err
+	}
+	l, err := h.LinkByName(n.Bridge)
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		// A fixed MAC keeps the bridge's address from following its
+		// lowest-numbered port, which would stale members' neighbour caches.
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge, MTU: n.MTU, HardwareAddr: randomMAC(), TxQLen: -1}}
+		if err := h.NL.LinkAdd(br); err != nil {
+			return fmt.Errorf("create bridge %s: %w", n.Bridge, err)
+		}
+		l = br
+	} else if l.Type() != "bridge" {
+		return fmt.Errorf("device %s is a %s, not a bridge", n.Bridge, l.Type())
+	}
+	crash.Point("net-create/bridge-created")
+	if err := h.NL.LinkSetAlias(l, "nsnet network "+n.Name); err != nil {
+		return fmt.Errorf("label bridge %s: %w", n.Bridge, err)
+	}
+	for i, gw := range n.Gateways {
+		if err := h.NL.AddrReplace(l, kernel.AddrFor(gw, n.Subnets[i].Bits())); err != nil {
+			return fmt.Errorf("gateway %s on %s: %w", gw, n.Bridge, err)
+		}
+	}
+	if err := h.NL.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bring up %s: %w", n.Bridge, err)
+	}
+	if !n.Internal {
+		var s []kernel.Sysctl
+		for _, p := range n.Subnets {
+			if p.Addr().Is4() {
+				s = append(s, kernel.Sysctl{Key: "net/ipv4/ip_forward", Value: "1"})
+			} else {
+				s = append(s, kernel.Sysctl{Key: "net/ipv6/conf/all/forwarding", Value: "1"})
+			}
+		}
+		if err := h.SetSysctls(s...); err != nil {
+			return fmt.Errorf("enable forwarding: %w", err)
+		}
+	}
+	fw, err := firewall.New(int(h.Fd()))
+	if err != nil {
+		return err
+	}
+	return fw.SetNetwork(firewall.Network{
+		Name: n.Name, Bridge: n.Bridge, Subnets: n.Subnets, Masquerade: n.NAT, Internal: n.Internal,
+	})
+}
+
+func randomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	rand.Read(mac)
+	mac[0] = mac[0]&0xfe | 0x02 // unicast, locally administered
+	return mac
+}
+
+// RemoveNetwork deletes a network; with force it first disconnects members.
+func (m *Manager) RemoveNetwork(name string, force bool) error {
+	var members []store.Attachment
+	err := m.st.View(func(tx *store.Tx) error {
+		_, ok, err := tx.Network(name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("no such network")
+		}
+		members, err = tx.Members(name)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("network %q: %w", name, err)
+	}
+	if len(members) > 0 && !force {
+		return fmt.Errorf("network %q has %d member(s); disconnect them or use --force", name, len(members))
+	}
+	for _, a := range members {
+		if err := m.Disconnect(a.Network, a.Namespace); err != nil {
+			return err
+		}
+	}
+	op := m.op(store.OpNetRemove, name, "")
+	err = m.st.Update(func(tx *store.Tx) error {
+		n, _, err := tx.Network(name)
+		if err != nil {
+			return err
+		}
+		n.State = store.StateRemoving
+		if err := tx.PutNetwork(n); err != nil {
+			return err
+		}
+		return tx.PutOp(op)
+	})
+	if err != nil {
+		return fmt.Errorf("network %q: %w", name, err)
+	}
+	crash.Point("net-rm/recorded")
+	if err := m.teardownNetwork(name, op); err != nil {
+		return fmt.Errorf("network %q: %w", name, err)
+	}
+	return nil
+}
+
+// teardownNetwork removes everything a network owns and forgets it. The
+// bridge's name was reserved in the store while no device held it, so a
+// device by that name is the network's own.
+func (m *Manager) teardownNetwork(name string, op store.Op) error {
+	var n store.Network
+	var found bool
+	if err := m.st.View(func(tx *store.Tx) (err error) { n, found, err = tx.Network(name); return err }); err != nil {
+		return err
+	}
+	if found {
+		h, err := m.host(n.HostNetns)
+		if err != nil && !errors.Is(err, netns.ErrNotExist) {
+			return err
+		}
+		if h != nil {
+			fw, err := firewall.New(int(h.Fd()))
+			if err != nil {
+				return err
+			}
+			if err := fw.RemoveNetwork(n.Name); err != nil {
+				return err
+			}
+			crash.Point("net-rm/rules-removed")
+			if l, err := h.LinkByName(n.Bridge); err != nil {
+				return err
+			} else if l != nil && l.Type() == "bridge" {
+				if err := h.NL.LinkDel(l); err != nil {
+					return fmt.Errorf("delete bridge %s: %w", n.Bridge, err)
+				}
+			}
+		}
+	}
+	return m.st.Update(func(tx *store.Tx) error {
+		if found {
+			if owner, ok := tx.IfNameOwner(n.Bridge); ok && owner == ownerNetwork(name) {
+				if err := tx.ReleaseIfName(n.Bridge); err != nil {
+					return err
+				}
+			}
+			if err := tx.DeleteNetwork(name); err != nil {
+				return err
+			}
+		}
+		return tx.DeleteOp(op)
+	})
+}
+
+// NetworkInfo is a network with its members.
+type NetworkInfo struct {
+	store.Network
+	Members []store.Attachment `json:"members"`
+}
+
+// Networks lists every network.
+func (m *Manager) Networks() ([]NetworkInfo, error) {
+	var out []NetworkInfo
+	err := m.st.View(func(tx *store.Tx) error {
+		nets, err := tx.Networks()
+		if err != nil {
+			return err
+		}
+		for _, n := range nets {
+			members, err := tx.Members(n.Name)
+			if err != nil {
+				return err
+			}
+			out = append(out, NetworkInfo{Network: n, Members: members})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Network describes one network.
+func (m *Manager) Network(name string) (NetworkInfo, error) {
+	var out NetworkInfo
+	err := m.st.View(func(tx *store.Tx) error {
+		n, ok, err := tx.Network(name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("no such network")
+		}
+		out.Network = n
+		out.Members, err = tx.Members(name)
+		return err
+	})
+	if err != nil {
+		return out, fmt.Errorf("network %q: %w", name, err)
+	}
+	return out, nil
+}

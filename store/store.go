@@ -1,0 +1,377 @@
+// Package store keeps nsnet's desired state in one embedded bbolt file under
+// the state directory. bbolt's file lock makes a Store exclusive to one
+// process at a time, so each nsnet command runs as one critical section and
+// any operation it finds still pending belongs to a process that died.
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// States of an object while an operation is in flight.
+const (
+	StateCreating = "creating"
+	StateReady    = "ready"
+	StateRemoving = "removing"
+)
+
+// Network is a network as the user asked for it.
+type Network struct {
+	Name     string         `json:"name"`
+	Driver   string         `json:"driver"`
+	Subnets  []netip.Prefix `json:"subnets"`
+	Gateways []netip.Addr   `json:"gateways"`
+	Bridge   string         `json:"bridge,omitempty"`
+	NAT      bool           `json:"nat"`
+	Internal bool           `json:"internal"`
+	MTU      int            `json:"mtu,omitempty"`
+	// HostNetns is the namespace file of the host the network lives in;
+	// empty means the namespace nsnet ran in when it created the network.
+	HostNetns string    `json:"host_netns,omitempty"`
+	State     string    `json:"state"`
+	Created   time.Time `json:"created"`
+}
+
+// Namespace is a named network namespace nsnet created.
+type Namespace struct {
+	Name    string    `json:"name"`
+	State   string    `json:"state"`
+	Created time.Time `json:"created"`
+}
+
+// Attachment is one namespace's membership of one network.
+type Attachment struct {
+	Network   string `json:"network"`
+	Namespace string `json:"namespace"`
+	// IfName is the interface inside the namespace.
+	IfName string `json:"ifname"`
+	// HostIf is the host end of the veth.
+	HostIf string `json:"host_if,omitempty"`
+	// Addrs are the member's addresses with the subnet's prefix length.
+	Addrs []netip.Prefix `json:"addrs"`
+	State string         `json:"state"`
+}
+
+// Op is an operation recorded before its kernel changes begin and removed
+// when they are all made. One found at start-up belongs to a dead process.
+type Op struct {
+	Kind      string    `json:"kind"`
+	Network   string    `json:"network,omitempty"`
+	Namespace string    `json:"namespace,omitempty"`
+	PID       int       `json:"pid"`
+	Started   time.Time `json:"started"`
+}
+
+// Operation kinds.
+const (
+	OpNetCreate  = "net-create"
+	OpNetRemove  = "net-rm"
+	OpConnect    = "connect"
+	OpDisconnect = "disconnect"
+	OpNSCreate   = "ns-create"
+	OpNSRemove   = "ns-rm"
+)
+
+// Key names an op uniquely.
+func (o Op) Key() string { return o.Kind + "\x00" + o.Network + "\x00" + o.Namespace }
+
+var (
+	bNetworks    = []byte("networks")
+	bNamespaces  = []byte("namespaces")
+	bAttachments = []byte("attachments")
+	bLeases      = []byte("leases")
+	bIfNames     = []byte("ifnames")
+	bPending     = []byte("pending")
+	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames, bPending}
+)
+
+// FileName is the store's file inside the state directory.
+const FileName = "nsnet.db"
+
+// LockTimeout bounds how long a command waits for another to finish.
+const LockTimeout = 60 * time.Second
+
+// Store is an open state file.
+type Store struct {
+	db *bolt.DB
+}
+
+// Open opens (creating if needed) the store in dir, waiting for any other
+// nsnet process to release it. A read-only store shares the lock with other
+// readers.
+func Open(dir string, readOnly bool) (*Store, error) {
+	p := filepath.Join(dir, FileName)
+	if readOnly {
+		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			readOnly = false // first use: create it
+		}
+	}
+	if !readOnly {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("state directory %s: %w", dir, err)
+		}
+	}
+	db, err := bolt.Open(p, 0o600, &bolt.Options{Timeout: LockTimeout, ReadOnly: readOnly})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("state store %s: another nsnet held it for over %s", p, LockTimeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state store %s: %w", p, err)
+	}
+	s := &Store{db: db}
+	if !readOnly {
+		err := db.Update(func(tx *bolt.Tx) error {
+			for _, b := range allBuckets {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("state store %s: %w", p, err)
+		}
+	}
+	return s, nil
+}
+
+// Close releases the store and its lock.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Update runs fn in one read-write transaction.
+func (s *Store) Update(fn func(*Tx) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+}
+
+// View runs fn in one read-only transaction.
+func (s *Store) View(fn func(*Tx) error) error {
+	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+}
+
+// Tx is a transaction over nsnet's records.
+type Tx struct{ tx *bolt.Tx }
+
+func (t *Tx) bucket(name []byte) *bolt.Bucket {
+	return t.tx.Bucket(name)
+}
+
+func get[T any](t *Tx, bucket []byte, key string) (T, bool, error) {
+	var v T
+	b := t.bucket(bucket)
+	if b == nil {
+		return v, false, nil
+	}
+	raw := b.Get([]byte(key))
+	if raw == nil {
+		return v, false, nil
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, false, fmt.Errorf("decode %s/%q: %w", bucket, key, err)
+	}
+	return v, true, nil
+}
+
+func put(t *Tx, bucket []byte, key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return t.bucket(bucket).Put([]byte(key), raw)
+}
+
+func del(t *Tx, bucket []byte, key string) error {
+	return t.bucket(bucket).Delete([]byte(key))
+}
+
+func list[T any](t *Tx, bucket []byte, prefix string) ([]T, error) {
+	var out []T
+	b := t.bucket(bucket)
+	if b == nil {
+		return nil, nil
+	}
+	c := b.Cursor()
+	for k, raw := c.Seek([]byte(prefix)); k != nil && hasPrefix(k, prefix); k, raw = c.Next() {
+		var v T
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, fmt.Errorf("decode %s/%q: %w", bucket, k, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func hasPrefix(k []byte, prefix string) bool {
+	return len(k) >= len(prefix) && string(k[:len(prefix)]) == prefix
+}
+
+// Network returns the network called name.
+func (t *Tx) Network(name string) (Network, bool, error) { return get[Network](t, bNetworks, name) }
+
+// PutNetwork records n.
+func (t *Tx) PutNetwork(n Network) error { return put(t, bNetworks, n.Name, n) }
+
+// DeleteNetwork forgets the network and every lease in it.
+func (t *Tx) DeleteNetwork(name string) error {
+	if err := t.bucket(bLeases).DeleteBucket([]byte(name)); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+		return err
+	}
+	return del(t, bNetworks, name)
+}
+
+// Networks lists every network, sorted by name.
+func (t *Tx) Networks() ([]Network, error) { return list[Network](t, bNetworks, "") }
+
+// Namespace returns the namespace record called name.
+func (t *Tx) Namespace(name string) (Namespace, bool, error) {
+	return get[Namespace](t, bNamespaces, name)
+}
+
+// PutNamespace records n.
+func (t *Tx) PutNamespace(n Namespace) error { return put(t, bNamespaces, n.Name, n) }
+
+// DeleteNamespace forgets the namespace record.
+func (t *Tx) DeleteNamespace(name string) error { return del(t, bNamespaces, name) }
+
+// Namespaces lists every namespace record, sorted by name.
+func (t *Tx) Namespaces() ([]Namespace, error) { return list[Namespace](t, bNamespaces, "") }
+
+func attKey(network, ns string) string { return network + "\x00" + ns }
+
+// Attachment returns ns's membership of network.
+func (t *Tx) Attachment(network, ns string) (Attachment, bool, error) {
+	return get[Attachment](t, bAttachments, attKey(network, ns))
+}
+
+// PutAttachment records a.
+func (t *Tx) PutAttachment(a Attachment) error {
+	return put(t, bAttachments, attKey(a.Network, a.Namespace), a)
+}
+
+// DeleteAttachment forgets a membership.
+func (t *Tx) DeleteAttachment(network, ns string) error {
+	return del(t, bAttachments, attKey(network, ns))
+}
+
+// Members lists the attachments of one network, sorted by namespace.
+func (t *Tx) Members(network string) ([]Attachment, error) {
+	return list[Attachment](t, bAttachments, network+"\x00")
+}
+
+// MemberCount counts a network's attachments without decoding them.
+func (t *Tx) MemberCount(network string) int {
+	n := 0
+	c := t.bucket(bAttachments).Cursor()
+	prefix := network + "\x00"
+	for k, _ := c.Seek([]byte(prefix)); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
+		n++
+	}
+	return n
+}
+
+// AttachmentsOf lists the networks namespace ns has joined.
+func (t *Tx) AttachmentsOf(ns string) ([]Attachment, error) {
+	all, err := list[Attachment](t, bAttachments, "")
+	if err != nil {
+		return nil, err
+	}
+	var out []Attachment
+	for _, a := range all {
+		if a.Namespace == ns {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// IfNameOwner returns who reserved a host interface name, if anyone.
+func (t *Tx) IfNameOwner(name string) (string, bool) {
+	v := t.bucket(bIfNames).Get([]byte(name))
+	return string(v), v != nil
+}
+
+// ReserveIfName records that owner holds the host interface name.
+func (t *Tx) ReserveIfName(name, owner string) error {
+	return t.bucket(bIfNames).Put([]byte(name), []byte(owner))
+}
+
+// ReleaseIfName frees a host interface name.
+func (t *Tx) ReleaseIfName(name string) error { return t.bucket(bIfNames).Delete([]byte(name)) }
+
+// PutOp records an operation as in flight.
+func (t *Tx) PutOp(o Op) error { return put(t, bPending, o.Key(), o) }
+
+// DeleteOp records an operation as finished.
+func (t *Tx) DeleteOp(o Op) error { return del(t, bPending, o.Key()) }
+
+// Ops lists the operations in flight.
+func (t *Tx) Ops() ([]Op, error) { return list[Op](t, bPending, "") }
+
+func leaseKey(a netip.Addr) []byte {
+	if a.Is4() {
+		return append([]byte{4}, a.AsSlice()...)
+	}
+	return append([]byte{6}, a.AsSlice()...)
+}
+
+func (t *Tx) leases(network string, create bool) (*bolt.Bucket, error) {
+	if create {
+		return t.bucket(bLeases).CreateBucketIfNotExists([]byte(network))
+	}
+	return t.bucket(bLeases).Bucket([]byte(network)), nil
+}
+
+// LeaseOwner returns who holds address a in network.
+func (t *Tx) LeaseOwner(network string, a netip.Addr) (string, bool) {
+	b, _ := t.leases(network, false)
+	if b == nil {
+		return "", false
+	}
+	v := b.Get(leaseKey(a))
+	return string(v), v != nil
+}
+
+// PutLease records that owner holds address a in network.
+func (t *Tx) PutLease(network string, a netip.Addr, owner string) error {
+	b, err := t.leases(network, true)
+	if err != nil {
+		return err
+	}
+	return b.Put(leaseKey(a), []byte(owner))
+}
+
+// DeleteLease frees address a in network.
+func (t *Tx) DeleteLease(network string, a netip.Addr) error {
+	b, _ := t.leases(network, false)
+	if b == nil {
+		return nil
+	}
+	return b.Delete(leaseKey(a))
+}
+
+// LeasedFrom yields the leased addresses of network in from's family, in
+// ascending order, starting at from.
+func (t *Tx) LeasedFrom(network string, from netip.Addr) func(func(netip.Addr) bool) {
+	return func(yield func(netip.Addr) bool) {
+		b, _ := t.leases(network, false)
+		if b == nil {
+			return
+		}
+		start := leaseKey(from)
+		c := b.Cursor()
+		for k, _ := c.Seek(start); k != nil && k[0] == start[0]; k, _ = c.Next() {
+			a, ok := netip.AddrFromSlice(k[1:])
+			if !ok || !yield(a) {
+				return
+			}
+		}
+	}
+}
