@@ -126,17 +126,19 @@ var errNoTable = errors.New("no nsnet table")
 // rules of other networks. Only nsnet's own chains are read.
 func (f *Firewall) deleteTagged(name string) (others int, err error) {
 	tag := []byte(tagPrefix + name)
+	if _, err := f.conn.ListTableOfFamily(TableName, nftables.TableFamilyINet); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return 0, errNoTable
+		}
+		return 0, fmt.Errorf("look up nftables table %s: %w", TableName, err)
+	}
 	post, fwd := f.chains()
 	for _, c := range []*nftables.Chain{post, fwd} {
 		rules, err := f.conn.GetRules(f.table, c)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
 		if err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				if c == post {
-					// Neither table nor chains exist yet.
-					return 0, errNoTable
-				}
-				continue
-			}
 			return 0, fmt.Errorf("read nftables chain %s %s: %w", TableName, c.Name, err)
 		}
 		for _, r := range rules {

@@ -58,11 +58,14 @@ func CheckHost(p netip.Prefix, a netip.Addr) error {
 	return nil
 }
 
-// FirstFree returns the first usable address of p not in leased, which must
-// yield the leased addresses of p's family in ascending order starting at or
-// after FirstUsable(p).
-func FirstFree(p netip.Prefix, leased iter.Seq[netip.Addr]) (netip.Addr, error) {
+// FirstFree returns the first usable address of p, at or above from, not in
+// leased, which must yield the leased addresses of p's family in ascending
+// order.
+func FirstFree(p netip.Prefix, from netip.Addr, leased iter.Seq[netip.Addr]) (netip.Addr, error) {
 	cand := FirstUsable(p)
+	if cand.Less(from) {
+		cand = from
+	}
 	last := LastUsable(p)
 	for a := range leased {
 		if a.Less(cand) {

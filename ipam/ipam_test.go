@@ -17,21 +17,29 @@ func addrs(s ...string) []netip.Addr {
 func TestFirstFree(t *testing.T) {
 	tests := []struct {
 		subnet  string
+		from    string
 		leased  []netip.Addr
 		want    string
 		wantErr bool
 	}{
-		{"10.0.0.0/24", nil, "10.0.0.1", false},
-		{"10.0.0.0/24", addrs("10.0.0.1"), "10.0.0.2", false},
-		{"10.0.0.0/24", addrs("10.0.0.1", "10.0.0.2", "10.0.0.4"), "10.0.0.3", false},
-		{"10.0.0.0/30", addrs("10.0.0.1", "10.0.0.2"), "", true},
-		{"10.0.0.0/30", addrs("10.0.0.1"), "10.0.0.2", false},
-		{"fd00::/64", addrs("fd00::1"), "fd00::2", false},
-		{"fd00::/126", addrs("fd00::1", "fd00::2", "fd00::3"), "", true},
-		{"192.168.20.0/24", addrs("192.168.20.1", "192.168.20.200"), "192.168.20.2", false},
+		{"10.0.0.0/24", "", nil, "10.0.0.1", false},
+		{"10.0.0.0/24", "", addrs("10.0.0.1"), "10.0.0.2", false},
+		{"10.0.0.0/24", "", addrs("10.0.0.1", "10.0.0.2", "10.0.0.4"), "10.0.0.3", false},
+		{"10.0.0.0/30", "", addrs("10.0.0.1", "10.0.0.2"), "", true},
+		{"10.0.0.0/30", "", addrs("10.0.0.1"), "10.0.0.2", false},
+		{"fd00::/64", "", addrs("fd00::1"), "fd00::2", false},
+		{"fd00::/126", "", addrs("fd00::1", "fd00::2", "fd00::3"), "", true},
+		{"192.168.20.0/24", "", addrs("192.168.20.1", "192.168.20.200"), "192.168.20.2", false},
+		{"10.0.0.0/24", "10.0.0.5", addrs("10.0.0.5", "10.0.0.6"), "10.0.0.7", false},
+		{"10.0.0.0/24", "10.0.0.5", addrs("10.0.0.9"), "10.0.0.5", false},
+		{"10.0.0.0/30", "10.0.0.3", nil, "", true},
 	}
 	for _, tt := range tests {
-		got, err := FirstFree(netip.MustParsePrefix(tt.subnet), slices.Values(tt.leased))
+		var from netip.Addr
+		if tt.from != "" {
+			from = netip.MustParseAddr(tt.from)
+		}
+		got, err := FirstFree(netip.MustParsePrefix(tt.subnet), from, slices.Values(tt.leased))
 		if (err != nil) != tt.wantErr {
 			t.Errorf("FirstFree(%s, %v) error = %v, want error %v", tt.subnet, tt.leased, err, tt.wantErr)
 			continue

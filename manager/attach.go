@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
+	"os"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsnet/nsnet/crash"
 	"github.com/nsnet/nsnet/ipam"
@@ -54,69 +56,52 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 
 	var n store.Network
 	var h *kernel.NS
-	a := store.Attachment{Network: spec.Network, Namespace: spec.Namespace, IfName: spec.IfName, State: store.StateCreating}
-	op := m.op(store.OpConnect, spec.Network, spec.Namespace)
-	err = m.st.Update(func(tx *store.Tx) error {
+	a := store.Attachment{Network: spec.Network, Namespace: spec.Namespace, IfName: spec.IfName}
+	err = m.transact(func(tx *store.Tx) (store.Op, error) {
 		var ok bool
 		var err error
 		n, ok, err = tx.Network(spec.Network)
 		if err != nil {
-			return err
+			return store.Op{}, err
 		}
 		if !ok {
-			return fmt.Errorf("network %q: no such network", spec.Network)
+			return store.Op{}, fmt.Errorf("network %q: no such network", spec.Network)
 		}
 		if _, ok, err := tx.Attachment(n.Name, spec.Namespace); err != nil {
-			return err
+			return store.Op{}, err
 		} else if ok {
-			return fmt.Errorf("namespace %q is already connected to network %q", spec.Namespace, n.Name)
-		}
-		if c := tx.MemberCount(n.Name); c >= MaxBridgePorts {
-			return fmt.Errorf("network %q is full: bridge %s has %d ports, the kernel's limit", n.Name, n.Bridge, c)
+			return store.Op{}, fmt.Errorf("namespace %q is already connected to network %q", spec.Namespace, n.Name)
 		}
 		if h, err = m.host(n.HostNetns); err != nil {
-			return err
+			return store.Op{}, err
 		}
 		if a.IfName, err = pickIfName(ns, spec.IfName); err != nil {
-			return err
+			return store.Op{}, err
 		}
 		if a.Addrs, err = leaseAddrs(tx, n, spec); err != nil {
-			return err
+			return store.Op{}, err
 		}
 		if a.HostIf, err = pickHostIf(tx, h, n.Name, spec.Namespace); err != nil {
+			return store.Op{}, err
+		}
+		return store.Op{Kind: store.OpConnect, Network: n.Name, Namespace: a.Namespace,
+			HostNetns: n.HostNetns, HostIf: a.HostIf, Addrs: a.Addrs}, nil
+	}, func(tx *store.Tx, op store.Op) error {
+		crash.Point("connect/recorded")
+		if err := m.plugVeth(h, ns, n, a); err != nil {
 			return err
 		}
+		crash.Point("connect/plugged")
 		for _, p := range a.Addrs {
-			if err := tx.PutLease(n.Name, p.Addr(), spec.Namespace); err != nil {
+			if err := tx.PutLease(n.Name, p.Addr(), a.Namespace); err != nil {
 				return err
 			}
 		}
-		if err := tx.ReserveIfName(a.HostIf, ownerAttachment(n.Name, spec.Namespace)); err != nil {
+		if err := tx.ReserveIfName(a.HostIf, ownerAttachment(n.Name, a.Namespace)); err != nil {
 			return err
 		}
-		if err := tx.PutAttachment(a); err != nil {
-			return err
-		}
-		return tx.PutOp(op)
-	})
-	if err != nil {
-		return a, err
-	}
-	crash.Point("connect/recorded")
-	if err := m.plugVeth(h, ns, n, a); err != nil {
-		if rerr := m.teardownAttachment(n.Name, spec.Namespace, op); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("roll back: %w", rerr))
-		}
-		return a, err
-	}
-	crash.Point("connect/plugged")
-	a.State = store.StateReady
-	err = m.st.Update(func(tx *store.Tx) error {
-		if err := tx.PutAttachment(a); err != nil {
-			return err
-		}
-		return tx.DeleteOp(op)
-	})
+		return tx.PutAttachment(a)
+	}, m.unplug)
 	return a, err
 }
 
@@ -164,7 +149,7 @@ func leaseAddrs(tx *store.Tx, n store.Network, spec ConnectSpec) ([]netip.Prefix
 				return nil, fmt.Errorf("address %s: %w", want, err)
 			}
 			if owner, ok := tx.LeaseOwner(n.Name, want); ok {
-				if owner == "(gateway)" {
+				if owner == gatewayOwner {
 					return nil, fmt.Errorf("address %s is the gateway of network %q", want, n.Name)
 				}
 				return nil, fmt.Errorf("address %s is already leased to namespace %q", want, owner)
@@ -172,9 +157,16 @@ func leaseAddrs(tx *store.Tx, n store.Network, spec ConnectSpec) ([]netip.Prefix
 			out = append(out, netip.PrefixFrom(want, p.Bits()))
 			continue
 		}
-		a, err := ipam.FirstFree(p, tx.LeasedFrom(n.Name, ipam.FirstUsable(p)))
+		from := tx.FreeHint(n.Name, ipam.FirstUsable(p))
+		a, err := ipam.FirstFree(p, from, tx.LeasedFrom(n.Name, from))
 		if err != nil {
 			return nil, fmt.Errorf("network %q: %w", n.Name, err)
+		}
+		// Everything below a is leased and a is about to be: the next
+		// search may start above it. The transaction undoes this if the
+		// connect fails.
+		if err := tx.SetFreeHint(n.Name, a.Next()); err != nil {
+			return nil, err
 		}
 		out = append(out, netip.PrefixFrom(a, p.Bits()))
 	}
@@ -230,6 +222,10 @@ func (m *Manager) plugVeth(h, ns *kernel.NS, n store.Network, a store.Attachment
 		return fmt.Errorf("label %s: %w", a.HostIf, err)
 	}
 	if err := h.NL.LinkSetMasterByIndex(veth, br.Attrs().Index); err != nil {
+		if errors.Is(err, unix.EXFULL) {
+			// The kernel's count covers every port, TAPs included.
+			return fmt.Errorf("network %q is full: bridge %s has %d ports, the kernel's limit", n.Name, n.Bridge, MaxBridgePorts)
+		}
 		return fmt.Errorf("attach %s to bridge %s: %w", a.HostIf, n.Bridge, err)
 	}
 	if err := h.NL.LinkSetUp(veth); err != nil {
@@ -242,7 +238,7 @@ func (m *Manager) plugVeth(h, ns *kernel.NS, n store.Network, a store.Attachment
 	if peer == nil {
 		return fmt.Errorf("interface %s vanished from namespace %s", a.IfName, a.Namespace)
 	}
-	if err := ns.SetSysctls(memberSysctls(a)...); err != nil {
+	if err := quietIPv6(ns, peer, a); err != nil {
 		return fmt.Errorf("configure %s in %s: %w", a.IfName, a.Namespace, err)
 	}
 	for _, p := range a.Addrs {
@@ -265,19 +261,20 @@ func (m *Manager) plugVeth(h, ns *kernel.NS, n store.Network, a store.Attachment
 	return nil
 }
 
-// memberSysctls keeps a new member from flooding the bridge: each frame a
-// port sends to an unknown multicast group is copied to every other port,
-// so DAD probes and router solicitations make every connect cost O(ports).
-// IPv4-only members get no IPv6 at all, as Docker does; dual-stack members
-// keep their link-local address but skip DAD and router solicitation.
-func memberSysctls(a store.Attachment) []kernel.Sysctl {
-	base := "net/ipv6/conf/" + a.IfName + "/"
+// quietIPv6 keeps a new member from flooding the bridge: each frame a port
+// sends to an unknown multicast group is copied to every other port, so DAD
+// probes and router solicitations would make every connect cost O(ports).
+// IPv4-only members generate no IPv6 address at all (a netlink attribute,
+// no thread switch); dual-stack members keep their link-local address but
+// skip DAD and router solicitation, which only sysctls can say.
+func quietIPv6(ns *kernel.NS, peer netlink.Link, a store.Attachment) error {
 	for _, p := range a.Addrs {
 		if p.Addr().Is6() {
-			return []kernel.Sysctl{{Key: base + "accept_dad", Value: "0"}, {Key: base + "accept_ra", Value: "0"}}
+			base := "net/ipv6/conf/" + a.IfName + "/"
+			return ns.SetSysctls(kernel.Sysctl{Key: base + "accept_dad", Value: "0"}, kernel.Sysctl{Key: base + "accept_ra", Value: "0"})
 		}
 	}
-	return []kernel.Sysctl{{Key: base + "disable_ipv6", Value: "1"}}
+	return ns.NL.LinkSetIP6AddrGenMode(peer, in6AddrGenModeNone)
 }
 
 // ensureDefaultRoute adds a default route via gw unless the namespace has
@@ -306,87 +303,74 @@ func unspecified(a netip.Addr) netip.Addr {
 
 // Disconnect removes a namespace from a network.
 func (m *Manager) Disconnect(network, ns string) error {
-	op := m.op(store.OpDisconnect, network, ns)
-	err := m.st.Update(func(tx *store.Tx) error {
-		if _, ok, err := tx.Network(network); err != nil {
-			return err
-		} else if !ok {
-			return fmt.Errorf("network %q: no such network", network)
+	err := m.transact(func(tx *store.Tx) (store.Op, error) {
+		n, ok, err := tx.Network(network)
+		if err != nil {
+			return store.Op{}, err
+		}
+		if !ok {
+			return store.Op{}, fmt.Errorf("network %q: no such network", network)
 		}
 		a, ok, err := tx.Attachment(network, ns)
 		if err != nil {
-			return err
+			return store.Op{}, err
 		}
 		if !ok {
-			return fmt.Errorf("namespace %q is not connected to network %q", ns, network)
+			return store.Op{}, fmt.Errorf("namespace %q is not connected to network %q", ns, network)
 		}
-		a.State = store.StateRemoving
-		if err := tx.PutAttachment(a); err != nil {
+		return store.Op{Kind: store.OpDisconnect, Network: network, Namespace: ns,
+			HostNetns: n.HostNetns, HostIf: a.HostIf, Addrs: a.Addrs}, nil
+	}, func(tx *store.Tx, op store.Op) error {
+		crash.Point("disconnect/recorded")
+		if err := m.unplug(op); err != nil {
 			return err
 		}
-		return tx.PutOp(op)
-	})
+		crash.Point("disconnect/veth-deleted")
+		return forgetAttachment(tx, op)
+	}, nil)
 	if err != nil {
-		return fmt.Errorf("disconnect %s from %s: %w", ns, network, err)
-	}
-	crash.Point("disconnect/recorded")
-	if err := m.teardownAttachment(network, ns, op); err != nil {
 		return fmt.Errorf("disconnect %s from %s: %w", ns, network, err)
 	}
 	return nil
 }
 
-// teardownAttachment deletes a member's veth and forgets the membership,
-// its leases and its interface name. Deleting the host end takes the peer
-// and any route through it with it.
-func (m *Manager) teardownAttachment(network, ns string, op store.Op) error {
-	var a store.Attachment
-	var n store.Network
-	var found bool
-	err := m.st.View(func(tx *store.Tx) (err error) {
-		if a, found, err = tx.Attachment(network, ns); err != nil || !found {
-			return err
+// unplug deletes a member's veth. Deleting the host end takes the peer and
+// every route through it along. The name was checked free in the host and
+// reserved in the store before the veth was made, so a veth by that name is
+// the member's own.
+func (m *Manager) unplug(op store.Op) error {
+	h, err := m.host(op.HostNetns)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
 		}
-		n, _, err = tx.Network(network)
 		return err
-	})
+	}
+	l, err := h.LinkByName(op.HostIf)
 	if err != nil {
 		return err
 	}
-	if found && a.HostIf != "" {
-		h, err := m.host(n.HostNetns)
-		if err != nil {
-			return err
+	if l != nil && l.Type() == "veth" {
+		if err := h.NL.LinkDel(l); err != nil {
+			return fmt.Errorf("delete veth %s: %w", op.HostIf, err)
 		}
-		l, err := h.LinkByName(a.HostIf)
-		if err != nil {
-			return err
-		}
-		if l != nil && l.Type() == "veth" {
-			if err := h.NL.LinkDel(l); err != nil {
-				return fmt.Errorf("delete veth %s: %w", a.HostIf, err)
-			}
-		}
-		crash.Point("disconnect/veth-deleted")
 	}
-	return m.st.Update(func(tx *store.Tx) error {
-		if found {
-			for _, p := range a.Addrs {
-				if owner, ok := tx.LeaseOwner(network, p.Addr()); ok && owner == ns {
-					if err := tx.DeleteLease(network, p.Addr()); err != nil {
-						return err
-					}
-				}
-			}
-			if owner, ok := tx.IfNameOwner(a.HostIf); ok && owner == ownerAttachment(network, ns) {
-				if err := tx.ReleaseIfName(a.HostIf); err != nil {
-					return err
-				}
-			}
-			if err := tx.DeleteAttachment(network, ns); err != nil {
+	return nil
+}
+
+// forgetAttachment drops a membership with its leases and host interface name.
+func forgetAttachment(tx *store.Tx, op store.Op) error {
+	for _, p := range op.Addrs {
+		if owner, ok := tx.LeaseOwner(op.Network, p.Addr()); ok && owner == op.Namespace {
+			if err := tx.DeleteLease(op.Network, p.Addr()); err != nil {
 				return err
 			}
 		}
-		return tx.DeleteOp(op)
-	})
+	}
+	if owner, ok := tx.IfNameOwner(op.HostIf); ok && owner == ownerAttachment(op.Network, op.Namespace) {
+		if err := tx.ReleaseIfName(op.HostIf); err != nil {
+			return err
+		}
+	}
+	return tx.DeleteAttachment(op.Network, op.Namespace)
 }

@@ -35,6 +35,8 @@ type Manager struct {
 	st    *store.Store
 	hosts map[string]*kernel.NS
 	pid   int
+	// recovered says what Open finished or rolled back.
+	recovered []string
 }
 
 // Open opens the store for changes, waiting for other nsnet processes, and
@@ -44,7 +46,7 @@ func Open(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := m.Recover(); err != nil {
+	if m.recovered, err = m.Recover(); err != nil {
 		m.Close()
 		return nil, err
 	}
@@ -86,15 +88,14 @@ func (m *Manager) host(path string) (*kernel.NS, error) {
 	return h, nil
 }
 
-func (m *Manager) op(kind, network, ns string) store.Op {
-	return store.Op{Kind: kind, Network: network, Namespace: ns, PID: m.pid, Started: time.Now().UTC()}
-}
-
-// Recover finishes or rolls back every operation a dead process left in
-// flight and says what it did. Every step it takes is idempotent.
+// Recover finishes or rolls back every operation a dead process left in the
+// journal and says what it did. An operation whose store transaction
+// committed had made all its kernel changes; one whose transaction did not
+// is undone (create, connect) or carried to its end (remove, disconnect)
+// from the names its journal entry holds. Every step is idempotent.
 func (m *Manager) Recover() ([]string, error) {
-	var ops []store.Op
-	if err := m.st.View(func(tx *store.Tx) (err error) { ops, err = tx.Ops(); return err }); err != nil {
+	ops, err := m.st.Pending()
+	if err != nil {
 		return nil, err
 	}
 	// Memberships first, so networks and namespaces lose their members
@@ -103,20 +104,9 @@ func (m *Manager) Recover() ([]string, error) {
 	var done []string
 	var errs []error
 	for _, o := range ops {
-		var err error
-		verb := "rolled back"
-		switch o.Kind {
-		case store.OpConnect, store.OpDisconnect:
-			err = m.teardownAttachment(o.Network, o.Namespace, o)
-		case store.OpNetCreate, store.OpNetRemove:
-			err = m.teardownNetwork(o.Network, o)
-		case store.OpNSCreate, store.OpNSRemove:
-			err = m.teardownNamespace(o.Namespace, o)
-		default:
-			err = fmt.Errorf("unknown operation kind %q", o.Kind)
-		}
-		if o.Kind == store.OpDisconnect || o.Kind == store.OpNetRemove || o.Kind == store.OpNSRemove {
-			verb = "finished"
+		verb, err := m.recoverOp(o)
+		if err == nil {
+			err = m.st.End(o)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("recover interrupted %s: %w", describeOp(o), err))
@@ -125,6 +115,57 @@ func (m *Manager) Recover() ([]string, error) {
 		done = append(done, fmt.Sprintf("%s interrupted %s (pid %d)", verb, describeOp(o), o.PID))
 	}
 	return done, errors.Join(errs...)
+}
+
+func (m *Manager) recoverOp(o store.Op) (string, error) {
+	var committed bool
+	err := m.st.View(func(tx *store.Tx) (err error) {
+		switch o.Kind {
+		case store.OpConnect, store.OpDisconnect:
+			_, committed, err = tx.Attachment(o.Network, o.Namespace)
+		case store.OpNetCreate, store.OpNetRemove:
+			_, committed, err = tx.Network(o.Network)
+		case store.OpNSCreate, store.OpNSRemove:
+			_, committed, err = tx.Namespace(o.Namespace)
+		}
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	switch o.Kind {
+	case store.OpConnect:
+		if committed {
+			return "completed", nil
+		}
+		return "rolled back", m.unplug(o)
+	case store.OpNetCreate:
+		if committed {
+			return "completed", nil
+		}
+		return "rolled back", m.unbuild(o)
+	case store.OpNSCreate:
+		if committed {
+			return "completed", nil
+		}
+		return "rolled back", unmountNamespace(o.Namespace)
+	case store.OpDisconnect:
+		if err := m.unplug(o); err != nil {
+			return "", err
+		}
+		return "finished", m.st.Update(func(tx *store.Tx) error { return forgetAttachment(tx, o) })
+	case store.OpNetRemove:
+		if err := m.unbuild(o); err != nil {
+			return "", err
+		}
+		return "finished", m.st.Update(func(tx *store.Tx) error { return forgetNetwork(tx, o) })
+	case store.OpNSRemove:
+		if err := unmountNamespace(o.Namespace); err != nil {
+			return "", err
+		}
+		return "finished", m.st.Update(func(tx *store.Tx) error { return tx.DeleteNamespace(o.Namespace) })
+	}
+	return "", fmt.Errorf("unknown operation kind %q", o.Kind)
 }
 
 func rank(kind string) int {
@@ -149,11 +190,47 @@ func describeOp(o store.Op) string {
 	return fmt.Sprintf("%s of namespace %s", o.Kind, o.Namespace)
 }
 
+// transact runs one operation as one store transaction: plan validates and
+// decides every name (changing only the transaction), the journal records
+// the resulting op, apply makes the kernel changes and records them, and the
+// transaction commits only if all that succeeded. If apply fails, undo (when
+// not nil) reverses whatever apply may have done.
+func (m *Manager) transact(plan func(*store.Tx) (store.Op, error), apply func(*store.Tx, store.Op) error, undo func(store.Op) error) error {
+	var op store.Op
+	begun := false
+	err := m.st.Update(func(tx *store.Tx) error {
+		var err error
+		if op, err = plan(tx); err != nil {
+			return err
+		}
+		op.PID, op.Started = m.pid, time.Now().UTC()
+		if err := m.st.Begin(op); err != nil {
+			return err
+		}
+		begun = true
+		return apply(tx, op)
+	})
+	if !begun {
+		return err
+	}
+	if err != nil && undo != nil {
+		if uerr := undo(op); uerr != nil {
+			// Leave the journal entry: the next command or gc retries.
+			return errors.Join(err, fmt.Errorf("undo (run nsnet gc): %w", uerr))
+		}
+	}
+	if eerr := m.st.End(op); eerr != nil {
+		return errors.Join(err, eerr)
+	}
+	return err
+}
+
 // GC recovers interrupted operations, then removes memberships whose
 // namespace was deleted behind nsnet's back (by `ip netns del`, say), with
 // their veths and leases.
 func (m *Manager) GC() ([]string, error) {
 	done, err := m.Recover()
+	done = append(m.recovered, done...)
 	if err != nil {
 		return done, err
 	}
@@ -180,11 +257,7 @@ func (m *Manager) GC() ([]string, error) {
 		return done, err
 	}
 	for _, a := range orphans {
-		op := m.op(store.OpDisconnect, a.Network, a.Namespace)
-		if err := m.st.Update(func(tx *store.Tx) error { return tx.PutOp(op) }); err != nil {
-			return done, err
-		}
-		if err := m.teardownAttachment(a.Network, a.Namespace, op); err != nil {
+		if err := m.Disconnect(a.Network, a.Namespace); err != nil {
 			return done, fmt.Errorf("remove membership of vanished namespace %s in %s: %w", a.Namespace, a.Network, err)
 		}
 		done = append(done, fmt.Sprintf("removed membership of vanished namespace %s in network %s", a.Namespace, a.Network))

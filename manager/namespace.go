@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"time"
 
@@ -21,34 +22,24 @@ func (m *Manager) CreateNamespace(name string) error {
 	if err := netns.ValidateName(name); err != nil {
 		return fmt.Errorf("namespace %q: %w", name, err)
 	}
-	op := m.op(store.OpNSCreate, "", name)
-	err := m.st.Update(func(tx *store.Tx) error {
+	err := m.transact(func(tx *store.Tx) (store.Op, error) {
 		if _, ok, err := tx.Namespace(name); err != nil {
-			return err
+			return store.Op{}, err
 		} else if ok || netns.Exists(name) {
-			return errors.New("a namespace with this name already exists")
+			return store.Op{}, errors.New("a namespace with this name already exists")
 		}
-		if err := tx.PutNamespace(store.Namespace{Name: name, State: store.StateCreating, Created: time.Now().UTC()}); err != nil {
+		return store.Op{Kind: store.OpNSCreate, Namespace: name}, nil
+	}, func(tx *store.Tx, op store.Op) error {
+		crash.Point("ns-create/recorded")
+		if err := m.buildNamespace(name); err != nil {
 			return err
 		}
-		return tx.PutOp(op)
-	})
+		return tx.PutNamespace(store.Namespace{Name: name, Created: time.Now().UTC()})
+	}, func(op store.Op) error { return unmountNamespace(op.Namespace) })
 	if err != nil {
 		return fmt.Errorf("namespace %q: %w", name, err)
 	}
-	crash.Point("ns-create/recorded")
-	if err := m.buildNamespace(name); err != nil {
-		if rerr := m.teardownNamespace(name, op); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("roll back: %w", rerr))
-		}
-		return fmt.Errorf("namespace %q: %w", name, err)
-	}
-	return m.st.Update(func(tx *store.Tx) error {
-		if err := tx.PutNamespace(store.Namespace{Name: name, State: store.StateReady, Created: time.Now().UTC()}); err != nil {
-			return err
-		}
-		return tx.DeleteOp(op)
-	})
+	return nil
 }
 
 func (m *Manager) buildNamespace(name string) error {
@@ -98,42 +89,31 @@ func (m *Manager) RemoveNamespace(name string) error {
 			return err
 		}
 	}
-	op := m.op(store.OpNSRemove, "", name)
-	err = m.st.Update(func(tx *store.Tx) error {
-		n, _, err := tx.Namespace(name)
-		if err != nil {
+	err = m.transact(func(*store.Tx) (store.Op, error) {
+		return store.Op{Kind: store.OpNSRemove, Namespace: name}, nil
+	}, func(tx *store.Tx, op store.Op) error {
+		crash.Point("ns-rm/recorded")
+		if err := unmountNamespace(name); err != nil {
 			return err
 		}
-		n.State = store.StateRemoving
-		if err := tx.PutNamespace(n); err != nil {
-			return err
-		}
-		return tx.PutOp(op)
-	})
+		return tx.DeleteNamespace(name)
+	}, nil)
 	if err != nil {
-		return fmt.Errorf("namespace %q: %w", name, err)
-	}
-	crash.Point("ns-rm/recorded")
-	if err := m.teardownNamespace(name, op); err != nil {
 		return fmt.Errorf("namespace %q: %w", name, err)
 	}
 	return nil
 }
 
-// teardownNamespace unmounts a namespace nsnet made and forgets it.
-func (m *Manager) teardownNamespace(name string, op store.Op) error {
+// unmountNamespace removes a namespace's name and its /etc/netns files. The
+// namespace itself goes when nothing else holds it.
+func unmountNamespace(name string) error {
 	if err := netns.Delete(name); err != nil {
 		return err
 	}
-	if err := os.RemoveAll("/etc/netns/" + name); err != nil {
-		return err
+	if err := os.RemoveAll(filepath.Join(netns.EtcDir, name)); err != nil {
+		return fmt.Errorf("remove %s: %w", filepath.Join(netns.EtcDir, name), err)
 	}
-	return m.st.Update(func(tx *store.Tx) error {
-		if err := tx.DeleteNamespace(name); err != nil {
-			return err
-		}
-		return tx.DeleteOp(op)
-	})
+	return nil
 }
 
 // NamespaceSummary is one line of `ns ls`.

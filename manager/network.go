@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"net"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -23,7 +24,8 @@ import (
 const DriverBridge = "bridge"
 
 // MaxBridgePorts is the most ports the kernel lets one bridge have: port
-// numbers are 10 bits wide and port 0 is reserved.
+// numbers are 10 bits wide and port 0 is reserved. The kernel enforces it
+// (EXFULL); nsnet only names it in the error.
 const MaxBridgePorts = 1023
 
 // NetworkSpec is what `net create` asks for.
@@ -43,50 +45,39 @@ func ownerNetwork(name string) string { return "network\x00" + name }
 
 func ownerAttachment(network, ns string) string { return "member\x00" + network + "\x00" + ns }
 
-// CreateNetwork validates spec, records it, and builds it in the host namespace.
+// CreateNetwork validates spec, builds it in the host namespace and records it.
 func (m *Manager) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 	n, err := m.planNetwork(spec)
 	if err != nil {
 		return store.Network{}, fmt.Errorf("network %q: %w", spec.Name, err)
 	}
-	op := m.op(store.OpNetCreate, n.Name, "")
-	err = m.st.Update(func(tx *store.Tx) error {
-		if err := m.checkNetworkFree(tx, n); err != nil {
+	err = m.transact(func(tx *store.Tx) (store.Op, error) {
+		op := store.Op{Kind: store.OpNetCreate, Network: n.Name, HostNetns: n.HostNetns, Bridge: n.Bridge}
+		return op, m.checkNetworkFree(tx, n)
+	}, func(tx *store.Tx, op store.Op) error {
+		crash.Point("net-create/recorded")
+		if err := m.buildBridge(n); err != nil {
 			return err
 		}
+		crash.Point("net-create/built")
 		if err := tx.PutNetwork(n); err != nil {
 			return err
 		}
 		for _, gw := range n.Gateways {
-			if err := tx.PutLease(n.Name, gw, "(gateway)"); err != nil {
+			if err := tx.PutLease(n.Name, gw, gatewayOwner); err != nil {
 				return err
 			}
 		}
-		if err := tx.ReserveIfName(n.Bridge, ownerNetwork(n.Name)); err != nil {
-			return err
-		}
-		return tx.PutOp(op)
-	})
+		return tx.ReserveIfName(n.Bridge, ownerNetwork(n.Name))
+	}, m.unbuild)
 	if err != nil {
 		return store.Network{}, fmt.Errorf("network %q: %w", spec.Name, err)
 	}
-	crash.Point("net-create/recorded")
-	if err := m.buildBridge(n); err != nil {
-		if rerr := m.teardownNetwork(n.Name, op); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("roll back: %w", rerr))
-		}
-		return store.Network{}, fmt.Errorf("network %q: %w", n.Name, err)
-	}
-	crash.Point("net-create/built")
-	n.State = store.StateReady
-	err = m.st.Update(func(tx *store.Tx) error {
-		if err := tx.PutNetwork(n); err != nil {
-			return err
-		}
-		return tx.DeleteOp(op)
-	})
-	return n, err
+	return n, nil
 }
+
+// gatewayOwner holds a network's gateway addresses in its leases.
+const gatewayOwner = "(gateway)"
 
 // planNetwork checks everything about spec that does not need the store.
 func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, error) {
@@ -105,7 +96,7 @@ func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, error) {
 	}
 	n := store.Network{
 		Name: spec.Name, Driver: driver, NAT: !spec.NoNAT && !spec.Internal, Internal: spec.Internal,
-		MTU: spec.MTU, HostNetns: m.cfg.HostNetns, State: store.StateCreating, Created: time.Now().UTC(),
+		MTU: spec.MTU, HostNetns: m.cfg.HostNetns, Created: time.Now().UTC(),
 	}
 	if spec.MTU != 0 && (spec.MTU < 68 || spec.MTU > 65535) {
 		return n, fmt.Errorf("MTU %d is outside 68..65535", spec.MTU)
@@ -275,6 +266,15 @@ func (m *Manager) buildBridge(n store.Network) error {
 			return fmt.Errorf("create bridge %s: %w", n.Bridge, err)
 		}
 		l = br
+		// An MTU set after creation counts as the user's, which spares
+		// every later port a walk over all ports to recompute it.
+		mtu := n.MTU
+		if mtu == 0 {
+			mtu = 1500
+		}
+		if err := h.NL.LinkSetMTU(l, mtu); err != nil {
+			return fmt.Errorf("set MTU of bridge %s: %w", n.Bridge, err)
+		}
 	} else if l.Type() != "bridge" {
 		return fmt.Errorf("device %s is a %s, not a bridge", n.Bridge, l.Type())
 	}
@@ -321,13 +321,14 @@ func randomMAC() net.HardwareAddr {
 
 // RemoveNetwork deletes a network; with force it first disconnects members.
 func (m *Manager) RemoveNetwork(name string, force bool) error {
+	var n store.Network
 	var members []store.Attachment
 	err := m.st.View(func(tx *store.Tx) error {
-		_, ok, err := tx.Network(name)
-		if err != nil {
+		var ok bool
+		var err error
+		if n, ok, err = tx.Network(name); err != nil {
 			return err
-		}
-		if !ok {
+		} else if !ok {
 			return errors.New("no such network")
 		}
 		members, err = tx.Members(name)
@@ -344,73 +345,60 @@ func (m *Manager) RemoveNetwork(name string, force bool) error {
 			return err
 		}
 	}
-	op := m.op(store.OpNetRemove, name, "")
-	err = m.st.Update(func(tx *store.Tx) error {
-		n, _, err := tx.Network(name)
-		if err != nil {
+	err = m.transact(func(*store.Tx) (store.Op, error) {
+		return store.Op{Kind: store.OpNetRemove, Network: name, HostNetns: n.HostNetns, Bridge: n.Bridge}, nil
+	}, func(tx *store.Tx, op store.Op) error {
+		crash.Point("net-rm/recorded")
+		if err := m.unbuild(op); err != nil {
 			return err
 		}
-		n.State = store.StateRemoving
-		if err := tx.PutNetwork(n); err != nil {
-			return err
-		}
-		return tx.PutOp(op)
-	})
+		return forgetNetwork(tx, op)
+	}, nil)
 	if err != nil {
-		return fmt.Errorf("network %q: %w", name, err)
-	}
-	crash.Point("net-rm/recorded")
-	if err := m.teardownNetwork(name, op); err != nil {
 		return fmt.Errorf("network %q: %w", name, err)
 	}
 	return nil
 }
 
-// teardownNetwork removes everything a network owns and forgets it. The
-// bridge's name was reserved in the store while no device held it, so a
-// device by that name is the network's own.
-func (m *Manager) teardownNetwork(name string, op store.Op) error {
-	var n store.Network
-	var found bool
-	if err := m.st.View(func(tx *store.Tx) (err error) { n, found, err = tx.Network(name); return err }); err != nil {
+// unbuild removes a network's rules and bridge from its host. The bridge's
+// name was checked free when the network was made and is reserved in the
+// store since, so a bridge by that name is the network's own.
+func (m *Manager) unbuild(op store.Op) error {
+	h, err := m.host(op.HostNetns)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // the host namespace is gone, and all within it
+		}
 		return err
 	}
-	if found {
-		h, err := m.host(n.HostNetns)
-		if err != nil && !errors.Is(err, netns.ErrNotExist) {
-			return err
-		}
-		if h != nil {
-			fw, err := firewall.New(int(h.Fd()))
-			if err != nil {
-				return err
-			}
-			if err := fw.RemoveNetwork(n.Name); err != nil {
-				return err
-			}
-			crash.Point("net-rm/rules-removed")
-			if l, err := h.LinkByName(n.Bridge); err != nil {
-				return err
-			} else if l != nil && l.Type() == "bridge" {
-				if err := h.NL.LinkDel(l); err != nil {
-					return fmt.Errorf("delete bridge %s: %w", n.Bridge, err)
-				}
-			}
+	fw, err := firewall.New(int(h.Fd()))
+	if err != nil {
+		return err
+	}
+	if err := fw.RemoveNetwork(op.Network); err != nil {
+		return err
+	}
+	crash.Point("net-rm/rules-removed")
+	l, err := h.LinkByName(op.Bridge)
+	if err != nil {
+		return err
+	}
+	if l != nil && l.Type() == "bridge" {
+		if err := h.NL.LinkDel(l); err != nil {
+			return fmt.Errorf("delete bridge %s: %w", op.Bridge, err)
 		}
 	}
-	return m.st.Update(func(tx *store.Tx) error {
-		if found {
-			if owner, ok := tx.IfNameOwner(n.Bridge); ok && owner == ownerNetwork(name) {
-				if err := tx.ReleaseIfName(n.Bridge); err != nil {
-					return err
-				}
-			}
-			if err := tx.DeleteNetwork(name); err != nil {
-				return err
-			}
+	return nil
+}
+
+// forgetNetwork drops a network's record, leases and bridge name.
+func forgetNetwork(tx *store.Tx, op store.Op) error {
+	if owner, ok := tx.IfNameOwner(op.Bridge); ok && owner == ownerNetwork(op.Network) {
+		if err := tx.ReleaseIfName(op.Bridge); err != nil {
+			return err
 		}
-		return tx.DeleteOp(op)
-	})
+	}
+	return tx.DeleteNetwork(op.Network)
 }
 
 // NetworkInfo is a network with its members.

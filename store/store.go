@@ -1,7 +1,8 @@
 // Package store keeps nsnet's desired state in one embedded bbolt file under
-// the state directory. bbolt's file lock makes a Store exclusive to one
-// process at a time, so each nsnet command runs as one critical section and
-// any operation it finds still pending belongs to a process that died.
+// the state directory, and a journal of operations in flight beside it.
+// bbolt's file lock makes a Store exclusive to one process at a time, so each
+// nsnet command runs as one critical section and any operation it finds in
+// the journal belongs to a process that died.
 package store
 
 import (
@@ -14,13 +15,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-)
-
-// States of an object while an operation is in flight.
-const (
-	StateCreating = "creating"
-	StateReady    = "ready"
-	StateRemoving = "removing"
 )
 
 // Network is a network as the user asked for it.
@@ -36,14 +30,12 @@ type Network struct {
 	// HostNetns is the namespace file of the host the network lives in;
 	// empty means the namespace nsnet ran in when it created the network.
 	HostNetns string    `json:"host_netns,omitempty"`
-	State     string    `json:"state"`
 	Created   time.Time `json:"created"`
 }
 
 // Namespace is a named network namespace nsnet created.
 type Namespace struct {
 	Name    string    `json:"name"`
-	State   string    `json:"state"`
 	Created time.Time `json:"created"`
 }
 
@@ -57,31 +49,7 @@ type Attachment struct {
 	HostIf string `json:"host_if,omitempty"`
 	// Addrs are the member's addresses with the subnet's prefix length.
 	Addrs []netip.Prefix `json:"addrs"`
-	State string         `json:"state"`
 }
-
-// Op is an operation recorded before its kernel changes begin and removed
-// when they are all made. One found at start-up belongs to a dead process.
-type Op struct {
-	Kind      string    `json:"kind"`
-	Network   string    `json:"network,omitempty"`
-	Namespace string    `json:"namespace,omitempty"`
-	PID       int       `json:"pid"`
-	Started   time.Time `json:"started"`
-}
-
-// Operation kinds.
-const (
-	OpNetCreate  = "net-create"
-	OpNetRemove  = "net-rm"
-	OpConnect    = "connect"
-	OpDisconnect = "disconnect"
-	OpNSCreate   = "ns-create"
-	OpNSRemove   = "ns-rm"
-)
-
-// Key names an op uniquely.
-func (o Op) Key() string { return o.Kind + "\x00" + o.Network + "\x00" + o.Namespace }
 
 var (
 	bNetworks    = []byte("networks")
@@ -89,8 +57,7 @@ var (
 	bAttachments = []byte("attachments")
 	bLeases      = []byte("leases")
 	bIfNames     = []byte("ifnames")
-	bPending     = []byte("pending")
-	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames, bPending}
+	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames}
 )
 
 // FileName is the store's file inside the state directory.
@@ -101,7 +68,8 @@ const LockTimeout = 60 * time.Second
 
 // Store is an open state file.
 type Store struct {
-	db *bolt.DB
+	db  *bolt.DB
+	dir string
 }
 
 // Open opens (creating if needed) the store in dir, waiting for any other
@@ -115,19 +83,19 @@ func Open(dir string, readOnly bool) (*Store, error) {
 		}
 	}
 	if !readOnly {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		if err := os.MkdirAll(filepath.Join(dir, "journal"), 0o700); err != nil {
 			return nil, fmt.Errorf("state directory %s: %w", dir, err)
 		}
 	}
-	db, err := bolt.Open(p, 0o600, &bolt.Options{Timeout: LockTimeout, ReadOnly: readOnly})
+	db, err := bolt.Open(p, 0o600, &bolt.Options{Timeout: LockTimeout, ReadOnly: readOnly, NoFreelistSync: true})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("state store %s: another nsnet held it for over %s", p, LockTimeout)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("state store %s: %w", p, err)
 	}
-	s := &Store{db: db}
-	if !readOnly {
+	s := &Store{db: db, dir: dir}
+	if !readOnly && !s.hasBuckets() {
 		err := db.Update(func(tx *bolt.Tx) error {
 			for _, b := range allBuckets {
 				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -142,6 +110,18 @@ func Open(dir string, readOnly bool) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// hasBuckets spares the usual open a commit, which costs two fdatasyncs.
+func (s *Store) hasBuckets() bool {
+	ok := true
+	s.db.View(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			ok = ok && tx.Bucket(b) != nil
+		}
+		return nil
+	})
+	return ok
 }
 
 // Close releases the store and its lock.
@@ -306,15 +286,6 @@ func (t *Tx) ReserveIfName(name, owner string) error {
 // ReleaseIfName frees a host interface name.
 func (t *Tx) ReleaseIfName(name string) error { return t.bucket(bIfNames).Delete([]byte(name)) }
 
-// PutOp records an operation as in flight.
-func (t *Tx) PutOp(o Op) error { return put(t, bPending, o.Key(), o) }
-
-// DeleteOp records an operation as finished.
-func (t *Tx) DeleteOp(o Op) error { return del(t, bPending, o.Key()) }
-
-// Ops lists the operations in flight.
-func (t *Tx) Ops() ([]Op, error) { return list[Op](t, bPending, "") }
-
 func leaseKey(a netip.Addr) []byte {
 	if a.Is4() {
 		return append([]byte{4}, a.AsSlice()...)
@@ -354,7 +325,53 @@ func (t *Tx) DeleteLease(network string, a netip.Addr) error {
 	if b == nil {
 		return nil
 	}
-	return b.Delete(leaseKey(a))
+	if err := b.Delete(leaseKey(a)); err != nil {
+		return err
+	}
+	if h := b.Get(hintKey(a)); h != nil {
+		if ha, ok := netip.AddrFromSlice(h); ok && a.Less(ha) {
+			return b.Put(hintKey(a), a.AsSlice())
+		}
+	}
+	return nil
+}
+
+// hintKey names, in a network's lease bucket, the lowest address of a's
+// family that may be free: no address below it is. It sorts before every
+// lease key.
+func hintKey(a netip.Addr) []byte {
+	if a.Is4() {
+		return []byte{0, 4}
+	}
+	return []byte{0, 6}
+}
+
+// SetFreeHint records that no address of a's family below a is free.
+func (t *Tx) SetFreeHint(network string, a netip.Addr) error {
+	if !a.IsValid() {
+		return nil
+	}
+	b, err := t.leases(network, true)
+	if err != nil {
+		return err
+	}
+	return b.Put(hintKey(a), a.AsSlice())
+}
+
+// FreeHint returns where a search for the first free address of from's
+// family may start: from, or a higher address below which every one is
+// leased. It keeps allocation from walking every lease.
+func (t *Tx) FreeHint(network string, from netip.Addr) netip.Addr {
+	b, _ := t.leases(network, false)
+	if b == nil {
+		return from
+	}
+	if h := b.Get(hintKey(from)); h != nil {
+		if ha, ok := netip.AddrFromSlice(h); ok && from.Less(ha) {
+			return ha
+		}
+	}
+	return from
 }
 
 // LeasedFrom yields the leased addresses of network in from's family, in

@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+)
+
+// snapshot captures everything a failed command must leave unchanged.
+func (l *lab) snapshot() string {
+	l.t.Helper()
+	var b strings.Builder
+	for _, args := range [][]string{{"net", "ls", "-o", "json"}, {"ns", "ls", "-o", "json"}} {
+		b.WriteString(l.must(args...))
+	}
+	b.WriteString(l.fixture("ip", "-n", l.host, "-br", "link"))
+	b.WriteString(l.fixture("ip", "-n", l.host, "-br", "addr"))
+	b.WriteString(l.fixture("ip", "netns", "exec", l.host, "nft", "list", "ruleset"))
+	b.WriteString(l.fixture("ip", "netns", "list"))
+	return b.String()
+}
+
+func TestBadInput(t *testing.T) {
+	l := newLab(t)
+	l.addOutside() // puts a host route to 203.0.113.0/24
+	a, b := l.ns("a"), l.ns("b")
+	l.must("net", "create", "base", "--subnet", "10.70.0.0/16")
+	l.must("net", "connect", "base", a)
+	l.must("net", "create", "tiny", "--subnet", "10.71.0.0/30")
+	l.must("net", "connect", "tiny", a)
+	l.fixture("ip", "-n", l.host, "link", "add", "foreignbr", "type", "bridge")
+	long := strings.Repeat("x", 65)
+
+	tests := []struct {
+		name string
+		args []string
+		want string // in the one-line error
+	}{
+		{"invalid CIDR", []string{"net", "create", "n1", "--subnet", "10.0.0/24"}, `invalid subnet "10.0.0/24"`},
+		{"not a CIDR", []string{"net", "create", "n1", "--subnet", "banana"}, `invalid subnet "banana"`},
+		{"subnet /31", []string{"net", "create", "n1", "--subnet", "10.9.0.0/31"}, "too small"},
+		{"subnet /32", []string{"net", "create", "n1", "--subnet", "10.9.0.0/32"}, "too small"},
+		{"subnet /127", []string{"net", "create", "n1", "--subnet", "fd00:9::/127"}, "too small"},
+		{"subnet /128", []string{"net", "create", "n1", "--subnet", "fd00:9::/128"}, "too small"},
+		{"overlaps network", []string{"net", "create", "n1", "--subnet", "10.70.5.0/24"}, `overlaps network "base"`},
+		{"overlaps host route", []string{"net", "create", "n1", "--subnet", "203.0.113.128/25"}, "overlaps the host route to 203.0.113.0/24"},
+		{"duplicate network", []string{"net", "create", "base", "--subnet", "10.72.0.0/24"}, "already exists"},
+		{"duplicate namespace", []string{"ns", "create", a}, "already exists"},
+		{"empty name", []string{"ns", "create", ""}, "name is empty"},
+		{"long name", []string{"ns", "create", long}, "the limit is 64"},
+		{"slash in name", []string{"ns", "create", "a/b"}, "contains '/'"},
+		{"space in name", []string{"ns", "create", "a b"}, "whitespace"},
+		{"tab in network name", []string{"net", "create", "a\tb", "--subnet", "10.73.0.0/24"}, "whitespace"},
+		{"unknown network", []string{"net", "connect", "nope", b}, `network "nope": no such network`},
+		{"unknown namespace", []string{"net", "connect", "base", "nope"}, `namespace "nope": no such namespace`},
+		{"unknown network rm", []string{"net", "rm", "nope"}, "no such network"},
+		{"unknown namespace rm", []string{"ns", "rm", "nope"}, "no such namespace"},
+		{"ip outside subnet", []string{"net", "connect", "base", b, "--ip", "10.99.0.5"}, "outside subnet"},
+		{"ip is network", []string{"net", "connect", "base", b, "--ip", "10.70.0.0"}, "network address"},
+		{"ip is gateway", []string{"net", "connect", "base", b, "--ip", "10.70.0.1"}, "is the gateway"},
+		{"ip is broadcast", []string{"net", "connect", "base", b, "--ip", "10.70.255.255"}, "broadcast address"},
+		{"ip leased", []string{"net", "connect", "base", b, "--ip", "10.70.0.2"}, "already leased"},
+		{"ip not an address", []string{"net", "connect", "base", b, "--ip", "ten"}, "not an IP address"},
+		{"ip6 without v6 subnet", []string{"net", "connect", "base", b, "--ip6", "fd00::5"}, "no subnet of its family"},
+		{"bridge name too long", []string{"net", "create", "n1", "--subnet", "10.74.0.0/24", "--bridge-name", "abcdefghijklmnop"}, "the limit is 15"},
+		{"bridge name held", []string{"net", "create", "n1", "--subnet", "10.74.0.0/24", "--bridge-name", "foreignbr"}, "held by a device nsnet did not create"},
+		{"bridge name of another network", []string{"net", "create", "n1", "--subnet", "10.74.0.0/24", "--bridge-name", "nsbr-base"}, `already used by network "base"`},
+		{"exhausted subnet", []string{"net", "connect", "tiny", b}, "no free address"},
+		{"connect twice", []string{"net", "connect", "base", a}, "already connected"},
+		{"disconnect not member", []string{"net", "disconnect", "base", b}, "not connected"},
+		{"network with members", []string{"net", "rm", "base"}, "has 1 member(s)"},
+		{"gateway outside subnet", []string{"net", "create", "n1", "--subnet", "10.75.0.0/24", "--gateway", "10.76.0.1"}, "outside subnet"},
+		{"unknown driver", []string{"net", "create", "n1", "--subnet", "10.75.0.0/24", "--driver", "warp"}, `driver "warp" is not supported`},
+		{"bad mtu", []string{"net", "create", "n1", "--subnet", "10.75.0.0/24", "--mtu", "20"}, "MTU 20"},
+		{"two v4 subnets", []string{"net", "create", "n1", "--subnet", "10.75.0.0/24", "--subnet", "10.76.0.0/24"}, "at most one IPv4"},
+		{"bad ifname", []string{"net", "connect", "base", b, "--ifname", "eth 0"}, "whitespace"},
+		{"missing host netns", []string{"--host-netns", "no-such-host", "net", "create", "n1", "--subnet", "10.77.0.0/24"}, `host namespace "no-such-host": no such namespace`},
+		{"bad output format", []string{"net", "ls", "-o", "yaml"}, `output format "yaml"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := l.snapshot()
+			_, err := l.run(tt.args...)
+			if err == nil {
+				t.Fatalf("nsnet %q succeeded, want error containing %q", tt.args, tt.want)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.want) {
+				t.Errorf("error = %q, want it to contain %q", msg, tt.want)
+			}
+			stderr := msg[strings.Index(msg, ": ")+2:]
+			if strings.Count(stderr, "\n") > 0 || !strings.HasPrefix(stderr, "nsnet: ") {
+				t.Errorf("stderr = %q, want one line starting with 'nsnet: '", stderr)
+			}
+			if after := l.snapshot(); after != before {
+				t.Errorf("failed command changed state:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+		})
+	}
+}

@@ -1,0 +1,192 @@
+package e2e
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestCrashRecovery kills nsnet with SIGKILL at points inside connect,
+// disconnect and net create, then checks that the next command (or gc)
+// leaves no link, address, lease or rule leaked or missing.
+func TestCrashRecovery(t *testing.T) {
+	points := []struct {
+		point   string
+		op      string // connect, disconnect, net-create
+		recover string // gc, or the next command
+	}{
+		{"connect/recorded", "connect", "gc"},
+		{"connect/veth-created", "connect", "gc"},
+		{"connect/addressed", "connect", "gc"},
+		{"connect/plugged", "connect", "next"},
+		{"disconnect/recorded", "disconnect", "gc"},
+		{"disconnect/veth-deleted", "disconnect", "next"},
+		{"net-create/recorded", "net-create", "gc"},
+		{"net-create/bridge-created", "net-create", "gc"},
+		{"net-create/built", "net-create", "next"},
+		{"net-rm/rules-removed", "net-rm", "gc"},
+	}
+	for _, p := range points {
+		t.Run(strings.ReplaceAll(p.point, "/", "-"), func(t *testing.T) {
+			l := newLab(t)
+			a, b := l.ns("a"), l.ns("b")
+			l.must("net", "create", "c", "--subnet", "10.80.0.0/24", "--subnet", "fd00:80::/64")
+			l.must("net", "connect", "c", a)
+			crash := []string{"NSNET_CRASH_AT=" + p.point}
+			var err error
+			switch p.op {
+			case "connect":
+				_, err = l.runEnv(crash, "net", "connect", "c", b)
+			case "disconnect":
+				_, err = l.runEnv(crash, "net", "disconnect", "c", a)
+			case "net-create":
+				_, err = l.runEnv(crash, "net", "create", "d", "--subnet", "10.81.0.0/24")
+			case "net-rm":
+				l.must("net", "disconnect", "c", a)
+				_, err = l.runEnv(crash, "net", "rm", "c")
+			}
+			if err == nil || !strings.Contains(err.Error(), "signal: killed") {
+				t.Fatalf("crash point %s not reached: %v", p.point, err)
+			}
+			if p.recover == "gc" {
+				out := l.must("gc")
+				if !strings.Contains(out, "interrupted") {
+					t.Errorf("gc output %q does not report the recovery", out)
+				}
+			} else {
+				// Any command that changes state recovers first.
+				tmp := l.ns("tmp")
+				l.must("ns", "rm", tmp)
+			}
+			switch p.op {
+			case "connect": // rolled back: b is not a member, a is intact
+				checkMembers(t, l, "c", []string{a})
+				checkNSLinks(t, l, b, []string{"lo"})
+				// b's lease was freed: it gets the address it would have had.
+				l.must("net", "connect", "c", b)
+				if got := l.addrOf("c", b, false); got != "10.80.0.3" {
+					t.Errorf("address after recovery = %s, want 10.80.0.3", got)
+				}
+				l.mustPing(b, l.addrOf("c", a, false))
+				l.mustPing(b, l.addrOf("c", a, true))
+			case "disconnect": // finished: a is gone from c
+				checkMembers(t, l, "c", nil)
+				checkNSLinks(t, l, a, []string{"lo"})
+				l.must("net", "connect", "c", b)
+				if got := l.addrOf("c", b, false); got != "10.80.0.2" {
+					t.Errorf("address after recovery = %s, want the freed 10.80.0.2", got)
+				}
+			case "net-create": // rolled back: no network d, no bridge, rules only for c
+				var nets []network
+				l.jsonOf(&nets, "net", "ls")
+				if len(nets) != 1 || nets[0].Name != "c" {
+					t.Errorf("networks after recovery = %+v, want only c", nets)
+				}
+				if links := l.nsnetLinks(); slices.Contains(links, "nsbr-d") {
+					t.Errorf("bridge of rolled-back network left: %v", links)
+				}
+				if rules := l.fixture("ip", "netns", "exec", l.host, "nft", "list", "ruleset"); strings.Contains(rules, "10.81.0.0") {
+					t.Errorf("rules of rolled-back network left:\n%s", rules)
+				}
+				l.must("net", "create", "d", "--subnet", "10.81.0.0/24")
+			case "net-rm": // finished
+				var nets []network
+				l.jsonOf(&nets, "net", "ls")
+				if len(nets) != 0 {
+					t.Errorf("networks after recovery = %+v, want none", nets)
+				}
+			}
+			// Tear everything down: nothing may be left anywhere.
+			var nets []network
+			l.jsonOf(&nets, "net", "ls")
+			for _, n := range nets {
+				l.must("net", "rm", "--force", n.Name)
+			}
+			l.must("ns", "rm", a)
+			l.must("ns", "rm", b)
+			assertClean(t, l)
+		})
+	}
+}
+
+func checkMembers(t *testing.T, l *lab, net string, want []string) {
+	t.Helper()
+	var got []string
+	for _, m := range l.network(net).Members {
+		got = append(got, m.Namespace)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("members of %s = %v, want %v", net, got, want)
+	}
+	var veths int
+	for _, name := range l.nsnetLinks() {
+		if strings.HasPrefix(name, "nsv") {
+			veths++
+		}
+	}
+	if veths != len(want) {
+		t.Errorf("host has %d nsnet veths, want %d: %v", veths, len(want), l.nsnetLinks())
+	}
+}
+
+func checkNSLinks(t *testing.T, l *lab, ns string, want []string) {
+	t.Helper()
+	var info struct {
+		Interfaces []struct {
+			Name string `json:"name"`
+		} `json:"interfaces"`
+	}
+	l.jsonOf(&info, "ns", "inspect", ns)
+	var got []string
+	for _, i := range info.Interfaces {
+		got = append(got, i.Name)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("interfaces in %s = %v, want %v", ns, got, want)
+	}
+}
+
+// TestParallelConnect starts 50 connects as separate processes at once.
+func TestParallelConnect(t *testing.T) {
+	l := newLab(t)
+	l.must("net", "create", "par", "--subnet", "10.90.0.0/24")
+	var names []string
+	for i := range 50 {
+		names = append(names, l.ns(fmt.Sprintf("p%d", i)))
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(names))
+	for i, n := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = l.run("net", "connect", "par", n)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("connect %s: %v", names[i], err)
+		}
+	}
+	seen := map[string]string{}
+	members := l.network("par").Members
+	if len(members) != 50 {
+		t.Fatalf("network has %d members, want 50", len(members))
+	}
+	for _, m := range members {
+		if other, dup := seen[m.Addrs[0]]; dup {
+			t.Errorf("%s and %s share %s", m.Namespace, other, m.Addrs[0])
+		}
+		seen[m.Addrs[0]] = m.Namespace
+	}
+	// Every member really has its address: the first pings the last.
+	l.mustPing(names[0], l.addrOf("par", names[49], false))
+	l.must("net", "rm", "--force", "par")
+	for _, n := range names {
+		l.must("ns", "rm", n)
+	}
+	assertClean(t, l)
+}

@@ -1,0 +1,144 @@
+package manager
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
+)
+
+func TestMain(m *testing.M) { nstest.Main(m) }
+
+// hostLab makes a fresh namespace to stand for the host and a manager bound
+// to it with a private state directory.
+func hostLab(tb testing.TB, name string) *Manager {
+	tb.Helper()
+	nstest.Require(tb)
+	if err := netns.Create(name); err != nil {
+		tb.Fatal(err)
+	}
+	m, err := Open(Config{StateDir: tb.TempDir(), HostNetns: netns.Path(name)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		m.Close()
+		netns.Delete(name)
+	})
+	return m
+}
+
+func members(tb testing.TB, m *Manager, prefix string, n int) []string {
+	tb.Helper()
+	var names []string
+	for i := range n {
+		name := fmt.Sprintf("%s%d", prefix, i)
+		if err := m.CreateNamespace(name); err != nil {
+			tb.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	tb.Cleanup(func() {
+		for _, n := range names {
+			m.RemoveNamespace(n)
+		}
+	})
+	return names
+}
+
+// TestBridgePortLimit fills a bridge to the kernel's limit of 1023 ports;
+// the next connect must fail with a clear error and leave nothing behind.
+func TestBridgePortLimit(t *testing.T) {
+	m := hostLab(t, "limit-host")
+	if _, err := m.CreateNetwork(NetworkSpec{Name: "big", Subnets: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/20")}}); err != nil {
+		t.Fatal(err)
+	}
+	names := members(t, m, "lim", MaxBridgePorts+1)
+	for _, n := range names[:MaxBridgePorts] {
+		if _, err := m.Connect(ConnectSpec{Network: "big", Namespace: n}); err != nil {
+			t.Fatalf("connect %s: %v", n, err)
+		}
+	}
+	_, err := m.Connect(ConnectSpec{Network: "big", Namespace: names[MaxBridgePorts]})
+	if err == nil || !strings.Contains(err.Error(), "is full") {
+		t.Fatalf("connect past the limit: %v, want a 'network is full' error", err)
+	}
+	info, err := m.Network("big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Members) != MaxBridgePorts {
+		t.Errorf("members = %d, want %d", len(info.Members), MaxBridgePorts)
+	}
+	if err := m.RemoveNetwork("big", true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkConnect measures `net connect` (and its disconnect) on a bridge
+// network that already has N members, in process, store commits included.
+// It reports the median and 95th percentile per operation; run with
+//
+//	go test ./manager -run '^$' -bench Connect -benchtime 200x
+func BenchmarkConnect(b *testing.B) {
+	for _, stack := range []string{"ipv4", "dual"} {
+		for _, n := range []int{10, 100, 1000} {
+			b.Run(fmt.Sprintf("%s/N=%d", stack, n), func(b *testing.B) {
+				benchConnect(b, stack, n)
+			})
+		}
+	}
+}
+
+func benchConnect(b *testing.B, stack string, n int) {
+	host := fmt.Sprintf("bench-%s-%d", stack, n)
+	m := hostLab(b, host)
+	subnets := []netip.Prefix{netip.MustParsePrefix("10.200.0.0/20")}
+	if stack == "dual" {
+		subnets = append(subnets, netip.MustParsePrefix("fd00:200::/64"))
+	}
+	if _, err := m.CreateNetwork(NetworkSpec{Name: "bench", Subnets: subnets}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.RemoveNetwork("bench", true) })
+	for _, name := range members(b, m, host+"-m", n) {
+		if _, err := m.Connect(ConnectSpec{Network: "bench", Namespace: name}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	extra := members(b, m, host+"-x", 1)[0]
+	connects := make([]time.Duration, 0, b.N)
+	disconnects := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		if _, err := m.Connect(ConnectSpec{Network: "bench", Namespace: extra}); err != nil {
+			b.Fatal(err)
+		}
+		mid := time.Now()
+		if err := m.Disconnect("bench", extra); err != nil {
+			b.Fatal(err)
+		}
+		connects = append(connects, mid.Sub(start))
+		disconnects = append(disconnects, time.Since(mid))
+	}
+	b.StopTimer()
+	b.ReportMetric(percentile(connects, 50), "connect-p50-ms")
+	b.ReportMetric(percentile(connects, 95), "connect-p95-ms")
+	b.ReportMetric(percentile(disconnects, 50), "disconnect-p50-ms")
+	b.ReportMetric(percentile(disconnects, 95), "disconnect-p95-ms")
+}
+
+func percentile(d []time.Duration, p int) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return float64(s[(len(s)-1)*p/100]) / float64(time.Millisecond)
+}

@@ -1,0 +1,98 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+)
+
+// Op is an operation in flight: written to the journal before its first
+// kernel change and removed after its store transaction commits. It carries
+// every name needed to undo or finish its kernel changes without the store.
+//
+// The journal is not fsynced on purpose. It guards against a process that
+// dies (the page cache keeps what write returned), while a power loss also
+// wipes the kernel state it describes: network namespaces, links and rules
+// do not survive a reboot.
+type Op struct {
+	Kind      string         `json:"kind"`
+	Network   string         `json:"network,omitempty"`
+	Namespace string         `json:"namespace,omitempty"`
+	HostNetns string         `json:"host_netns,omitempty"`
+	HostIf    string         `json:"host_if,omitempty"`
+	Bridge    string         `json:"bridge,omitempty"`
+	Addrs     []netip.Prefix `json:"addrs,omitempty"`
+	PID       int            `json:"pid"`
+	Started   time.Time      `json:"started"`
+}
+
+// Operation kinds.
+const (
+	OpNetCreate  = "net-create"
+	OpNetRemove  = "net-rm"
+	OpConnect    = "connect"
+	OpDisconnect = "disconnect"
+	OpNSCreate   = "ns-create"
+	OpNSRemove   = "ns-rm"
+)
+
+func (s *Store) journalPath(o Op) string {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s\x00%s\x00%s", o.Kind, o.Network, o.Namespace)
+	return filepath.Join(s.dir, "journal", fmt.Sprintf("%016x.json", h.Sum64()))
+}
+
+// Begin records o as in flight.
+func (s *Store) Begin(o Op) error {
+	raw, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	p := s.journalPath(o)
+	if err := os.WriteFile(p, raw, 0o600); err != nil {
+		return fmt.Errorf("journal %s: %w", o.Kind, err)
+	}
+	return nil
+}
+
+// End records o as finished.
+func (s *Store) End(o Op) error {
+	if err := os.Remove(s.journalPath(o)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("journal %s: %w", o.Kind, err)
+	}
+	return nil
+}
+
+// Pending lists the operations in flight, oldest first. An entry torn by a
+// crash while it was written described no kernel change yet, and is dropped.
+func (s *Store) Pending() ([]Op, error) {
+	dir := filepath.Join(s.dir, "journal")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read journal: %w", err)
+	}
+	var ops []Op
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read journal: %w", err)
+		}
+		var o Op
+		if json.Unmarshal(raw, &o) != nil {
+			if err := os.Remove(p); err != nil {
+				return nil, fmt.Errorf("drop torn journal entry: %w", err)
+			}
+			continue
+		}
+		ops = append(ops, o)
+	}
+	sort.Slice(ops, func(i, j int) bool { return ops[i].Started.Before(ops[j].Started) })
+	return ops, nil
+}

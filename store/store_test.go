@@ -1,0 +1,115 @@
+package store
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/nsnet/nsnet/ipam"
+)
+
+// allocate mirrors how the manager leases the first free address.
+func allocate(t *testing.T, tx *Tx, network string, p netip.Prefix, owner string) netip.Addr {
+	t.Helper()
+	from := tx.FreeHint(network, ipam.FirstUsable(p))
+	a, err := ipam.FirstFree(p, from, tx.LeasedFrom(network, from))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.SetFreeHint(network, a.Next()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.PutLease(network, a, owner); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestLeasesFirstFree(t *testing.T) {
+	s, err := Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := netip.MustParsePrefix("10.0.0.0/24")
+	p6 := netip.MustParsePrefix("fd00::/64")
+	steps := []struct {
+		op   string // alloc, alloc6, put, del
+		addr string // for put and del; for alloc, the address expected
+	}{
+		{"put", "10.0.0.1"}, // the gateway
+		{"alloc", "10.0.0.2"},
+		{"alloc", "10.0.0.3"},
+		{"put", "10.0.0.50"}, // a requested address does not move the hint
+		{"alloc", "10.0.0.4"},
+		{"alloc6", "fd00::1"},
+		{"del", "10.0.0.3"},
+		{"alloc", "10.0.0.3"}, // the freed lower address comes back first
+		{"alloc", "10.0.0.5"},
+		{"del", "10.0.0.2"},
+		{"del", "10.0.0.4"},
+		{"alloc", "10.0.0.2"},
+		{"alloc", "10.0.0.4"},
+		{"alloc", "10.0.0.6"},
+		{"alloc6", "fd00::2"},
+	}
+	for i, st := range steps {
+		err := s.Update(func(tx *Tx) error {
+			switch st.op {
+			case "put":
+				return tx.PutLease("n", netip.MustParseAddr(st.addr), "x")
+			case "del":
+				return tx.DeleteLease("n", netip.MustParseAddr(st.addr))
+			case "alloc", "alloc6":
+				subnet := p
+				if st.op == "alloc6" {
+					subnet = p6
+				}
+				if got := allocate(t, tx, "n", subnet, "x"); got.String() != st.addr {
+					t.Errorf("step %d: allocated %s, want %s", i, got, st.addr)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	s.View(func(tx *Tx) error {
+		for a := range tx.LeasedFrom("n", netip.MustParseAddr("10.0.0.0")) {
+			got = append(got, a.String())
+		}
+		return nil
+	})
+	want := []string{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.50"}
+	if !slices.Equal(got, want) {
+		t.Errorf("leases = %v, want %v", got, want)
+	}
+}
+
+func TestJournal(t *testing.T) {
+	s, err := Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a := Op{Kind: OpConnect, Network: "n", Namespace: "a", HostIf: "nsv1"}
+	b := Op{Kind: OpDisconnect, Network: "n", Namespace: "b"}
+	for _, o := range []Op{a, b} {
+		if err := s.Begin(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ops, err := s.Pending()
+	if err != nil || len(ops) != 2 {
+		t.Fatalf("Pending() = %v, %v; want 2 ops", ops, err)
+	}
+	if err := s.End(a); err != nil {
+		t.Fatal(err)
+	}
+	ops, _ = s.Pending()
+	if len(ops) != 1 || ops[0].Namespace != "b" {
+		t.Errorf("after End: %+v, want only b's op", ops)
+	}
+}
