@@ -28,6 +28,10 @@ func TestBadInput(t *testing.T) {
 	l.must("net", "create", "tiny", "--subnet", "10.71.0.0/30")
 	l.must("net", "connect", "tiny", a)
 	l.fixture("ip", "-n", l.host, "link", "add", "foreignbr", "type", "bridge")
+	l.fixture("ip", "-n", l.host, "link", "add", "fport", "type", "veth", "peer", "name", "fpeer")
+	l.fixture("ip", "-n", l.host, "link", "set", "fport", "master", "foreignbr")
+	l.must("tap", "create", "tap0", "--net", "base")
+	l.must("link", "create", a, b, "--subnet", "10.79.0.0/30")
 	long := strings.Repeat("x", 65)
 
 	tests := []struct {
@@ -67,7 +71,7 @@ func TestBadInput(t *testing.T) {
 		{"exhausted subnet", []string{"net", "connect", "tiny", b}, "no free address"},
 		{"connect twice", []string{"net", "connect", "base", a}, "already connected"},
 		{"disconnect not member", []string{"net", "disconnect", "base", b}, "not connected"},
-		{"network with members", []string{"net", "rm", "base"}, "has 1 member(s)"},
+		{"network with members", []string{"net", "rm", "base"}, "has 2 member(s)"}, // a's veth and tap0
 		{"gateway outside subnet", []string{"net", "create", "n1", "--subnet", "10.75.0.0/24", "--gateway", "10.76.0.1"}, "outside subnet"},
 		{"unknown driver", []string{"net", "create", "n1", "--subnet", "10.75.0.0/24", "--driver", "warp"}, `driver "warp" is not supported`},
 		{"bad mtu", []string{"net", "create", "n1", "--subnet", "10.75.0.0/24", "--mtu", "20"}, "MTU 20"},
@@ -75,6 +79,19 @@ func TestBadInput(t *testing.T) {
 		{"bad ifname", []string{"net", "connect", "base", b, "--ifname", "eth 0"}, "whitespace"},
 		{"missing host netns", []string{"--host-netns", "no-such-host", "net", "create", "n1", "--subnet", "10.77.0.0/24"}, `host namespace "no-such-host": no such namespace`},
 		{"bad output format", []string{"net", "ls", "-o", "yaml"}, `output format "yaml"`},
+		{"link to itself", []string{"link", "create", a, a}, "two different namespaces"},
+		{"link twice", []string{"link", "create", b, a}, "already linked"},
+		{"link addrs in two subnets", []string{"link", "create", a, "host", "--addr", a + "=10.78.0.1/24", "--addr", "host=10.78.1.1/24"}, "not in one subnet"},
+		{"link addrs collide", []string{"link", "create", a, "host", "--addr", a + "=10.78.0.1/24", "--addr", "host=10.78.0.1/24"}, "both ends would have"},
+		{"link unknown namespace", []string{"link", "create", a, "nope"}, "no such namespace"},
+		{"routed subnet overlaps", []string{"net", "create", "r1", "--driver", "routed", "--subnet", "10.70.9.0/24"}, `overlaps network "base"`},
+		{"macvlan parent missing", []string{"net", "create", "mv", "--driver", "macvlan", "--parent", "nope0", "--subnet", "192.0.2.0/24"}, "parent nope0 does not exist"},
+		{"macvlan parent is a bridge port", []string{"net", "create", "mv", "--driver", "macvlan", "--parent", "fport", "--subnet", "192.0.2.0/24"}, "is a port of another device"},
+		{"macvlan parent is nsnet's", []string{"net", "create", "mv", "--driver", "macvlan", "--parent", "nsbr-base", "--subnet", "192.0.2.0/24"}, "nsnet's own device"},
+		{"tap name taken by a tap", []string{"tap", "create", "tap0", "--net", "tiny"}, "already used by TAP device tap0"},
+		{"tap name taken by a device", []string{"tap", "create", "uplink", "--net", "base"}, "already exists in the host"},
+		{"share unknown namespace", []string{"ns", "create", "s1", "--share", "nope"}, `cannot share "nope"`},
+		{"share onto existing name", []string{"ns", "create", b, "--share", a}, "already exists"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,7 +1,9 @@
 // Package firewall keeps nsnet's nftables state: one table of its own,
-// "inet nsnet", changed in one netlink transaction per call. It never reads
-// or edits another table, and every rule it adds carries a tag naming the
-// network that owns it, so removing a network removes exactly its rules.
+// "inet nsnet", changed in one netlink transaction per call. Every rule it
+// adds carries a comment naming the network that owns it, so removing a
+// network removes exactly its rules. The only rules it ever puts in another
+// table are narrowly scoped accepts in forward chains whose policy is drop
+// (see OpenForward), tagged the same way.
 package firewall
 
 import (
@@ -9,10 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,7 +30,8 @@ const (
 // Network is what the firewall must do for one network.
 type Network struct {
 	Name string
-	// Bridge is the network's interface in the host namespace.
+	// Bridge is the network's interface in the host namespace; empty for
+	// a routed network, whose members each have their own.
 	Bridge  string
 	Subnets []netip.Prefix
 	// Masquerade rewrites the source of traffic from the subnets that
@@ -81,11 +84,16 @@ func (f *Firewall) SetNetwork(n Network) error {
 	if _, err := f.deleteTagged(n.Name); err != nil && !errors.Is(err, errNoTable) {
 		return err
 	}
-	tag := []byte(tagPrefix + n.Name)
+	tag := Tag(n.Name)
 	if n.Masquerade {
 		for _, p := range n.Subnets {
+			// Traffic that stays within the network keeps its source.
+			stay := matchIfname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, n.Bridge)
+			if n.Bridge == "" {
+				stay = matchAddr(p, false, expr.CmpOpNeq, false)
+			}
 			f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: post, UserData: tag,
-				Exprs: concat(matchSource(p), matchIfname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, n.Bridge), []expr.Any{&expr.Masq{}})})
+				Exprs: concat(matchAddr(p, true, expr.CmpOpEq, true), stay, []expr.Any{&expr.Masq{}})})
 		}
 	}
 	if n.Internal {
@@ -125,7 +133,7 @@ var errNoTable = errors.New("no nsnet table")
 // deleteTagged queues deletion of the rules tagged for name and counts the
 // rules of other networks. Only nsnet's own chains are read.
 func (f *Firewall) deleteTagged(name string) (others int, err error) {
-	tag := []byte(tagPrefix + name)
+	tag := Tag(name)
 	if _, err := f.conn.ListTableOfFamily(TableName, nftables.TableFamilyINet); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return 0, errNoTable
@@ -162,23 +170,30 @@ func concat(parts ...[]expr.Any) []expr.Any {
 	return out
 }
 
-// matchSource matches packets whose source address is in p.
-func matchSource(p netip.Prefix) []expr.Any {
+// matchAddr compares the source (or destination) address with p. withProto
+// first checks the packet's family, which a table of the inet family needs.
+func matchAddr(p netip.Prefix, source bool, op expr.CmpOp, withProto bool) []expr.Any {
 	proto, off, size := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4)
 	if p.Addr().Is6() {
 		proto, off, size = unix.NFPROTO_IPV6, 8, 16
+	}
+	if !source {
+		off += size
 	}
 	mask := make([]byte, size)
 	for i := 0; i < p.Bits(); i++ {
 		mask[i/8] |= 0x80 >> (i % 8)
 	}
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	var out []expr.Any
+	if withProto {
+		out = append(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}})
+	}
+	return append(out,
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: size},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: size, Mask: mask, Xor: make([]byte, size)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Masked().Addr().AsSlice()},
-	}
+		&expr.Cmp{Op: op, Register: 1, Data: p.Masked().Addr().AsSlice()},
+	)
 }
 
 // matchIfname compares the input or output interface name.
@@ -195,7 +210,7 @@ func ifname(n string) []byte {
 	return b
 }
 
-// Tag returns the network a rule tag names, for observers.
-func Tag(userData []byte) (string, bool) {
-	return strings.CutPrefix(string(userData), tagPrefix)
+// Tag is the comment nsnet puts on every rule it owns for a network.
+func Tag(network string) []byte {
+	return userdata.AppendString(nil, userdata.TypeComment, tagPrefix+network)
 }

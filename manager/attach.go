@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"os"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -27,6 +28,8 @@ type ConnectSpec struct {
 	// IfName is the interface inside the namespace; empty means the first
 	// free ethN.
 	IfName string
+	// DefaultRoute moves the namespace's default route to this network.
+	DefaultRoute bool
 }
 
 // in6AddrGenModeNone stops the kernel from generating a link-local address.
@@ -81,14 +84,21 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 		if a.Addrs, err = leaseAddrs(tx, n, spec); err != nil {
 			return store.Op{}, err
 		}
-		if a.HostIf, err = pickHostIf(tx, h, n.Name, spec.Namespace); err != nil {
-			return store.Op{}, err
+		if n.Driver == DriverRouted {
+			for i, p := range a.Addrs {
+				a.Addrs[i] = netip.PrefixFrom(p.Addr(), p.Addr().BitLen())
+			}
+		}
+		if n.Driver != DriverMacvlan {
+			if a.HostIf, err = pickHostIf(tx, h, n.Name, spec.Namespace); err != nil {
+				return store.Op{}, err
+			}
 		}
 		return store.Op{Kind: store.OpConnect, Network: n.Name, Namespace: a.Namespace,
-			HostNetns: n.HostNetns, HostIf: a.HostIf, Addrs: a.Addrs}, nil
+			HostNetns: n.HostNetns, HostIf: a.HostIf, IfName: a.IfName, Addrs: a.Addrs}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("connect/recorded")
-		if err := m.plugVeth(h, ns, n, a); err != nil {
+		if err := m.plug(h, ns, n, a, spec.DefaultRoute); err != nil {
 			return err
 		}
 		crash.Point("connect/plugged")
@@ -97,8 +107,10 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 				return err
 			}
 		}
-		if err := tx.ReserveIfName(a.HostIf, ownerAttachment(n.Name, a.Namespace)); err != nil {
-			return err
+		if a.HostIf != "" {
+			if err := tx.ReserveIfName(a.HostIf, ownerAttachment(n.Name, a.Namespace)); err != nil {
+				return err
+			}
 		}
 		return tx.PutAttachment(a)
 	}, m.unplug)
@@ -152,7 +164,7 @@ func leaseAddrs(tx *store.Tx, n store.Network, spec ConnectSpec) ([]netip.Prefix
 				if owner == gatewayOwner {
 					return nil, fmt.Errorf("address %s is the gateway of network %q", want, n.Name)
 				}
-				return nil, fmt.Errorf("address %s is already leased to namespace %q", want, owner)
+				return nil, fmt.Errorf("address %s is already leased to %s", want, describeLeaseOwner(owner))
 			}
 			out = append(out, netip.PrefixFrom(want, p.Bits()))
 			continue
@@ -197,7 +209,7 @@ func pickHostIf(tx *store.Tx, h *kernel.NS, network, ns string) (string, error) 
 // plugVeth creates the member's veth with its peer born inside the member's
 // namespace (moving a device between namespaces is slow), then configures
 // both ends. Each step may be repeated.
-func (m *Manager) plugVeth(h, ns *kernel.NS, n store.Network, a store.Attachment) error {
+func (m *Manager) plugVeth(h, ns *kernel.NS, n store.Network, a store.Attachment, defaultRoute bool) error {
 	br, err := h.LinkByName(n.Bridge)
 	if err != nil {
 		return err
@@ -231,30 +243,16 @@ func (m *Manager) plugVeth(h, ns *kernel.NS, n store.Network, a store.Attachment
 	if err := h.NL.LinkSetUp(veth); err != nil {
 		return fmt.Errorf("bring up %s: %w", a.HostIf, err)
 	}
-	peer, err := ns.LinkByName(a.IfName)
+	peer, err := m.memberUp(ns, a)
 	if err != nil {
 		return err
-	}
-	if peer == nil {
-		return fmt.Errorf("interface %s vanished from namespace %s", a.IfName, a.Namespace)
-	}
-	if err := quietIPv6(ns, peer, a); err != nil {
-		return fmt.Errorf("configure %s in %s: %w", a.IfName, a.Namespace, err)
-	}
-	for _, p := range a.Addrs {
-		if err := ns.NL.AddrReplace(peer, kernel.AddrFor(p.Addr(), p.Bits())); err != nil {
-			return fmt.Errorf("address %s on %s: %w", p, a.IfName, err)
-		}
-	}
-	if err := ns.NL.LinkSetUp(peer); err != nil {
-		return fmt.Errorf("bring up %s in %s: %w", a.IfName, a.Namespace, err)
 	}
 	crash.Point("connect/addressed")
 	if n.Internal {
 		return nil
 	}
-	for i, gw := range n.Gateways {
-		if err := ensureDefaultRoute(ns, peer, gw, n.Subnets[i]); err != nil {
+	for _, gw := range n.Gateways {
+		if err := defaultRouteVia(ns, peer, gw, defaultRoute); err != nil {
 			return fmt.Errorf("default route in %s: %w", a.Namespace, err)
 		}
 	}
@@ -275,23 +273,6 @@ func quietIPv6(ns *kernel.NS, peer netlink.Link, a store.Attachment) error {
 		}
 	}
 	return ns.NL.LinkSetIP6AddrGenMode(peer, in6AddrGenModeNone)
-}
-
-// ensureDefaultRoute adds a default route via gw unless the namespace has
-// one of that family already: the first network joined provides it.
-func ensureDefaultRoute(ns *kernel.NS, link netlink.Link, gw netip.Addr, subnet netip.Prefix) error {
-	routes, err := kernel.Retry(func() ([]netlink.Route, error) {
-		return ns.NL.RouteListFiltered(kernel.Family(gw), &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
-	})
-	if err != nil {
-		return err
-	}
-	for _, r := range routes {
-		if d, ok := kernel.ToPrefix(r.Dst); !ok || d.Bits() == 0 {
-			return nil
-		}
-	}
-	return ns.NL.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw.AsSlice(), Dst: kernel.PrefixNet(netip.PrefixFrom(unspecified(gw), 0))})
 }
 
 func unspecified(a netip.Addr) netip.Addr {
@@ -319,7 +300,7 @@ func (m *Manager) Disconnect(network, ns string) error {
 			return store.Op{}, fmt.Errorf("namespace %q is not connected to network %q", ns, network)
 		}
 		return store.Op{Kind: store.OpDisconnect, Network: network, Namespace: ns,
-			HostNetns: n.HostNetns, HostIf: a.HostIf, Addrs: a.Addrs}, nil
+			HostNetns: n.HostNetns, HostIf: a.HostIf, IfName: a.IfName, Addrs: a.Addrs}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("disconnect/recorded")
 		if err := m.unplug(op); err != nil {
@@ -339,6 +320,9 @@ func (m *Manager) Disconnect(network, ns string) error {
 // reserved in the store before the veth was made, so a veth by that name is
 // the member's own.
 func (m *Manager) unplug(op store.Op) error {
+	if op.HostIf == "" {
+		return unplugMember(op)
+	}
 	h, err := m.host(op.HostNetns)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -373,4 +357,11 @@ func forgetAttachment(tx *store.Tx, op store.Op) error {
 		}
 	}
 	return tx.DeleteAttachment(op.Network, op.Namespace)
+}
+
+func describeLeaseOwner(owner string) string {
+	if tap, ok := strings.CutPrefix(owner, "tap:"); ok {
+		return fmt.Sprintf("TAP %s", tap)
+	}
+	return fmt.Sprintf("namespace %q", owner)
 }

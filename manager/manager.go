@@ -127,6 +127,10 @@ func (m *Manager) recoverOp(o store.Op) (string, error) {
 			_, committed, err = tx.Network(o.Network)
 		case store.OpNSCreate, store.OpNSRemove:
 			_, committed, err = tx.Namespace(o.Namespace)
+		case store.OpLinkCreate, store.OpLinkRemove:
+			_, committed, err = tx.Link(o.Namespace, o.Peer)
+		case store.OpTapCreate, store.OpTapRemove:
+			_, committed, err = tx.Tap(o.HostIf)
 		}
 		return err
 	})
@@ -159,6 +163,26 @@ func (m *Manager) recoverOp(o store.Op) (string, error) {
 			return "", err
 		}
 		return "finished", m.st.Update(func(tx *store.Tx) error { return forgetNetwork(tx, o) })
+	case store.OpLinkCreate:
+		if committed {
+			return "completed", nil
+		}
+		return "rolled back", m.unlink(o)
+	case store.OpLinkRemove:
+		if err := m.unlink(o); err != nil {
+			return "", err
+		}
+		return "finished", m.st.Update(func(tx *store.Tx) error { return tx.DeleteLink(o.Namespace, o.Peer) })
+	case store.OpTapCreate:
+		if committed {
+			return "completed", nil
+		}
+		return "rolled back", m.unplugTap(o)
+	case store.OpTapRemove:
+		if err := m.unplugTap(o); err != nil {
+			return "", err
+		}
+		return "finished", m.st.Update(func(tx *store.Tx) error { return forgetTap(tx, o) })
 	case store.OpNSRemove:
 		if err := unmountNamespace(o.Namespace); err != nil {
 			return "", err
@@ -170,7 +194,7 @@ func (m *Manager) recoverOp(o store.Op) (string, error) {
 
 func rank(kind string) int {
 	switch kind {
-	case store.OpConnect, store.OpDisconnect:
+	case store.OpConnect, store.OpDisconnect, store.OpLinkCreate, store.OpLinkRemove, store.OpTapCreate, store.OpTapRemove:
 		return 0
 	case store.OpNetCreate, store.OpNetRemove:
 		return 1
@@ -186,6 +210,10 @@ func describeOp(o store.Op) string {
 		return fmt.Sprintf("disconnect of %s from %s", o.Namespace, o.Network)
 	case store.OpNetCreate, store.OpNetRemove:
 		return fmt.Sprintf("%s of network %s", o.Kind, o.Network)
+	case store.OpLinkCreate, store.OpLinkRemove:
+		return fmt.Sprintf("%s between %s and %s", o.Kind, o.Namespace, o.Peer)
+	case store.OpTapCreate, store.OpTapRemove:
+		return fmt.Sprintf("%s of TAP %s", o.Kind, o.HostIf)
 	}
 	return fmt.Sprintf("%s of namespace %s", o.Kind, o.Namespace)
 }

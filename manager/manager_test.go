@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
+	"github.com/nsnet/nsnet/kernel"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/nsnet/nsnet/nstest"
 )
@@ -38,7 +41,7 @@ func members(tb testing.TB, m *Manager, prefix string, n int) []string {
 	var names []string
 	for i := range n {
 		name := fmt.Sprintf("%s%d", prefix, i)
-		if err := m.CreateNamespace(name); err != nil {
+		if err := m.CreateNamespace(name, ""); err != nil {
 			tb.Fatal(err)
 		}
 		names = append(names, name)
@@ -132,6 +135,58 @@ func benchConnect(b *testing.B, stack string, n int) {
 	b.ReportMetric(percentile(connects, 95), "connect-p95-ms")
 	b.ReportMetric(percentile(disconnects, 50), "disconnect-p50-ms")
 	b.ReportMetric(percentile(disconnects, 95), "disconnect-p95-ms")
+}
+
+// BenchmarkBridgePortFloor measures what the kernel alone charges to add
+// one port to a bridge that has N ports (plain netlink, no nsnet code), so
+// that nsnet's own cost per connect can be read off beside it.
+func BenchmarkBridgePortFloor(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			host := fmt.Sprintf("floor-%d", n)
+			nstest.Require(b)
+			if err := netns.Create(host); err != nil {
+				b.Fatal(err)
+			}
+			defer netns.Delete(host)
+			h, err := kernel.Open(netns.Path(host))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer h.Close()
+			br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "floor0", TxQLen: -1}}
+			if err := h.NL.LinkAdd(br); err != nil {
+				b.Fatal(err)
+			}
+			for i := range n {
+				v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("f%d", i), TxQLen: -1}, PeerName: fmt.Sprintf("fp%d", i)}
+				if err := h.NL.LinkAdd(v); err != nil {
+					b.Fatal(err)
+				}
+				if err := h.NL.LinkSetMasterByIndex(v, br.Index); err != nil {
+					b.Fatal(err)
+				}
+			}
+			x := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "fx", TxQLen: -1}, PeerName: "fxp"}
+			if err := h.NL.LinkAdd(x); err != nil {
+				b.Fatal(err)
+			}
+			var d []time.Duration
+			b.ResetTimer()
+			for range b.N {
+				start := time.Now()
+				if err := h.NL.LinkSetMasterByIndex(x, br.Index); err != nil {
+					b.Fatal(err)
+				}
+				d = append(d, time.Since(start))
+				if err := h.NL.LinkSetNoMaster(x); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(percentile(d, 50), "enslave-p50-ms")
+		})
+	}
 }
 
 func percentile(d []time.Duration, p int) float64 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsnet/nsnet/crash"
 	"github.com/nsnet/nsnet/kernel"
@@ -17,10 +18,15 @@ import (
 	"github.com/nsnet/nsnet/store"
 )
 
-// CreateNamespace makes a named network namespace with only lo, up.
-func (m *Manager) CreateNamespace(name string) error {
+// CreateNamespace makes a named network namespace with only lo, up, or,
+// with share set, a second name for the namespace called share (Docker's
+// --network container:SHARE, a Kubernetes pod).
+func (m *Manager) CreateNamespace(name, share string) error {
 	if err := netns.ValidateName(name); err != nil {
 		return fmt.Errorf("namespace %q: %w", name, err)
+	}
+	if share != "" && !netns.Exists(share) {
+		return fmt.Errorf("namespace %q: cannot share %q: %w", name, share, netns.ErrNotExist)
 	}
 	err := m.transact(func(tx *store.Tx) (store.Op, error) {
 		if _, ok, err := tx.Namespace(name); err != nil {
@@ -31,10 +37,14 @@ func (m *Manager) CreateNamespace(name string) error {
 		return store.Op{Kind: store.OpNSCreate, Namespace: name}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("ns-create/recorded")
-		if err := m.buildNamespace(name); err != nil {
+		if share != "" {
+			if err := netns.Share(name, share); err != nil {
+				return err
+			}
+		} else if err := m.buildNamespace(name); err != nil {
 			return err
 		}
-		return tx.PutNamespace(store.Namespace{Name: name, Created: time.Now().UTC()})
+		return tx.PutNamespace(store.Namespace{Name: name, Shares: share, Created: time.Now().UTC()})
 	}, func(op store.Op) error { return unmountNamespace(op.Namespace) })
 	if err != nil {
 		return fmt.Errorf("namespace %q: %w", name, err)
@@ -67,6 +77,7 @@ func (m *Manager) buildNamespace(name string) error {
 // RemoveNamespace disconnects a namespace from every network, then deletes it.
 func (m *Manager) RemoveNamespace(name string) error {
 	var atts []store.Attachment
+	var links []store.Link
 	err := m.st.View(func(tx *store.Tx) error {
 		_, ok, err := tx.Namespace(name)
 		if err != nil {
@@ -78,14 +89,35 @@ func (m *Manager) RemoveNamespace(name string) error {
 			}
 			return netns.ErrNotExist
 		}
-		atts, err = tx.AttachmentsOf(name)
+		if atts, err = tx.AttachmentsOf(name); err != nil {
+			return err
+		}
+		all, err := tx.Links()
+		for _, l := range all {
+			if l.NS1 == name || l.NS2 == name {
+				links = append(links, l)
+			}
+		}
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("namespace %q: %w", name, err)
 	}
+	if heir := sharingName(name); heir != "" {
+		// Another name holds the same namespace, which lives on with its
+		// interfaces: its memberships and links pass to that name.
+		if err := m.st.Update(func(tx *store.Tx) error { return bequeath(tx, name, heir) }); err != nil {
+			return fmt.Errorf("namespace %q: pass memberships to %q: %w", name, heir, err)
+		}
+		atts, links = nil, nil
+	}
 	for _, a := range atts {
 		if err := m.Disconnect(a.Network, name); err != nil {
+			return err
+		}
+	}
+	for _, l := range links {
+		if err := m.RemoveLink(l.NS1, l.NS2); err != nil {
 			return err
 		}
 	}
@@ -100,6 +132,83 @@ func (m *Manager) RemoveNamespace(name string) error {
 	}, nil)
 	if err != nil {
 		return fmt.Errorf("namespace %q: %w", name, err)
+	}
+	return nil
+}
+
+// sharingName returns another name under which the namespace called name
+// is mounted, or "".
+func sharingName(name string) string {
+	var st unix.Stat_t
+	if unix.Stat(netns.Path(name), &st) != nil {
+		return ""
+	}
+	names, _ := netns.List()
+	for _, other := range names {
+		var ost unix.Stat_t
+		if other != name && unix.Stat(netns.Path(other), &ost) == nil && ost.Dev == st.Dev && ost.Ino == st.Ino {
+			return other
+		}
+	}
+	return ""
+}
+
+// bequeath re-records name's memberships and links under heir. A
+// membership heir already has in the same network stays heir's, and the
+// one it would replace stays name's, to be disconnected.
+func bequeath(tx *store.Tx, name, heir string) error {
+	atts, err := tx.AttachmentsOf(name)
+	if err != nil {
+		return err
+	}
+	for _, a := range atts {
+		if _, dup, err := tx.Attachment(a.Network, heir); err != nil || dup {
+			continue
+		}
+		if err := tx.DeleteAttachment(a.Network, name); err != nil {
+			return err
+		}
+		a.Namespace = heir
+		for _, p := range a.Addrs {
+			if err := tx.PutLease(a.Network, p.Addr(), heir); err != nil {
+				return err
+			}
+		}
+		if a.HostIf != "" {
+			if err := tx.ReserveIfName(a.HostIf, ownerAttachment(a.Network, heir)); err != nil {
+				return err
+			}
+		}
+		if err := tx.PutAttachment(a); err != nil {
+			return err
+		}
+	}
+	links, err := tx.Links()
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		if l.NS1 != name && l.NS2 != name {
+			continue
+		}
+		other := l.NS2
+		if l.NS2 == name {
+			other = l.NS1
+		}
+		if _, dup, err := tx.Link(heir, other); err != nil || dup || other == heir {
+			continue
+		}
+		if err := tx.DeleteLink(l.NS1, l.NS2); err != nil {
+			return err
+		}
+		if l.NS1 == name {
+			l.NS1 = heir
+		} else {
+			l.NS2 = heir
+		}
+		if err := tx.PutLink(l); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -192,11 +301,12 @@ type NamespaceInfo struct {
 	Interfaces []Interface        `json:"interfaces"`
 	Routes     []Route            `json:"routes"`
 	Networks   []store.Attachment `json:"networks"`
+	Links      []store.Link       `json:"links"`
 }
 
 // Namespace inspects one namespace: its kernel state and its memberships.
 func (m *Manager) Namespace(name string) (NamespaceInfo, error) {
-	info := NamespaceInfo{Name: name, Interfaces: []Interface{}, Routes: []Route{}, Networks: []store.Attachment{}}
+	info := NamespaceInfo{Name: name, Interfaces: []Interface{}, Routes: []Route{}, Networks: []store.Attachment{}, Links: []store.Link{}}
 	if !netns.Exists(name) {
 		return info, fmt.Errorf("namespace %q: %w", name, netns.ErrNotExist)
 	}
@@ -207,7 +317,16 @@ func (m *Manager) Namespace(name string) (NamespaceInfo, error) {
 			return err
 		}
 		atts, err := tx.AttachmentsOf(name)
+		if err != nil {
+			return err
+		}
 		info.Networks = append(info.Networks, atts...)
+		links, err := tx.Links()
+		for _, l := range links {
+			if l.NS1 == name || l.NS2 == name {
+				info.Links = append(info.Links, l)
+			}
+		}
 		return err
 	})
 	if err != nil {
@@ -257,4 +376,15 @@ func (m *Manager) Namespace(name string) (NamespaceInfo, error) {
 	}
 	sort.SliceStable(info.Routes, func(i, j int) bool { return info.Routes[i].Dst == "default" && info.Routes[j].Dst != "default" })
 	return info, nil
+}
+
+// errNoNamespace reports a namespace name with nothing mounted under it.
+var errNoNamespace = netns.ErrNotExist
+
+// openNamespace binds a handle to a named namespace.
+func openNamespace(name string) (*kernel.NS, error) {
+	if !netns.Exists(name) {
+		return nil, fmt.Errorf("namespace %q: %w", name, errNoNamespace)
+	}
+	return kernel.Open(netns.Path(name))
 }

@@ -20,8 +20,22 @@ import (
 	"github.com/nsnet/nsnet/store"
 )
 
-// DriverBridge is the default driver: a Linux bridge with a gateway.
-const DriverBridge = "bridge"
+// Drivers: how members are wired to a network.
+const (
+	// DriverBridge is the default: a Linux bridge with a gateway on it.
+	DriverBridge = "bridge"
+	// DriverRouted gives each member a veth to the host and a /32 (/128)
+	// route, with no bridge: pure L3, as Calico does.
+	DriverRouted = "routed"
+	// DriverMacvlan puts members straight on a parent interface's segment.
+	DriverMacvlan = "macvlan"
+)
+
+// Link-local gateways of routed networks, answered by proxy ARP/NDP.
+var (
+	routedGateway4 = netip.MustParseAddr("169.254.1.1")
+	routedGateway6 = netip.MustParseAddr("fe80::1")
+)
 
 // MaxBridgePorts is the most ports the kernel lets one bridge have: port
 // numbers are 10 bits wide and port 0 is reserved. The kernel enforces it
@@ -36,8 +50,15 @@ type NetworkSpec struct {
 	Gateways   []netip.Addr
 	BridgeName string
 	NoNAT      bool
-	Internal   bool
-	MTU        int
+	// NAT asks a routed network for masquerade, which it lacks by default.
+	NAT      bool
+	Internal bool
+	MTU      int
+	// Parent is the macvlan driver's parent interface.
+	Parent string
+	// NoHostFirewall keeps nsnet from adding accepts to other tables'
+	// forward chains that drop.
+	NoHostFirewall bool
 }
 
 // ownerNetwork is how the store marks a host interface name a network holds.
@@ -56,17 +77,22 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 		return op, m.checkNetworkFree(tx, n)
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("net-create/recorded")
-		if err := m.buildBridge(n); err != nil {
+		if err := m.buildNetwork(&n); err != nil {
 			return err
 		}
 		crash.Point("net-create/built")
 		if err := tx.PutNetwork(n); err != nil {
 			return err
 		}
-		for _, gw := range n.Gateways {
-			if err := tx.PutLease(n.Name, gw, gatewayOwner); err != nil {
-				return err
+		for i, gw := range n.Gateways {
+			if gatewayIn(n.Subnets[i], gw) {
+				if err := tx.PutLease(n.Name, gw, gatewayOwner); err != nil {
+					return err
+				}
 			}
+		}
+		if n.Bridge == "" {
+			return nil
 		}
 		return tx.ReserveIfName(n.Bridge, ownerNetwork(n.Name))
 	}, m.unbuild)
@@ -88,15 +114,44 @@ func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, error) {
 	if driver == "" {
 		driver = DriverBridge
 	}
-	if driver != DriverBridge {
-		return store.Network{}, fmt.Errorf("driver %q is not supported (supported: %s)", driver, DriverBridge)
+	switch driver {
+	case DriverBridge, DriverRouted, DriverMacvlan:
+	default:
+		return store.Network{}, fmt.Errorf("driver %q is not supported (supported: bridge, routed, macvlan)", driver)
 	}
 	if len(spec.Subnets) == 0 {
 		return store.Network{}, errors.New("a --subnet is required")
 	}
 	n := store.Network{
 		Name: spec.Name, Driver: driver, NAT: !spec.NoNAT && !spec.Internal, Internal: spec.Internal,
-		MTU: spec.MTU, HostNetns: m.cfg.HostNetns, Created: time.Now().UTC(),
+		MTU: spec.MTU, HostNetns: m.cfg.HostNetns, Created: time.Now().UTC(), NoHostFirewall: spec.NoHostFirewall,
+	}
+	switch driver {
+	case DriverRouted:
+		n.NAT = spec.NAT && !spec.NoNAT
+		if spec.Internal {
+			return n, errors.New("--internal is for bridge networks")
+		}
+		if len(spec.Gateways) > 0 {
+			return n, errors.New("a routed network's gateway is link-local (169.254.1.1, fe80::1); --gateway does not apply")
+		}
+	case DriverMacvlan:
+		n.NAT, n.Parent = false, spec.Parent
+		if spec.Parent == "" {
+			return n, errors.New("the macvlan driver needs --parent")
+		}
+		if err := kernel.ValidateIfName(spec.Parent); err != nil {
+			return n, fmt.Errorf("parent: %w", err)
+		}
+		if spec.Internal || spec.NAT {
+			return n, errors.New("--internal and --nat are for bridge and routed networks")
+		}
+	}
+	if driver != DriverMacvlan && spec.Parent != "" {
+		return n, errors.New("--parent is for the macvlan driver")
+	}
+	if driver != DriverBridge && spec.BridgeName != "" {
+		return n, errors.New("--bridge-name is for the bridge driver")
 	}
 	if spec.MTU != 0 && (spec.MTU < 68 || spec.MTU > 65535) {
 		return n, fmt.Errorf("MTU %d is outside 68..65535", spec.MTU)
@@ -113,8 +168,22 @@ func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, error) {
 		}
 		n.Subnets = append(n.Subnets, p)
 	}
+	for _, g := range spec.Gateways {
+		if !containsFamily(n.Subnets, g) {
+			return n, fmt.Errorf("gateway %s: no subnet of its family", g)
+		}
+	}
 	for _, p := range n.Subnets {
-		gw := ipam.FirstUsable(p)
+		var gw netip.Addr
+		switch driver {
+		case DriverBridge:
+			gw = ipam.FirstUsable(p)
+		case DriverRouted:
+			gw = routedGateway4
+			if p.Addr().Is6() {
+				gw = routedGateway6
+			}
+		}
 		for _, g := range spec.Gateways {
 			if g.Is4() == p.Addr().Is4() {
 				if err := ipam.CheckHost(p, g); err != nil {
@@ -123,22 +192,25 @@ func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, error) {
 				gw = g
 			}
 		}
+		// A macvlan network may have no gateway: members then have no
+		// default route. The slot keeps Gateways parallel to Subnets.
 		n.Gateways = append(n.Gateways, gw)
 	}
-	for _, g := range spec.Gateways {
-		if !containsFamily(n.Subnets, g) {
-			return n, fmt.Errorf("gateway %s: no subnet of its family", g)
+	if driver == DriverBridge {
+		n.Bridge = spec.BridgeName
+		if n.Bridge == "" {
+			n.Bridge = bridgeName(n.Name)
 		}
-	}
-	n.Bridge = spec.BridgeName
-	if n.Bridge == "" {
-		n.Bridge = bridgeName(n.Name)
-	}
-	if err := kernel.ValidateIfName(n.Bridge); err != nil {
-		return n, fmt.Errorf("bridge name: %w", err)
+		if err := kernel.ValidateIfName(n.Bridge); err != nil {
+			return n, fmt.Errorf("bridge name: %w", err)
+		}
 	}
 	return n, nil
 }
+
+// gatewayIn reports whether gw is a real address of subnet p that members
+// must not be given.
+func gatewayIn(p netip.Prefix, gw netip.Addr) bool { return gw.IsValid() && p.Contains(gw) }
 
 func containsFamily(subnets []netip.Prefix, a netip.Addr) bool {
 	for _, p := range subnets {
@@ -182,17 +254,24 @@ func (m *Manager) checkNetworkFree(tx *store.Tx, n store.Network) error {
 			}
 		}
 	}
-	if owner, ok := tx.IfNameOwner(n.Bridge); ok {
-		return fmt.Errorf("bridge name %s is already used by %s", n.Bridge, describeOwner(owner))
-	}
 	h, err := m.host(n.HostNetns)
 	if err != nil {
 		return err
 	}
-	if l, err := h.LinkByName(n.Bridge); err != nil {
-		return err
-	} else if l != nil {
-		return fmt.Errorf("bridge name %s is held by a device nsnet did not create (a %s)", n.Bridge, l.Type())
+	if n.Bridge != "" {
+		if owner, ok := tx.IfNameOwner(n.Bridge); ok {
+			return fmt.Errorf("bridge name %s is already used by %s", n.Bridge, describeOwner(owner))
+		}
+		if l, err := h.LinkByName(n.Bridge); err != nil {
+			return err
+		} else if l != nil {
+			return fmt.Errorf("bridge name %s is held by a device nsnet did not create (a %s)", n.Bridge, l.Type())
+		}
+	}
+	if n.Parent != "" {
+		if err := checkParent(tx, h, n.Parent); err != nil {
+			return err
+		}
 	}
 	for _, p := range n.Subnets {
 		routes, err := kernel.Retry(func() ([]netlink.Route, error) {
@@ -231,6 +310,8 @@ func describeOwner(owner string) string {
 		return fmt.Sprintf("network %q", a)
 	case "member":
 		return fmt.Sprintf("the member %q of network %q", b, a)
+	case "tap":
+		return fmt.Sprintf("TAP device %s", a)
 	}
 	return owner
 }
@@ -247,13 +328,63 @@ func splitNUL(s string) []string {
 	return append(out, s[start:])
 }
 
-// buildBridge makes the kernel match a bridge network; every step may be
-// repeated.
-func (m *Manager) buildBridge(n store.Network) error {
+// buildNetwork makes the host match a network; every step may be repeated.
+// It records in n which host forward chains it opened.
+func (m *Manager) buildNetwork(n *store.Network) error {
 	h, err := m.host(n.HostNetns)
 	if err != nil {
 		return err
 	}
+	switch n.Driver {
+	case DriverBridge:
+		if err := m.buildBridge(h, *n); err != nil {
+			return err
+		}
+	case DriverRouted:
+		if err := enableForwarding(h, *n); err != nil {
+			return err
+		}
+	case DriverMacvlan:
+		return nil // members hang off the parent; the host needs nothing
+	}
+	fw, err := firewall.New(int(h.Fd()))
+	if err != nil {
+		return err
+	}
+	rules := firewall.Network{Name: n.Name, Bridge: n.Bridge, Subnets: n.Subnets, Masquerade: n.NAT, Internal: n.Internal}
+	if err := fw.SetNetwork(rules); err != nil {
+		return err
+	}
+	if n.Internal || n.NoHostFirewall {
+		return nil
+	}
+	refs, err := fw.OpenForward(rules)
+	if err != nil {
+		return err
+	}
+	for _, r := range refs {
+		n.ForwardAccepts = append(n.ForwardAccepts, store.ChainRef{Family: firewall.FamilyName(r.Family), Table: r.Table, Chain: r.Chain})
+	}
+	return nil
+}
+
+func enableForwarding(h *kernel.NS, n store.Network) error {
+	var s []kernel.Sysctl
+	for _, p := range n.Subnets {
+		if p.Addr().Is4() {
+			s = append(s, kernel.Sysctl{Key: "net/ipv4/ip_forward", Value: "1"})
+		} else {
+			s = append(s, kernel.Sysctl{Key: "net/ipv6/conf/all/forwarding", Value: "1"})
+		}
+	}
+	if err := h.SetSysctls(s...); err != nil {
+		return fmt.Errorf("enable forwarding: %w", err)
+	}
+	return nil
+}
+
+// buildBridge makes the bridge and its gateway addresses.
+func (m *Manager) buildBridge(h *kernel.NS, n store.Network) error {
 	l, err := h.LinkByName(n.Bridge)
 	if err != nil {
 		return err
@@ -266,15 +397,6 @@ func (m *Manager) buildBridge(n store.Network) error {
 			return fmt.Errorf("create bridge %s: %w", n.Bridge, err)
 		}
 		l = br
-		// An MTU set after creation counts as the user's, which spares
-		// every later port a walk over all ports to recompute it.
-		mtu := n.MTU
-		if mtu == 0 {
-			mtu = 1500
-		}
-		if err := h.NL.LinkSetMTU(l, mtu); err != nil {
-			return fmt.Errorf("set MTU of bridge %s: %w", n.Bridge, err)
-		}
 	} else if l.Type() != "bridge" {
 		return fmt.Errorf("device %s is a %s, not a bridge", n.Bridge, l.Type())
 	}
@@ -290,26 +412,10 @@ func (m *Manager) buildBridge(n store.Network) error {
 	if err := h.NL.LinkSetUp(l); err != nil {
 		return fmt.Errorf("bring up %s: %w", n.Bridge, err)
 	}
-	if !n.Internal {
-		var s []kernel.Sysctl
-		for _, p := range n.Subnets {
-			if p.Addr().Is4() {
-				s = append(s, kernel.Sysctl{Key: "net/ipv4/ip_forward", Value: "1"})
-			} else {
-				s = append(s, kernel.Sysctl{Key: "net/ipv6/conf/all/forwarding", Value: "1"})
-			}
-		}
-		if err := h.SetSysctls(s...); err != nil {
-			return fmt.Errorf("enable forwarding: %w", err)
-		}
+	if n.Internal {
+		return nil
 	}
-	fw, err := firewall.New(int(h.Fd()))
-	if err != nil {
-		return err
-	}
-	return fw.SetNetwork(firewall.Network{
-		Name: n.Name, Bridge: n.Bridge, Subnets: n.Subnets, Masquerade: n.NAT, Internal: n.Internal,
-	})
+	return enableForwarding(h, n)
 }
 
 func randomMAC() net.HardwareAddr {
@@ -323,6 +429,7 @@ func randomMAC() net.HardwareAddr {
 func (m *Manager) RemoveNetwork(name string, force bool) error {
 	var n store.Network
 	var members []store.Attachment
+	var taps []string
 	err := m.st.View(func(tx *store.Tx) error {
 		var ok bool
 		var err error
@@ -331,17 +438,30 @@ func (m *Manager) RemoveNetwork(name string, force bool) error {
 		} else if !ok {
 			return errors.New("no such network")
 		}
-		members, err = tx.Members(name)
+		if members, err = tx.Members(name); err != nil {
+			return err
+		}
+		all, err := tx.Taps()
+		for _, d := range all {
+			if d.Network == name {
+				taps = append(taps, d.Name)
+			}
+		}
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("network %q: %w", name, err)
 	}
-	if len(members) > 0 && !force {
-		return fmt.Errorf("network %q has %d member(s); disconnect them or use --force", name, len(members))
+	if len(members)+len(taps) > 0 && !force {
+		return fmt.Errorf("network %q has %d member(s); disconnect them or use --force", name, len(members)+len(taps))
 	}
 	for _, a := range members {
 		if err := m.Disconnect(a.Network, a.Namespace); err != nil {
+			return err
+		}
+	}
+	for _, d := range taps {
+		if err := m.RemoveTap(d); err != nil {
 			return err
 		}
 	}
@@ -378,7 +498,13 @@ func (m *Manager) unbuild(op store.Op) error {
 	if err := fw.RemoveNetwork(op.Network); err != nil {
 		return err
 	}
+	if err := fw.CloseForward(op.Network); err != nil {
+		return err
+	}
 	crash.Point("net-rm/rules-removed")
+	if op.Bridge == "" {
+		return nil
+	}
 	l, err := h.LinkByName(op.Bridge)
 	if err != nil {
 		return err
@@ -393,7 +519,7 @@ func (m *Manager) unbuild(op store.Op) error {
 
 // forgetNetwork drops a network's record, leases and bridge name.
 func forgetNetwork(tx *store.Tx, op store.Op) error {
-	if owner, ok := tx.IfNameOwner(op.Bridge); ok && owner == ownerNetwork(op.Network) {
+	if owner, ok := tx.IfNameOwner(op.Bridge); ok && op.Bridge != "" && owner == ownerNetwork(op.Network) {
 		if err := tx.ReleaseIfName(op.Bridge); err != nil {
 			return err
 		}

@@ -21,15 +21,20 @@ import (
 // wipes the kernel state it describes: network namespaces, links and rules
 // do not survive a reboot.
 type Op struct {
-	Kind      string         `json:"kind"`
-	Network   string         `json:"network,omitempty"`
-	Namespace string         `json:"namespace,omitempty"`
-	HostNetns string         `json:"host_netns,omitempty"`
-	HostIf    string         `json:"host_if,omitempty"`
-	Bridge    string         `json:"bridge,omitempty"`
-	Addrs     []netip.Prefix `json:"addrs,omitempty"`
-	PID       int            `json:"pid"`
-	Started   time.Time      `json:"started"`
+	Kind      string `json:"kind"`
+	Network   string `json:"network,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	HostNetns string `json:"host_netns,omitempty"`
+	HostIf    string `json:"host_if,omitempty"`
+	// IfName is the interface inside Namespace (a macvlan member's only
+	// device, or a link's first end).
+	IfName string `json:"ifname,omitempty"`
+	// Peer is a link's second namespace.
+	Peer    string         `json:"peer,omitempty"`
+	Bridge  string         `json:"bridge,omitempty"`
+	Addrs   []netip.Prefix `json:"addrs,omitempty"`
+	PID     int            `json:"pid"`
+	Started time.Time      `json:"started"`
 }
 
 // Operation kinds.
@@ -40,11 +45,15 @@ const (
 	OpDisconnect = "disconnect"
 	OpNSCreate   = "ns-create"
 	OpNSRemove   = "ns-rm"
+	OpLinkCreate = "link-create"
+	OpLinkRemove = "link-rm"
+	OpTapCreate  = "tap-create"
+	OpTapRemove  = "tap-rm"
 )
 
 func (s *Store) journalPath(o Op) string {
 	h := fnv.New64a()
-	fmt.Fprintf(h, "%s\x00%s\x00%s", o.Kind, o.Network, o.Namespace)
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s", o.Kind, o.Network, o.Namespace, o.Peer)
 	return filepath.Join(s.dir, "journal", fmt.Sprintf("%016x.json", h.Sum64()))
 }
 

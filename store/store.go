@@ -27,15 +27,52 @@ type Network struct {
 	NAT      bool           `json:"nat"`
 	Internal bool           `json:"internal"`
 	MTU      int            `json:"mtu,omitempty"`
+	// Parent is the macvlan driver's parent interface in the host.
+	Parent string `json:"parent,omitempty"`
+	// NoHostFirewall keeps nsnet out of other tables' forward chains.
+	NoHostFirewall bool `json:"no_host_firewall,omitempty"`
+	// ForwardAccepts are the other tables' forward chains, with policy
+	// drop, into which nsnet inserted accept rules for this network.
+	ForwardAccepts []ChainRef `json:"forward_accepts,omitempty"`
 	// HostNetns is the namespace file of the host the network lives in;
 	// empty means the namespace nsnet ran in when it created the network.
 	HostNetns string    `json:"host_netns,omitempty"`
 	Created   time.Time `json:"created"`
 }
 
+// ChainRef names an nftables chain of another table.
+type ChainRef struct {
+	Family string `json:"family"`
+	Table  string `json:"table"`
+	Chain  string `json:"chain"`
+}
+
+// Link is a veth pair straight between two namespaces.
+type Link struct {
+	// NS1 and NS2 are namespace names, or "host" for the host namespace.
+	NS1    string         `json:"ns1"`
+	NS2    string         `json:"ns2"`
+	If1    string         `json:"if1"`
+	If2    string         `json:"if2"`
+	Addrs1 []netip.Prefix `json:"addrs1,omitempty"`
+	Addrs2 []netip.Prefix `json:"addrs2,omitempty"`
+	MTU    int            `json:"mtu,omitempty"`
+	// HostNetns is the host namespace's file when either end is "host".
+	HostNetns string `json:"host_netns,omitempty"`
+}
+
+// Tap is a persistent TAP device on a bridge network, for a virtual machine.
+type Tap struct {
+	Name    string         `json:"name"`
+	Network string         `json:"network"`
+	Addrs   []netip.Prefix `json:"addrs"`
+}
+
 // Namespace is a named network namespace nsnet created.
 type Namespace struct {
-	Name    string    `json:"name"`
+	Name string `json:"name"`
+	// Shares names the namespace this one was made to share, if any.
+	Shares  string    `json:"shares,omitempty"`
 	Created time.Time `json:"created"`
 }
 
@@ -57,7 +94,9 @@ var (
 	bAttachments = []byte("attachments")
 	bLeases      = []byte("leases")
 	bIfNames     = []byte("ifnames")
-	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames}
+	bLinks       = []byte("links")
+	bTaps        = []byte("taps")
+	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames, bLinks, bTaps}
 )
 
 // FileName is the store's file inside the state directory.
@@ -392,3 +431,35 @@ func (t *Tx) LeasedFrom(network string, from netip.Addr) func(func(netip.Addr) b
 		}
 	}
 }
+
+// LinkKey names the link between two namespaces, whichever order they come in.
+func LinkKey(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	return a + "\x00" + b
+}
+
+// Link returns the link between namespaces a and b.
+func (t *Tx) Link(a, b string) (Link, bool, error) { return get[Link](t, bLinks, LinkKey(a, b)) }
+
+// PutLink records l.
+func (t *Tx) PutLink(l Link) error { return put(t, bLinks, LinkKey(l.NS1, l.NS2), l) }
+
+// DeleteLink forgets the link between a and b.
+func (t *Tx) DeleteLink(a, b string) error { return del(t, bLinks, LinkKey(a, b)) }
+
+// Links lists every link.
+func (t *Tx) Links() ([]Link, error) { return list[Link](t, bLinks, "") }
+
+// Tap returns the TAP device called name.
+func (t *Tx) Tap(name string) (Tap, bool, error) { return get[Tap](t, bTaps, name) }
+
+// PutTap records d.
+func (t *Tx) PutTap(d Tap) error { return put(t, bTaps, d.Name, d) }
+
+// DeleteTap forgets a TAP device.
+func (t *Tx) DeleteTap(name string) error { return del(t, bTaps, name) }
+
+// Taps lists every TAP device.
+func (t *Tx) Taps() ([]Tap, error) { return list[Tap](t, bTaps, "") }

@@ -47,7 +47,7 @@ func main() {
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", def, "state directory (env NSNET_STATE_DIR)")
 	root.PersistentFlags().StringVar(&g.hostNetns, "host-netns", "", "namespace (name or path) to treat as the host; default: the one nsnet runs in")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
-	root.AddCommand(nsCmd(g), netCmd(g), execCmd(), gcCmd(g))
+	root.AddCommand(nsCmd(g), netCmd(g), linkCmd(g), tapCmd(g), execCmd(), gcCmd(g))
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return fmt.Errorf("%s: %w", c.CommandPath(), err) })
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "nsnet: "+oneLine(err.Error()))
@@ -103,12 +103,15 @@ func (g *globals) print(w io.Writer, v any, text func(io.Writer)) error {
 
 func nsCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "ns", Short: "Named network namespaces"}
-	c.AddCommand(&cobra.Command{
-		Use: "create NAME", Short: "Create a namespace with only lo, up", Args: cobra.ExactArgs(1),
+	var share string
+	create := &cobra.Command{
+		Use: "create NAME [--share OTHER]", Short: "Create a namespace with only lo, up", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withManager(false, func(m *manager.Manager) error { return m.CreateNamespace(args[0]) })
+			return g.withManager(false, func(m *manager.Manager) error { return m.CreateNamespace(args[0], share) })
 		},
-	}, &cobra.Command{
+	}
+	create.Flags().StringVar(&share, "share", "", "give NAME the very same network namespace as OTHER (Docker's container:OTHER)")
+	c.AddCommand(create, &cobra.Command{
 		Use: "rm NAME", Short: "Disconnect a namespace from every network and delete it", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withManager(false, func(m *manager.Manager) error { return m.RemoveNamespace(args[0]) })
@@ -149,6 +152,12 @@ func nsCmd(g *globals) *cobra.Command {
 					fmt.Fprintln(w, "\nNETWORK\tINTERFACE\tADDRESSES\tHOST END")
 					for _, a := range info.Networks {
 						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", a.Network, a.IfName, dash(joinPrefixes(a.Addrs)), dash(a.HostIf))
+					}
+					if len(info.Links) > 0 {
+						fmt.Fprintln(w, "\nLINK\tINTERFACES\tADDRESSES")
+						for _, l := range info.Links {
+							fmt.Fprintf(w, "%s-%s\t%s,%s\t%s\n", l.NS1, l.NS2, l.If1, l.If2, dash(joinPrefixes(append(append([]netip.Prefix{}, l.Addrs1...), l.Addrs2...))))
+						}
 					}
 				})
 			})
@@ -193,9 +202,12 @@ func netCmd(g *globals) *cobra.Command {
 	f := create.Flags()
 	f.StringArrayVar(&subnets, "subnet", nil, "subnet in CIDR form; repeat once for the other IP family")
 	f.StringArrayVar(&gateways, "gateway", nil, "gateway address (default: the subnet's first usable address)")
-	f.StringVar(&spec.Driver, "driver", manager.DriverBridge, "network driver")
+	f.StringVar(&spec.Driver, "driver", manager.DriverBridge, "network driver: bridge, routed or macvlan")
 	f.StringVar(&spec.BridgeName, "bridge-name", "", "name of the bridge (default nsbr-NAME)")
 	f.BoolVar(&spec.NoNAT, "no-nat", false, "do not masquerade traffic leaving the network")
+	f.BoolVar(&spec.NAT, "nat", false, "masquerade traffic leaving a routed network (bridge networks do by default)")
+	f.StringVar(&spec.Parent, "parent", "", "parent interface of a macvlan network")
+	f.BoolVar(&spec.NoHostFirewall, "no-host-firewall", false, "never add accept rules to other tables' forward chains that drop")
 	f.BoolVar(&spec.Internal, "internal", false, "no default route for members and no way out")
 	f.IntVar(&spec.MTU, "mtu", 0, "MTU of the bridge and members' interfaces")
 
@@ -235,6 +247,7 @@ func netCmd(g *globals) *cobra.Command {
 	connect.Flags().StringVar(&ip4, "ip", "", "IPv4 address for the member")
 	connect.Flags().StringVar(&ip6, "ip6", "", "IPv6 address for the member")
 	connect.Flags().StringVar(&cs.IfName, "ifname", "", "interface name inside the namespace (default: first free ethN)")
+	connect.Flags().BoolVar(&cs.DefaultRoute, "default-route", false, "move the namespace's default route to this network")
 
 	c.AddCommand(create, rm, connect, &cobra.Command{
 		Use: "disconnect NET NS", Short: "Disconnect a namespace from a network", Args: cobra.ExactArgs(2),
@@ -272,10 +285,14 @@ func netCmd(g *globals) *cobra.Command {
 					n.Members = []store.Attachment{}
 				}
 				return g.print(cmd.OutOrStdout(), n, func(w io.Writer) {
-					fmt.Fprintf(w, "network %s\ndriver\t%s\nsubnets\t%s\ngateways\t%s\nbridge\t%s\nnat\t%v\ninternal\t%v\nhost\t%s\n\nMEMBER\tINTERFACE\tADDRESSES\tHOST END\n",
-						n.Name, n.Driver, joinPrefixes(n.Subnets), joinAddrs(n.Gateways), n.Bridge, n.NAT, n.Internal, dash(n.HostNetns))
+					fmt.Fprintf(w, "network %s\ndriver\t%s\nsubnets\t%s\ngateways\t%s\nbridge\t%s\nparent\t%s\nnat\t%v\ninternal\t%v\nhost\t%s\n",
+						n.Name, n.Driver, joinPrefixes(n.Subnets), dash(joinAddrs(n.Gateways)), dash(n.Bridge), dash(n.Parent), n.NAT, n.Internal, dash(n.HostNetns))
+					for _, c := range n.ForwardAccepts {
+						fmt.Fprintf(w, "host forward accepts\t%s %s %s\n", c.Family, c.Table, c.Chain)
+					}
+					fmt.Fprintln(w, "\nMEMBER\tINTERFACE\tADDRESSES\tHOST END")
 					for _, a := range n.Members {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", a.Namespace, a.IfName, dash(joinPrefixes(a.Addrs)), a.HostIf)
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", a.Namespace, a.IfName, dash(joinPrefixes(a.Addrs)), dash(a.HostIf))
 					}
 				})
 			})
@@ -347,7 +364,143 @@ func joinPrefixes(ps []netip.Prefix) string {
 func joinAddrs(as []netip.Addr) string {
 	var s []string
 	for _, a := range as {
-		s = append(s, a.String())
+		if a.IsValid() {
+			s = append(s, a.String())
+		}
 	}
 	return strings.Join(s, ",")
+}
+
+func linkCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "link", Short: "Point-to-point veth links between two namespaces (either may be \"host\")"}
+	var spec manager.LinkSpec
+	var subnet, names string
+	var addrs []string
+	create := &cobra.Command{
+		Use: "create NS1 NS2", Short: "Join two namespaces with one veth pair", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec.NS1, spec.NS2 = args[0], args[1]
+			fail := func(format string, a ...any) error {
+				return fmt.Errorf("link %s-%s: "+format, append([]any{spec.NS1, spec.NS2}, a...)...)
+			}
+			if subnet != "" {
+				p, err := netip.ParsePrefix(subnet)
+				if err != nil {
+					return fail("invalid subnet %q (want CIDR such as 192.168.1.0/24)", subnet)
+				}
+				spec.Subnet = p
+			}
+			for _, a := range addrs {
+				ns, cidr, ok := strings.Cut(a, "=")
+				p, err := netip.ParsePrefix(cidr)
+				if !ok || err != nil {
+					return fail("invalid --addr %q (want NS=IP/LEN)", a)
+				}
+				switch ns {
+				case spec.NS1:
+					spec.Addr1 = p
+				case spec.NS2:
+					spec.Addr2 = p
+				default:
+					return fail("--addr %q names neither end", a)
+				}
+			}
+			if names != "" {
+				a, b, ok := strings.Cut(names, ",")
+				if !ok {
+					return fail("invalid --name %q (want IF1,IF2)", names)
+				}
+				spec.If1, spec.If2 = a, b
+			}
+			return g.withManager(false, func(m *manager.Manager) error {
+				l, err := m.CreateLink(spec)
+				if err != nil {
+					return err
+				}
+				return g.print(cmd.OutOrStdout(), l, func(w io.Writer) {
+					fmt.Fprintf(w, "linked %s (%s %s) and %s (%s %s)\n", l.NS1, l.If1, dash(joinPrefixes(l.Addrs1)), l.NS2, l.If2, dash(joinPrefixes(l.Addrs2)))
+				})
+			})
+		},
+	}
+	create.Flags().StringVar(&subnet, "subnet", "", "give the ends the subnet's first two usable addresses")
+	create.Flags().StringArrayVar(&addrs, "addr", nil, "NS=IP/LEN for one end (give both)")
+	create.Flags().StringVar(&names, "name", "", "interface names IF1,IF2 (default: first free vethN in each)")
+	create.Flags().IntVar(&spec.MTU, "mtu", 0, "MTU of both ends")
+	c.AddCommand(create, &cobra.Command{
+		Use: "rm NS1 NS2", Short: "Remove the link between two namespaces", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withManager(false, func(m *manager.Manager) error { return m.RemoveLink(args[0], args[1]) })
+		},
+	}, &cobra.Command{
+		Use: "ls", Short: "List links", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withManager(true, func(m *manager.Manager) error {
+				links, err := m.Links()
+				if err != nil {
+					return err
+				}
+				return g.print(cmd.OutOrStdout(), links, func(w io.Writer) {
+					fmt.Fprintln(w, "NS1\tIF1\tADDRESSES\tNS2\tIF2\tADDRESSES")
+					for _, l := range links {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", l.NS1, l.If1, dash(joinPrefixes(l.Addrs1)), l.NS2, l.If2, dash(joinPrefixes(l.Addrs2)))
+					}
+				})
+			})
+		},
+	})
+	return c
+}
+
+func tapCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "tap", Short: "Persistent TAP devices on bridge networks, for virtual machines"}
+	var spec manager.TapSpec
+	var ip string
+	create := &cobra.Command{
+		Use: "create NAME --net NET [--ip IP]", Short: "Create a TAP device on a bridge network", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec.Name = args[0]
+			var err error
+			if spec.IP, err = parseFamilyAddr(ip, true); err != nil {
+				return fmt.Errorf("tap %s: --ip %w", spec.Name, err)
+			}
+			if spec.Network == "" {
+				return fmt.Errorf("tap %s: --net is required", spec.Name)
+			}
+			return g.withManager(false, func(m *manager.Manager) error {
+				d, err := m.CreateTap(spec)
+				if err != nil {
+					return err
+				}
+				return g.print(cmd.OutOrStdout(), d, func(w io.Writer) {
+					fmt.Fprintf(w, "TAP %s on %s, guest address %s (QEMU: -netdev tap,id=n0,ifname=%s,script=no,downscript=no)\n", d.Name, d.Network, joinPrefixes(d.Addrs), d.Name)
+				})
+			})
+		},
+	}
+	create.Flags().StringVar(&spec.Network, "net", "", "bridge network to join")
+	create.Flags().StringVar(&ip, "ip", "", "IPv4 address to reserve for the guest")
+	c.AddCommand(create, &cobra.Command{
+		Use: "rm NAME", Short: "Remove a TAP device", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withManager(false, func(m *manager.Manager) error { return m.RemoveTap(args[0]) })
+		},
+	}, &cobra.Command{
+		Use: "ls", Short: "List TAP devices", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withManager(true, func(m *manager.Manager) error {
+				taps, err := m.Taps()
+				if err != nil {
+					return err
+				}
+				return g.print(cmd.OutOrStdout(), taps, func(w io.Writer) {
+					fmt.Fprintln(w, "NAME\tNETWORK\tGUEST ADDRESSES")
+					for _, d := range taps {
+						fmt.Fprintf(w, "%s\t%s\t%s\n", d.Name, d.Network, joinPrefixes(d.Addrs))
+					}
+				})
+			})
+		},
+	})
+	return c
 }

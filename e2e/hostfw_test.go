@@ -1,0 +1,70 @@
+package e2e
+
+import (
+	"net"
+	"strings"
+	"testing"
+)
+
+// TestHostFirewallDrop puts forward chains with policy drop in the test
+// host (iptables-nft's FORWARD, as article 003 meets it, and a native nft
+// table). nsnet must add narrowly scoped accepts for its own networks,
+// record them, and take exactly those away again.
+func TestHostFirewallDrop(t *testing.T) {
+	l := newLab(t)
+	out := l.addOutside()
+	l.fixture("ip", "-n", out, "route", "add", "10.0.11.0/24", "via", uplinkHost)
+	seen := listen(t, out, net.JoinHostPort(server, "9100"))
+	l.fixture("ip", "netns", "exec", l.host, "iptables", "-P", "FORWARD", "DROP")
+	l.fixture("ip", "netns", "exec", l.host, "nft", "add table inet hostfw")
+	l.fixture("ip", "netns", "exec", l.host, "nft", "add chain inet hostfw guard { type filter hook forward priority 10; policy drop; }")
+	// Something the host's own rules already say, which must survive.
+	l.fixture("ip", "netns", "exec", l.host, "nft", "add rule inet hostfw guard iifname uplink oifname uplink accept")
+
+	b, r, closed := l.ns("b"), l.ns("r"), l.ns("closed")
+	l.must("net", "create", "br", "--subnet", "10.0.10.0/24")
+	l.must("net", "create", "rt", "--driver", "routed", "--subnet", "10.0.11.0/24")
+	l.must("net", "create", "shut", "--subnet", "10.0.12.0/24", "--no-host-firewall")
+	l.must("net", "connect", "br", b)
+	l.must("net", "connect", "rt", r)
+	l.must("net", "connect", "shut", closed)
+
+	for _, ns := range []string{b, r} {
+		if _, err := dial(ns, net.JoinHostPort(server, "9100")); err != nil {
+			t.Errorf("%s cannot reach the outside through the dropping forward chains: %v", ns, err)
+		} else {
+			<-seen
+		}
+	}
+	if _, err := dial(closed, net.JoinHostPort(server, "9100")); err == nil {
+		t.Errorf("--no-host-firewall network got through the host's drop policy")
+	}
+	var n struct {
+		ForwardAccepts []struct{ Family, Table, Chain string } `json:"forward_accepts"`
+	}
+	l.jsonOf(&n, "net", "inspect", "br")
+	if len(n.ForwardAccepts) != 2 {
+		t.Errorf("forward accepts recorded = %+v, want the two dropping chains", n.ForwardAccepts)
+	}
+	rules := l.fixture("ip", "netns", "exec", l.host, "nft", "list", "ruleset")
+	if !strings.Contains(rules, `iifname "nsbr-br"`) || !strings.Contains(rules, "ip saddr 10.0.11.0/24") || !strings.Contains(rules, `comment "nsnet:network=br"`) {
+		t.Errorf("accepts missing or unlabelled:\n%s", rules)
+	}
+	if strings.Contains(rules, `accept comment "nsnet:network=shut"`) {
+		t.Errorf("--no-host-firewall network has accepts:\n%s", rules)
+	}
+
+	l.must("net", "rm", "--force", "br")
+	l.must("net", "rm", "--force", "rt")
+	l.must("net", "rm", "--force", "shut")
+	rules = l.fixture("ip", "netns", "exec", l.host, "nft", "list", "ruleset")
+	if strings.Contains(rules, "nsnet") {
+		t.Errorf("nsnet rules left in the host:\n%s", rules)
+	}
+	if !strings.Contains(rules, `iifname "uplink" oifname "uplink" accept`) || !strings.Contains(rules, "policy drop") {
+		t.Errorf("the host's own rules changed:\n%s", rules)
+	}
+	if fwd := l.fixture("ip", "netns", "exec", l.host, "iptables", "-S", "FORWARD"); strings.TrimSpace(fwd) != "-P FORWARD DROP" {
+		t.Errorf("iptables FORWARD after teardown = %q", fwd)
+	}
+}

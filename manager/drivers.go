@@ -1,0 +1,229 @@
+package manager
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsnet/nsnet/crash"
+	"github.com/nsnet/nsnet/kernel"
+	"github.com/nsnet/nsnet/store"
+)
+
+// checkParent refuses a macvlan parent that is missing, is a bridge port
+// (its frames belong to the bridge), or is a device nsnet made.
+func checkParent(tx *store.Tx, h *kernel.NS, name string) error {
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		return fmt.Errorf("parent %s does not exist in the host namespace", name)
+	}
+	if owner, ok := tx.IfNameOwner(name); ok {
+		return fmt.Errorf("parent %s is nsnet's own device (%s)", name, describeOwner(owner))
+	}
+	if strings.HasPrefix(l.Attrs().Alias, "nsnet ") {
+		return fmt.Errorf("parent %s is nsnet's own device", name)
+	}
+	if l.Attrs().MasterIndex != 0 {
+		return fmt.Errorf("parent %s is a port of another device (a bridge or bond); use that device instead", name)
+	}
+	return nil
+}
+
+// plug wires a member to its network with the driver's own device.
+func (m *Manager) plug(h, ns *kernel.NS, n store.Network, a store.Attachment, defaultRoute bool) error {
+	switch n.Driver {
+	case DriverRouted:
+		return m.plugRouted(h, ns, n, a, defaultRoute)
+	case DriverMacvlan:
+		return m.plugMacvlan(h, ns, n, a, defaultRoute)
+	}
+	return m.plugVeth(h, ns, n, a, defaultRoute)
+}
+
+// plugRouted gives the member a veth whose host end has no address of its
+// own: it answers ARP for 169.254.1.1 by proxy (and NDP for fe80::1), and
+// the host reaches the member through a /32 (/128) route on it.
+func (m *Manager) plugRouted(h, ns *kernel.NS, n store.Network, a store.Attachment, defaultRoute bool) error {
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{Name: a.HostIf, MTU: n.MTU, TxQLen: -1},
+		PeerName:  a.IfName, PeerNamespace: netlink.NsFd(int(ns.Fd())),
+	}
+	if err := h.NL.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create veth %s: %w", a.HostIf, err)
+	}
+	crash.Point("connect/veth-created")
+	if err := h.NL.LinkSetAlias(veth, "nsnet "+n.Name+" "+a.Namespace); err != nil {
+		return fmt.Errorf("label %s: %w", a.HostIf, err)
+	}
+	has6 := false
+	var sysctls []kernel.Sysctl
+	for _, p := range a.Addrs {
+		// The kernel delays proxy answers by up to 0.8 s unless told not to.
+		if p.Addr().Is4() {
+			sysctls = append(sysctls,
+				kernel.Sysctl{Key: "net/ipv4/conf/" + a.HostIf + "/proxy_arp", Value: "1"},
+				kernel.Sysctl{Key: "net/ipv4/neigh/" + a.HostIf + "/proxy_delay", Value: "0"})
+		} else {
+			has6 = true
+			// The proxy's neighbour advertisements need the host end's
+			// own link-local address usable at once.
+			sysctls = append(sysctls,
+				kernel.Sysctl{Key: "net/ipv6/conf/" + a.HostIf + "/proxy_ndp", Value: "1"},
+				kernel.Sysctl{Key: "net/ipv6/neigh/" + a.HostIf + "/proxy_delay", Value: "0"},
+				kernel.Sysctl{Key: "net/ipv6/conf/" + a.HostIf + "/accept_dad", Value: "0"})
+		}
+	}
+	if !has6 {
+		if err := h.NL.LinkSetIP6AddrGenMode(veth, in6AddrGenModeNone); err != nil {
+			return fmt.Errorf("configure %s: %w", a.HostIf, err)
+		}
+	}
+	if err := h.SetSysctls(sysctls...); err != nil {
+		return fmt.Errorf("configure %s: %w", a.HostIf, err)
+	}
+	if has6 {
+		proxy := &netlink.Neigh{LinkIndex: veth.Index, Family: netlink.FAMILY_V6, Flags: netlink.NTF_PROXY, IP: routedGateway6.AsSlice()}
+		if err := h.NL.NeighSet(proxy); err != nil {
+			return fmt.Errorf("proxy NDP for %s on %s: %w", routedGateway6, a.HostIf, err)
+		}
+	}
+	if err := h.NL.LinkSetUp(veth); err != nil {
+		return fmt.Errorf("bring up %s: %w", a.HostIf, err)
+	}
+	peer, err := m.memberUp(ns, a)
+	if err != nil {
+		return err
+	}
+	crash.Point("connect/addressed")
+	for _, p := range a.Addrs {
+		host := &netlink.Route{LinkIndex: veth.Index, Dst: kernel.PrefixNet(netip.PrefixFrom(p.Addr(), p.Addr().BitLen())), Scope: netlink.SCOPE_LINK}
+		if err := h.NL.RouteReplace(host); err != nil {
+			return fmt.Errorf("host route to %s: %w", p.Addr(), err)
+		}
+		gw := routedGateway4
+		if p.Addr().Is6() {
+			gw = routedGateway6
+		} else {
+			onlink := &netlink.Route{LinkIndex: peer.Attrs().Index, Dst: kernel.PrefixNet(netip.PrefixFrom(gw, 32)), Scope: netlink.SCOPE_LINK}
+			if err := ns.NL.RouteReplace(onlink); err != nil {
+				return fmt.Errorf("route to %s in %s: %w", gw, a.Namespace, err)
+			}
+		}
+		if err := defaultRouteVia(ns, peer, gw, defaultRoute); err != nil {
+			return fmt.Errorf("default route in %s: %w", a.Namespace, err)
+		}
+	}
+	return nil
+}
+
+// plugMacvlan creates the member's macvlan (bridge mode) on the parent,
+// born inside the member's namespace under its final name.
+func (m *Manager) plugMacvlan(h, ns *kernel.NS, n store.Network, a store.Attachment, defaultRoute bool) error {
+	parent, err := h.LinkByName(n.Parent)
+	if err != nil {
+		return err
+	}
+	if parent == nil {
+		return fmt.Errorf("parent %s of network %q is gone", n.Parent, n.Name)
+	}
+	mv := &netlink.Macvlan{
+		LinkAttrs: netlink.LinkAttrs{Name: a.IfName, ParentIndex: parent.Attrs().Index, MTU: n.MTU, TxQLen: -1, Namespace: netlink.NsFd(int(ns.Fd()))},
+		Mode:      netlink.MACVLAN_MODE_BRIDGE,
+	}
+	if err := h.NL.LinkAdd(mv); err != nil {
+		return fmt.Errorf("create macvlan %s on %s: %w", a.IfName, n.Parent, err)
+	}
+	crash.Point("connect/veth-created")
+	peer, err := m.memberUp(ns, a)
+	if err != nil {
+		return err
+	}
+	crash.Point("connect/addressed")
+	for i, gw := range n.Gateways {
+		if gw.IsValid() {
+			if err := defaultRouteVia(ns, peer, gw, defaultRoute); err != nil {
+				return fmt.Errorf("default route in %s via %s: %w", a.Namespace, n.Gateways[i], err)
+			}
+		}
+	}
+	return nil
+}
+
+// memberUp configures the member's interface inside its namespace:
+// IPv6 kept quiet, addresses, up.
+func (m *Manager) memberUp(ns *kernel.NS, a store.Attachment) (netlink.Link, error) {
+	peer, err := ns.LinkByName(a.IfName)
+	if err != nil {
+		return nil, err
+	}
+	if peer == nil {
+		return nil, fmt.Errorf("interface %s vanished from namespace %s", a.IfName, a.Namespace)
+	}
+	if err := quietIPv6(ns, peer, a); err != nil {
+		return nil, fmt.Errorf("configure %s in %s: %w", a.IfName, a.Namespace, err)
+	}
+	for _, p := range a.Addrs {
+		if err := ns.NL.AddrReplace(peer, kernel.AddrFor(p.Addr(), p.Bits())); err != nil {
+			return nil, fmt.Errorf("address %s on %s: %w", p, a.IfName, err)
+		}
+	}
+	if err := ns.NL.LinkSetUp(peer); err != nil {
+		return nil, fmt.Errorf("bring up %s in %s: %w", a.IfName, a.Namespace, err)
+	}
+	return peer, nil
+}
+
+// defaultRouteVia points the namespace's default route of gw's family at
+// gw: always when replace is set (connect --default-route), otherwise only
+// if the namespace has none yet, so the first network joined keeps it.
+func defaultRouteVia(ns *kernel.NS, link netlink.Link, gw netip.Addr, replace bool) error {
+	if !replace {
+		routes, err := kernel.Retry(func() ([]netlink.Route, error) {
+			return ns.NL.RouteListFiltered(kernel.Family(gw), &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			if d, ok := kernel.ToPrefix(r.Dst); !ok || d.Bits() == 0 {
+				return nil
+			}
+		}
+	}
+	r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw.AsSlice(), Dst: kernel.PrefixNet(netip.PrefixFrom(unspecified(gw), 0))}
+	if gw.Is4() && gw == routedGateway4 {
+		r.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return ns.NL.RouteReplace(r)
+}
+
+// unplugMember deletes a member device that lives only inside its
+// namespace (a macvlan), if the namespace and the device are still there.
+func unplugMember(op store.Op) error {
+	if op.IfName == "" {
+		return nil
+	}
+	ns, err := openNamespace(op.Namespace)
+	if errors.Is(err, errNoNamespace) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	l, err := ns.LinkByName(op.IfName)
+	if err != nil || l == nil {
+		return err
+	}
+	if l.Type() != "macvlan" {
+		return fmt.Errorf("interface %s in %s is a %s, not the macvlan nsnet made", op.IfName, op.Namespace, l.Type())
+	}
+	return ns.NL.LinkDel(l)
+}

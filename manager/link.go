@@ -1,0 +1,251 @@
+package manager
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/nsnet/nsnet/crash"
+	"github.com/nsnet/nsnet/ipam"
+	"github.com/nsnet/nsnet/kernel"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/store"
+)
+
+// HostName stands for the host namespace at either end of a link.
+const HostName = "host"
+
+// LinkSpec is what `link create` asks for.
+type LinkSpec struct {
+	NS1, NS2 string
+	// Subnet gives both ends its first two usable addresses.
+	Subnet netip.Prefix
+	// Addr1 and Addr2 give each end its own address instead.
+	Addr1, Addr2 netip.Prefix
+	// If1 and If2 name the ends; empty means the first free vethN.
+	If1, If2 string
+	MTU      int
+}
+
+// openEnd binds a handle to one end of a link: a named namespace, or the
+// host.
+func (m *Manager) openEnd(name string) (*kernel.NS, error) {
+	if name == HostName {
+		return kernel.Open(m.cfg.HostNetns)
+	}
+	if !netns.Exists(name) {
+		if err := netns.ValidateName(name); err != nil {
+			return nil, fmt.Errorf("namespace %q: %w", name, err)
+		}
+	}
+	return openNamespace(name)
+}
+
+// CreateLink joins two namespaces with one veth pair, no host in between.
+func (m *Manager) CreateLink(spec LinkSpec) (store.Link, error) {
+	l, err := m.createLink(spec)
+	if err != nil {
+		return l, fmt.Errorf("link %s-%s: %w", spec.NS1, spec.NS2, err)
+	}
+	return l, nil
+}
+
+func (m *Manager) createLink(spec LinkSpec) (store.Link, error) {
+	l := store.Link{NS1: spec.NS1, NS2: spec.NS2, MTU: spec.MTU}
+	if spec.NS1 == spec.NS2 {
+		return l, errors.New("a link needs two different namespaces")
+	}
+	if spec.MTU != 0 && (spec.MTU < 68 || spec.MTU > 65535) {
+		return l, fmt.Errorf("MTU %d is outside 68..65535", spec.MTU)
+	}
+	if spec.NS1 == HostName || spec.NS2 == HostName {
+		l.HostNetns = m.cfg.HostNetns
+	}
+	var err error
+	if l.Addrs1, l.Addrs2, err = linkAddrs(spec); err != nil {
+		return l, err
+	}
+	ns1, err := m.openEnd(spec.NS1)
+	if err != nil {
+		return l, err
+	}
+	defer ns1.Close()
+	ns2, err := m.openEnd(spec.NS2)
+	if err != nil {
+		return l, err
+	}
+	defer ns2.Close()
+	if l.If1, err = pickLinkName(ns1, spec.If1); err != nil {
+		return l, fmt.Errorf("%s: %w", spec.NS1, err)
+	}
+	if l.If2, err = pickLinkName(ns2, spec.If2); err != nil {
+		return l, fmt.Errorf("%s: %w", spec.NS2, err)
+	}
+	err = m.transact(func(tx *store.Tx) (store.Op, error) {
+		if _, ok, err := tx.Link(spec.NS1, spec.NS2); err != nil {
+			return store.Op{}, err
+		} else if ok {
+			return store.Op{}, errors.New("the two namespaces are already linked")
+		}
+		return store.Op{Kind: store.OpLinkCreate, Namespace: spec.NS1, Peer: spec.NS2, IfName: l.If1, HostNetns: l.HostNetns}, nil
+	}, func(tx *store.Tx, op store.Op) error {
+		veth := &netlink.Veth{
+			LinkAttrs: netlink.LinkAttrs{Name: l.If1, MTU: l.MTU, TxQLen: -1, Namespace: netlink.NsFd(int(ns1.Fd()))},
+			PeerName:  l.If2, PeerNamespace: netlink.NsFd(int(ns2.Fd())),
+		}
+		if err := ns1.NL.LinkAdd(veth); err != nil {
+			return fmt.Errorf("create veth %s/%s: %w", l.If1, l.If2, err)
+		}
+		crash.Point("link-create/created")
+		for _, end := range []struct {
+			ns    *kernel.NS
+			name  string
+			addrs []netip.Prefix
+		}{{ns1, l.If1, l.Addrs1}, {ns2, l.If2, l.Addrs2}} {
+			dev, err := end.ns.LinkByName(end.name)
+			if err != nil {
+				return err
+			}
+			if dev == nil {
+				return fmt.Errorf("interface %s vanished", end.name)
+			}
+			for _, p := range end.addrs {
+				if err := end.ns.NL.AddrReplace(dev, kernel.AddrFor(p.Addr(), p.Bits())); err != nil {
+					return fmt.Errorf("address %s on %s: %w", p, end.name, err)
+				}
+			}
+			if err := end.ns.NL.LinkSetUp(dev); err != nil {
+				return fmt.Errorf("bring up %s: %w", end.name, err)
+			}
+		}
+		return tx.PutLink(l)
+	}, m.unlink)
+	return l, err
+}
+
+// linkAddrs decides both ends' addresses: the first two usable of a subnet
+// (both of a /31), or the two given, which must share one subnet.
+func linkAddrs(spec LinkSpec) ([]netip.Prefix, []netip.Prefix, error) {
+	if spec.Subnet.IsValid() && (spec.Addr1.IsValid() || spec.Addr2.IsValid()) {
+		return nil, nil, errors.New("give --subnet or --addr, not both")
+	}
+	if spec.Subnet.IsValid() {
+		p := spec.Subnet.Masked()
+		if p.Bits() == p.Addr().BitLen() {
+			return nil, nil, fmt.Errorf("subnet %s has room for one address, a link needs two", p)
+		}
+		a := ipam.FirstUsable(p)
+		if p.Bits() == p.Addr().BitLen()-1 {
+			a = p.Addr() // a /31 or /127 uses both addresses (RFC 3021)
+		}
+		b := a.Next()
+		return []netip.Prefix{netip.PrefixFrom(a, p.Bits())}, []netip.Prefix{netip.PrefixFrom(b, p.Bits())}, nil
+	}
+	if spec.Addr1.IsValid() != spec.Addr2.IsValid() {
+		return nil, nil, errors.New("--addr is needed for both ends or neither")
+	}
+	if !spec.Addr1.IsValid() {
+		return nil, nil, nil
+	}
+	if spec.Addr1.Masked() != spec.Addr2.Masked() {
+		return nil, nil, fmt.Errorf("addresses %s and %s are not in one subnet", spec.Addr1, spec.Addr2)
+	}
+	if spec.Addr1.Addr() == spec.Addr2.Addr() {
+		return nil, nil, fmt.Errorf("both ends would have %s", spec.Addr1.Addr())
+	}
+	for _, p := range []netip.Prefix{spec.Addr1, spec.Addr2} {
+		if p.Bits() < p.Addr().BitLen()-1 {
+			if err := ipam.CheckHost(p.Masked(), p.Addr()); err != nil {
+				return nil, nil, fmt.Errorf("address %s: %w", p, err)
+			}
+		}
+	}
+	return []netip.Prefix{spec.Addr1}, []netip.Prefix{spec.Addr2}, nil
+}
+
+// pickLinkName checks a requested name or finds the first free vethN.
+func pickLinkName(ns *kernel.NS, want string) (string, error) {
+	if want != "" {
+		if err := kernel.ValidateIfName(want); err != nil {
+			return "", err
+		}
+		if l, err := ns.LinkByName(want); err != nil {
+			return "", err
+		} else if l != nil {
+			return "", fmt.Errorf("interface %s already exists", want)
+		}
+		return want, nil
+	}
+	for i := 0; i < 1000; i++ {
+		name := fmt.Sprintf("veth%d", i)
+		l, err := ns.LinkByName(name)
+		if err != nil {
+			return "", err
+		}
+		if l == nil {
+			return name, nil
+		}
+	}
+	return "", errors.New("no free vethN interface name")
+}
+
+// RemoveLink deletes the link between two namespaces.
+func (m *Manager) RemoveLink(a, b string) error {
+	err := m.transact(func(tx *store.Tx) (store.Op, error) {
+		l, ok, err := tx.Link(a, b)
+		if err != nil {
+			return store.Op{}, err
+		}
+		if !ok {
+			return store.Op{}, errors.New("no such link")
+		}
+		return store.Op{Kind: store.OpLinkRemove, Namespace: l.NS1, Peer: l.NS2, IfName: l.If1, HostNetns: l.HostNetns}, nil
+	}, func(tx *store.Tx, op store.Op) error {
+		if err := m.unlink(op); err != nil {
+			return err
+		}
+		return tx.DeleteLink(a, b)
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("link %s-%s: %w", a, b, err)
+	}
+	return nil
+}
+
+// unlink deletes a link's first end (and so the pair), if still there.
+func (m *Manager) unlink(op store.Op) error {
+	var ns *kernel.NS
+	var err error
+	if op.Namespace == HostName {
+		ns, err = kernel.Open(op.HostNetns)
+	} else {
+		ns, err = openNamespace(op.Namespace)
+	}
+	if errors.Is(err, errNoNamespace) {
+		return nil // the namespace took its end, and the pair, with it
+	}
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	dev, err := ns.LinkByName(op.IfName)
+	if err != nil || dev == nil {
+		return err
+	}
+	if dev.Type() != "veth" {
+		return fmt.Errorf("interface %s in %s is a %s, not the veth nsnet made", op.IfName, op.Namespace, dev.Type())
+	}
+	return ns.NL.LinkDel(dev)
+}
+
+// Links lists every link.
+func (m *Manager) Links() ([]store.Link, error) {
+	var out []store.Link
+	err := m.st.View(func(tx *store.Tx) (err error) { out, err = tx.Links(); return err })
+	if out == nil {
+		out = []store.Link{}
+	}
+	return out, err
+}
