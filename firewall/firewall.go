@@ -24,7 +24,13 @@ const TableName = "nsnet"
 const (
 	chainPostrouting = "postrouting"
 	chainForward     = "forward"
-	tagPrefix        = "nsnet:network="
+	chainInput       = "input"
+	// Chains holding only static rules, rebuilt whole on every SetNetwork.
+	chainPrerouting = "prerouting"
+	chainOutput     = "output"
+	chainPortsPost  = "ports-postrouting"
+	tagPrefix       = "nsnet:network="
+	tagStatic       = "nsnet:ports"
 )
 
 // Network is what the firewall must do for one network.
@@ -39,6 +45,9 @@ type Network struct {
 	Masquerade bool
 	// Internal drops forwarded traffic into or out of Bridge.
 	Internal bool
+	// Isolate keeps the network's members from other isolated networks'
+	// members and gateways, except through published ports.
+	Isolate bool
 }
 
 // Firewall is a connection to nftables in one network namespace.
@@ -61,30 +70,103 @@ func New(nsFd int) (*Firewall, error) {
 	return &Firewall{conn: c, table: &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}}, nil
 }
 
-func (f *Firewall) chains() (post, fwd *nftables.Chain) {
+func (f *Firewall) chain(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority) *nftables.Chain {
 	accept := nftables.ChainPolicyAccept
-	post = &nftables.Chain{
-		Name: chainPostrouting, Table: f.table, Type: nftables.ChainTypeNAT,
-		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept,
+	return &nftables.Chain{Name: name, Table: f.table, Type: typ, Hooknum: hook, Priority: prio, Policy: &accept}
+}
+
+// chains are the chains holding per-network rules.
+func (f *Firewall) chains() (post, fwd, in *nftables.Chain) {
+	return f.chain(chainPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource),
+		f.chain(chainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter),
+		f.chain(chainInput, nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter)
+}
+
+// staticChains hold the port-publishing rules every network shares.
+func (f *Firewall) staticChains() (pre, out, post *nftables.Chain) {
+	return f.chain(chainPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest),
+		f.chain(chainOutput, nftables.ChainTypeNAT, nftables.ChainHookOutput, nftables.ChainPriorityNATDest),
+		f.chain(chainPortsPost, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
+}
+
+// ensureBase queues the table, its chains, maps and sets, and rebuilds the
+// static rules; all of it may be repeated.
+func (f *Firewall) ensureBase() {
+	f.conn.AddTable(f.table)
+	post, fwd, in := f.chains()
+	pre, out, ppost := f.staticChains()
+	for _, c := range []*nftables.Chain{post, fwd, in, pre, out, ppost} {
+		f.conn.AddChain(c)
 	}
-	fwd = &nftables.Chain{
-		Name: chainForward, Table: f.table, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept,
+	host4, any4, host6, any6 := f.portMaps()
+	iso4, iso6 := f.isolationSets()
+	for _, s := range []*nftables.Set{host4, any4, host6, any6, iso4, iso6} {
+		f.conn.AddSet(s, nil)
 	}
-	return post, fwd
+	tag := userdata.AppendString(nil, userdata.TypeComment, tagStatic)
+	for _, c := range []*nftables.Chain{pre, out, ppost} {
+		f.conn.FlushChain(c)
+	}
+	for _, r := range dnatRules(host4, any4, host6, any6) {
+		f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: pre, UserData: tag, Exprs: r})
+		f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: out, UserData: tag, Exprs: r})
+	}
+	// The host reaching a published port on 127.0.0.1 must not leave with
+	// a loopback source.
+	f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: ppost, UserData: tag, Exprs: concat(
+		dnatted(true), matchAddr(netip.MustParsePrefix("127.0.0.0/8"), true, expr.CmpOpEq, true), []expr.Any{&expr.Masq{}})})
+}
+
+// dnatted matches connections whose destination was rewritten (published
+// ports), or with is=false those whose was not.
+func dnatted(is bool) []expr.Any {
+	op := expr.CmpOpNeq
+	if !is {
+		op = expr.CmpOpEq
+	}
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutilNative32(0x20), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: op, Register: 1, Data: make([]byte, 4)},
+	}
 }
 
 // SetNetwork replaces the rules of n.Name with the ones n asks for, creating
 // the table and chains if needed, in one transaction.
 func (f *Firewall) SetNetwork(n Network) error {
-	post, fwd := f.chains()
-	f.conn.AddTable(f.table)
-	f.conn.AddChain(post)
-	f.conn.AddChain(fwd)
+	post, fwd, in := f.chains()
+	f.ensureBase()
 	if _, err := f.deleteTagged(n.Name); err != nil && !errors.Is(err, errNoTable) {
 		return err
 	}
 	tag := Tag(n.Name)
+	for _, p := range n.Subnets {
+		// Hairpin: a member reaching a published port of its own network
+		// through the host must see the reply come back the same way.
+		f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: post, UserData: tag, Exprs: concat(
+			dnatted(true), matchAddr(p, true, expr.CmpOpEq, true), matchAddr(p, false, expr.CmpOpEq, false), []expr.Any{&expr.Masq{}})})
+		if p.Addr().Is4() {
+			// route_localnet opens 127.0.0.0/8 to members; close it.
+			f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: in, UserData: tag, Exprs: concat(
+				matchAddr(p, true, expr.CmpOpEq, true), matchAddr(netip.MustParsePrefix("127.0.0.0/8"), false, expr.CmpOpEq, false),
+				[]expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}})})
+		}
+		if n.Isolate {
+			iso4, iso6 := f.isolationSets()
+			set := iso4
+			if p.Addr().Is6() {
+				set = iso6
+			}
+			if err := f.conn.SetAddElements(set, intervalElements(p)); err != nil {
+				return err
+			}
+			drop := concat(dnatted(false), matchAddr(p, true, expr.CmpOpEq, true),
+				matchSet(p.Addr().Is6(), set), matchAddr(p, false, expr.CmpOpNeq, false),
+				[]expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}})
+			f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: fwd, UserData: tag, Exprs: drop})
+			f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: in, UserData: tag, Exprs: drop})
+		}
+	}
 	if n.Masquerade {
 		for _, p := range n.Subnets {
 			// Traffic that stays within the network keeps its source.
@@ -109,9 +191,22 @@ func (f *Firewall) SetNetwork(n Network) error {
 	return nil
 }
 
-// RemoveNetwork deletes the rules of the network called name, and the table
-// once no network has rules left in it. Missing rules are not an error.
-func (f *Firewall) RemoveNetwork(name string) error {
+// matchSet looks the destination address up in an isolation set.
+func matchSet(v6 bool, s *nftables.Set) []expr.Any {
+	off, size := uint32(16), uint32(4)
+	if v6 {
+		off, size = 24, 16
+	}
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: size},
+		&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID},
+	}
+}
+
+// RemoveNetwork deletes the rules of the network called name and its
+// subnets' isolation entries, and the table once no network has rules left
+// in it. Missing rules and entries are not an error.
+func (f *Firewall) RemoveNetwork(name string, subnets []netip.Prefix) error {
 	remaining, err := f.deleteTagged(name)
 	if errors.Is(err, errNoTable) {
 		return nil
@@ -121,6 +216,8 @@ func (f *Firewall) RemoveNetwork(name string) error {
 	}
 	if remaining == 0 {
 		f.conn.DelTable(f.table)
+	} else if err := f.unisolate(subnets); err != nil {
+		return err
 	}
 	if err := f.conn.Flush(); err != nil {
 		return fmt.Errorf("remove nftables rules of network %s: %w", name, err)
@@ -129,6 +226,35 @@ func (f *Firewall) RemoveNetwork(name string) error {
 }
 
 var errNoTable = errors.New("no nsnet table")
+
+// unisolate queues removal of the subnets' entries from the isolation
+// sets, those that are there: a batch deleting a missing one would fail.
+func (f *Firewall) unisolate(subnets []netip.Prefix) error {
+	iso4, iso6 := f.isolationSets()
+	for _, set := range []*nftables.Set{iso4, iso6} {
+		have, err := f.conn.GetSetElements(set)
+		if err != nil {
+			return fmt.Errorf("read nftables set %s: %w", set.Name, err)
+		}
+		present := map[string]bool{}
+		for _, e := range have {
+			present[string(e.Key)] = true
+		}
+		for _, p := range subnets {
+			if p.Addr().Is6() != (set == iso6) {
+				continue
+			}
+			els := intervalElements(p)
+			if !present[string(els[0].Key)] {
+				continue
+			}
+			if err := f.conn.SetDeleteElements(set, els); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
 
 // deleteTagged queues deletion of the rules tagged for name and counts the
 // rules of other networks. Only nsnet's own chains are read.
@@ -140,8 +266,8 @@ func (f *Firewall) deleteTagged(name string) (others int, err error) {
 		}
 		return 0, fmt.Errorf("look up nftables table %s: %w", TableName, err)
 	}
-	post, fwd := f.chains()
-	for _, c := range []*nftables.Chain{post, fwd} {
+	post, fwd, in := f.chains()
+	for _, c := range []*nftables.Chain{post, fwd, in} {
 		rules, err := f.conn.GetRules(f.table, c)
 		if errors.Is(err, unix.ENOENT) {
 			continue

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nsnet/nsnet/crash"
+	"github.com/nsnet/nsnet/firewall"
 	"github.com/nsnet/nsnet/ipam"
 	"github.com/nsnet/nsnet/kernel"
 	"github.com/nsnet/nsnet/netns"
@@ -30,6 +31,8 @@ type ConnectSpec struct {
 	IfName string
 	// DefaultRoute moves the namespace's default route to this network.
 	DefaultRoute bool
+	// Ports are published on the host.
+	Ports []store.PortMap
 }
 
 // in6AddrGenModeNone stops the kernel from generating a link-local address.
@@ -94,12 +97,28 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 				return store.Op{}, err
 			}
 		}
+		if err := checkPorts(tx, h, n, a, spec.Ports); err != nil {
+			return store.Op{}, err
+		}
+		a.Ports = spec.Ports
 		return store.Op{Kind: store.OpConnect, Network: n.Name, Namespace: a.Namespace,
-			HostNetns: n.HostNetns, HostIf: a.HostIf, IfName: a.IfName, Addrs: a.Addrs}, nil
+			HostNetns: n.HostNetns, HostIf: a.HostIf, IfName: a.IfName, Addrs: a.Addrs, Ports: a.Ports}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("connect/recorded")
 		if err := m.plug(h, ns, n, a, spec.DefaultRoute); err != nil {
 			return err
+		}
+		if ports := expandPorts(a.Ports, a.Addrs); len(ports) > 0 {
+			fw, err := firewall.New(int(h.Fd()))
+			if err != nil {
+				return err
+			}
+			if err := fw.Publish(ports, nil); err != nil {
+				return err
+			}
+			if err := recordPorts(tx, n.Name, a.Namespace, a.Ports); err != nil {
+				return err
+			}
 		}
 		crash.Point("connect/plugged")
 		for _, p := range a.Addrs {
@@ -113,7 +132,9 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 			}
 		}
 		return tx.PutAttachment(a)
-	}, m.unplug)
+	}, func(op store.Op) error {
+		return errors.Join(m.unpublish(op), m.unplug(op))
+	})
 	return a, err
 }
 
@@ -300,9 +321,12 @@ func (m *Manager) Disconnect(network, ns string) error {
 			return store.Op{}, fmt.Errorf("namespace %q is not connected to network %q", ns, network)
 		}
 		return store.Op{Kind: store.OpDisconnect, Network: network, Namespace: ns,
-			HostNetns: n.HostNetns, HostIf: a.HostIf, IfName: a.IfName, Addrs: a.Addrs}, nil
+			HostNetns: n.HostNetns, HostIf: a.HostIf, IfName: a.IfName, Addrs: a.Addrs, Ports: a.Ports}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("disconnect/recorded")
+		if err := m.unpublish(op); err != nil {
+			return err
+		}
 		if err := m.unplug(op); err != nil {
 			return err
 		}
@@ -342,8 +366,12 @@ func (m *Manager) unplug(op store.Op) error {
 	return nil
 }
 
-// forgetAttachment drops a membership with its leases and host interface name.
+// forgetAttachment drops a membership with its leases, published ports
+// and host interface name.
 func forgetAttachment(tx *store.Tx, op store.Op) error {
+	if err := forgetPorts(tx, op.Network, op.Namespace, op.Ports); err != nil {
+		return err
+	}
 	for _, p := range op.Addrs {
 		if owner, ok := tx.LeaseOwner(op.Network, p.Addr()); ok && owner == op.Namespace {
 			if err := tx.DeleteLease(op.Network, p.Addr()); err != nil {

@@ -68,6 +68,7 @@ func (m *Manager) plugRouted(h, ns *kernel.NS, n store.Network, a store.Attachme
 		// The kernel delays proxy answers by up to 0.8 s unless told not to.
 		if p.Addr().Is4() {
 			sysctls = append(sysctls,
+				kernel.Sysctl{Key: "net/ipv4/conf/" + a.HostIf + "/route_localnet", Value: "1"},
 				kernel.Sysctl{Key: "net/ipv4/conf/" + a.HostIf + "/proxy_arp", Value: "1"},
 				kernel.Sysctl{Key: "net/ipv4/neigh/" + a.HostIf + "/proxy_delay", Value: "0"})
 		} else {

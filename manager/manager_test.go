@@ -83,13 +83,14 @@ func TestBridgePortLimit(t *testing.T) {
 	}
 }
 
-// BenchmarkConnect measures `net connect` (and its disconnect) on a bridge
-// network that already has N members, in process, store commits included.
+// BenchmarkConnect measures `net connect` (and its disconnect) on a network
+// that already has N members, in process, store commits included: bridge
+// IPv4, bridge dual-stack, and routed IPv4.
 // It reports the median and 95th percentile per operation; run with
 //
 //	go test ./manager -run '^$' -bench Connect -benchtime 200x
 func BenchmarkConnect(b *testing.B) {
-	for _, stack := range []string{"ipv4", "dual"} {
+	for _, stack := range []string{"ipv4", "dual", "routed"} {
 		for _, n := range []int{10, 100, 1000} {
 			b.Run(fmt.Sprintf("%s/N=%d", stack, n), func(b *testing.B) {
 				benchConnect(b, stack, n)
@@ -105,7 +106,11 @@ func benchConnect(b *testing.B, stack string, n int) {
 	if stack == "dual" {
 		subnets = append(subnets, netip.MustParsePrefix("fd00:200::/64"))
 	}
-	if _, err := m.CreateNetwork(NetworkSpec{Name: "bench", Subnets: subnets}); err != nil {
+	spec := NetworkSpec{Name: "bench", Subnets: subnets}
+	if stack == "routed" {
+		spec.Driver = DriverRouted
+	}
+	if _, err := m.CreateNetwork(spec); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { m.RemoveNetwork("bench", true) })

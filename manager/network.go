@@ -59,6 +59,8 @@ type NetworkSpec struct {
 	// NoHostFirewall keeps nsnet from adding accepts to other tables'
 	// forward chains that drop.
 	NoHostFirewall bool
+	// NoIsolate lets members reach other networks' members directly.
+	NoIsolate bool
 }
 
 // ownerNetwork is how the store marks a host interface name a network holds.
@@ -73,7 +75,7 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 		return store.Network{}, fmt.Errorf("network %q: %w", spec.Name, err)
 	}
 	err = m.transact(func(tx *store.Tx) (store.Op, error) {
-		op := store.Op{Kind: store.OpNetCreate, Network: n.Name, HostNetns: n.HostNetns, Bridge: n.Bridge}
+		op := store.Op{Kind: store.OpNetCreate, Network: n.Name, HostNetns: n.HostNetns, Bridge: n.Bridge, Subnets: n.Subnets}
 		return op, m.checkNetworkFree(tx, n)
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("net-create/recorded")
@@ -125,6 +127,7 @@ func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, error) {
 	n := store.Network{
 		Name: spec.Name, Driver: driver, NAT: !spec.NoNAT && !spec.Internal, Internal: spec.Internal,
 		MTU: spec.MTU, HostNetns: m.cfg.HostNetns, Created: time.Now().UTC(), NoHostFirewall: spec.NoHostFirewall,
+		NoIsolate: spec.NoIsolate,
 	}
 	switch driver {
 	case DriverRouted:
@@ -351,7 +354,7 @@ func (m *Manager) buildNetwork(n *store.Network) error {
 	if err != nil {
 		return err
 	}
-	rules := firewall.Network{Name: n.Name, Bridge: n.Bridge, Subnets: n.Subnets, Masquerade: n.NAT, Internal: n.Internal}
+	rules := firewall.Network{Name: n.Name, Bridge: n.Bridge, Subnets: n.Subnets, Masquerade: n.NAT, Internal: n.Internal, Isolate: !n.NoIsolate}
 	if err := fw.SetNetwork(rules); err != nil {
 		return err
 	}
@@ -415,6 +418,12 @@ func (m *Manager) buildBridge(h *kernel.NS, n store.Network) error {
 	if n.Internal {
 		return nil
 	}
+	// The host reaching a published port on 127.0.0.1 sends through the
+	// bridge with a loopback source; the input rules keep members from
+	// using the same door to the host's loopback services.
+	if err := h.SetSysctls(kernel.Sysctl{Key: "net/ipv4/conf/" + n.Bridge + "/route_localnet", Value: "1"}); err != nil {
+		return err
+	}
 	return enableForwarding(h, n)
 }
 
@@ -466,7 +475,7 @@ func (m *Manager) RemoveNetwork(name string, force bool) error {
 		}
 	}
 	err = m.transact(func(*store.Tx) (store.Op, error) {
-		return store.Op{Kind: store.OpNetRemove, Network: name, HostNetns: n.HostNetns, Bridge: n.Bridge}, nil
+		return store.Op{Kind: store.OpNetRemove, Network: name, HostNetns: n.HostNetns, Bridge: n.Bridge, Subnets: n.Subnets}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("net-rm/recorded")
 		if err := m.unbuild(op); err != nil {
@@ -495,7 +504,7 @@ func (m *Manager) unbuild(op store.Op) error {
 	if err != nil {
 		return err
 	}
-	if err := fw.RemoveNetwork(op.Network); err != nil {
+	if err := fw.RemoveNetwork(op.Network, op.Subnets); err != nil {
 		return err
 	}
 	if err := fw.CloseForward(op.Network); err != nil {

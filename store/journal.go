@@ -30,11 +30,15 @@ type Op struct {
 	// device, or a link's first end).
 	IfName string `json:"ifname,omitempty"`
 	// Peer is a link's second namespace.
-	Peer    string         `json:"peer,omitempty"`
-	Bridge  string         `json:"bridge,omitempty"`
-	Addrs   []netip.Prefix `json:"addrs,omitempty"`
-	PID     int            `json:"pid"`
-	Started time.Time      `json:"started"`
+	Peer   string         `json:"peer,omitempty"`
+	Bridge string         `json:"bridge,omitempty"`
+	Addrs  []netip.Prefix `json:"addrs,omitempty"`
+	// Subnets are a network's, for undoing its isolation entries.
+	Subnets []netip.Prefix `json:"subnets,omitempty"`
+	// Ports are a member's published ports, for unpublishing them.
+	Ports   []PortMap `json:"ports,omitempty"`
+	PID     int       `json:"pid"`
+	Started time.Time `json:"started"`
 }
 
 // Operation kinds.

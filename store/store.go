@@ -31,6 +31,8 @@ type Network struct {
 	Parent string `json:"parent,omitempty"`
 	// NoHostFirewall keeps nsnet out of other tables' forward chains.
 	NoHostFirewall bool `json:"no_host_firewall,omitempty"`
+	// NoIsolate lets members reach other networks' members directly.
+	NoIsolate bool `json:"no_isolate,omitempty"`
 	// ForwardAccepts are the other tables' forward chains, with policy
 	// drop, into which nsnet inserted accept rules for this network.
 	ForwardAccepts []ChainRef `json:"forward_accepts,omitempty"`
@@ -86,6 +88,43 @@ type Attachment struct {
 	HostIf string `json:"host_if,omitempty"`
 	// Addrs are the member's addresses with the subnet's prefix length.
 	Addrs []netip.Prefix `json:"addrs"`
+	// Ports are the member's published ports.
+	Ports []PortMap `json:"ports,omitempty"`
+}
+
+// PortMap publishes a range of a member's ports on the host.
+type PortMap struct {
+	// HostIP limits the mapping to one host address; zero means any.
+	HostIP   netip.Addr `json:"host_ip,omitempty"`
+	HostPort uint16     `json:"host_port"`
+	HostEnd  uint16     `json:"host_end,omitempty"`
+	Port     uint16     `json:"port"`
+	Proto    string     `json:"proto"`
+}
+
+// Count is how many ports the mapping covers.
+func (p PortMap) Count() int {
+	if p.HostEnd == 0 {
+		return 1
+	}
+	return int(p.HostEnd-p.HostPort) + 1
+}
+
+func (p PortMap) String() string {
+	host := fmt.Sprint(p.HostPort)
+	cont := fmt.Sprint(p.Port)
+	if p.HostEnd != 0 {
+		host = fmt.Sprintf("%d-%d", p.HostPort, p.HostEnd)
+		cont = fmt.Sprintf("%d-%d", p.Port, int(p.Port)+p.Count()-1)
+	}
+	if p.HostIP.IsValid() {
+		if p.HostIP.Is6() {
+			host = "[" + p.HostIP.String() + "]:" + host
+		} else {
+			host = p.HostIP.String() + ":" + host
+		}
+	}
+	return host + ":" + cont + "/" + p.Proto
 }
 
 var (
@@ -96,7 +135,8 @@ var (
 	bIfNames     = []byte("ifnames")
 	bLinks       = []byte("links")
 	bTaps        = []byte("taps")
-	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames, bLinks, bTaps}
+	bPorts       = []byte("ports")
+	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames, bLinks, bTaps, bPorts}
 )
 
 // FileName is the store's file inside the state directory.
@@ -463,3 +503,39 @@ func (t *Tx) DeleteTap(name string) error { return del(t, bTaps, name) }
 
 // Taps lists every TAP device.
 func (t *Tx) Taps() ([]Tap, error) { return list[Tap](t, bTaps, "") }
+
+// portKey indexes a published host port: protocol, port, then the host
+// address (empty for any), so one prefix scan finds every holder of a port.
+func portKey(proto string, port uint16, hostIP netip.Addr) []byte {
+	k := append([]byte(proto), 0, byte(port>>8), byte(port))
+	if hostIP.IsValid() {
+		k = append(k, hostIP.AsSlice()...)
+	}
+	return k
+}
+
+// PortHolder returns who holds a host port that a new mapping of hostIP
+// (zero: any address) would collide with: the same address, or any address
+// on either side.
+func (t *Tx) PortHolder(proto string, port uint16, hostIP netip.Addr) (string, bool) {
+	b := t.bucket(bPorts)
+	prefix := portKey(proto, port, netip.Addr{})
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix); k, v = c.Next() {
+		rest := k[len(prefix):]
+		if !hostIP.IsValid() || len(rest) == 0 || string(rest) == string(hostIP.AsSlice()) {
+			return string(v), true
+		}
+	}
+	return "", false
+}
+
+// PutPort records that owner holds a host port.
+func (t *Tx) PutPort(proto string, port uint16, hostIP netip.Addr, owner string) error {
+	return t.bucket(bPorts).Put(portKey(proto, port, hostIP), []byte(owner))
+}
+
+// DeletePort frees a host port.
+func (t *Tx) DeletePort(proto string, port uint16, hostIP netip.Addr) error {
+	return t.bucket(bPorts).Delete(portKey(proto, port, hostIP))
+}

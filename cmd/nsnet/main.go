@@ -149,9 +149,9 @@ func nsCmd(g *globals) *cobra.Command {
 					for _, r := range info.Routes {
 						fmt.Fprintf(w, "%s\t%s\t%s\n", r.Dst, dash(r.Via), r.Dev)
 					}
-					fmt.Fprintln(w, "\nNETWORK\tINTERFACE\tADDRESSES\tHOST END")
+					fmt.Fprintln(w, "\nNETWORK\tINTERFACE\tADDRESSES\tHOST END\tPORTS")
 					for _, a := range info.Networks {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", a.Network, a.IfName, dash(joinPrefixes(a.Addrs)), dash(a.HostIf))
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", a.Network, a.IfName, dash(joinPrefixes(a.Addrs)), dash(a.HostIf), dash(joinPorts(a.Ports)))
 					}
 					if len(info.Links) > 0 {
 						fmt.Fprintln(w, "\nLINK\tINTERFACES\tADDRESSES")
@@ -170,10 +170,12 @@ func netCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "net", Short: "Networks"}
 	var spec manager.NetworkSpec
 	var subnets, gateways []string
+	var isolate *bool
 	create := &cobra.Command{
 		Use: "create NAME --subnet CIDR", Short: "Create a network", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec.Name = args[0]
+			spec.NoIsolate = !*isolate
 			for _, s := range subnets {
 				p, err := netip.ParsePrefix(s)
 				if err != nil {
@@ -208,6 +210,7 @@ func netCmd(g *globals) *cobra.Command {
 	f.BoolVar(&spec.NAT, "nat", false, "masquerade traffic leaving a routed network (bridge networks do by default)")
 	f.StringVar(&spec.Parent, "parent", "", "parent interface of a macvlan network")
 	f.BoolVar(&spec.NoHostFirewall, "no-host-firewall", false, "never add accept rules to other tables' forward chains that drop")
+	isolate = f.Bool("isolate", true, "keep members from other networks' members (published ports stay reachable)")
 	f.BoolVar(&spec.Internal, "internal", false, "no default route for members and no way out")
 	f.IntVar(&spec.MTU, "mtu", 0, "MTU of the bridge and members' interfaces")
 
@@ -222,6 +225,7 @@ func netCmd(g *globals) *cobra.Command {
 
 	var cs manager.ConnectSpec
 	var ip4, ip6 string
+	var publish []string
 	connect := &cobra.Command{
 		Use: "connect NET NS", Short: "Connect a namespace to a network", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -233,13 +237,20 @@ func netCmd(g *globals) *cobra.Command {
 			if cs.IPv6, err = parseFamilyAddr(ip6, false); err != nil {
 				return fmt.Errorf("connect %s to %s: --ip6 %w", cs.Namespace, cs.Network, err)
 			}
+			for _, p := range publish {
+				pm, err := manager.ParsePort(p)
+				if err != nil {
+					return fmt.Errorf("connect %s to %s: %w", cs.Namespace, cs.Network, err)
+				}
+				cs.Ports = append(cs.Ports, pm)
+			}
 			return g.withManager(false, func(m *manager.Manager) error {
 				a, err := m.Connect(cs)
 				if err != nil {
 					return err
 				}
 				return g.print(cmd.OutOrStdout(), a, func(w io.Writer) {
-					fmt.Fprintf(w, "connected %s to %s: %s %s (host end %s)\n", a.Namespace, a.Network, a.IfName, joinPrefixes(a.Addrs), a.HostIf)
+					fmt.Fprintf(w, "connected %s to %s: %s %s (host end %s)%s\n", a.Namespace, a.Network, a.IfName, joinPrefixes(a.Addrs), dash(a.HostIf), portsSuffix(a.Ports))
 				})
 			})
 		},
@@ -248,6 +259,7 @@ func netCmd(g *globals) *cobra.Command {
 	connect.Flags().StringVar(&ip6, "ip6", "", "IPv6 address for the member")
 	connect.Flags().StringVar(&cs.IfName, "ifname", "", "interface name inside the namespace (default: first free ethN)")
 	connect.Flags().BoolVar(&cs.DefaultRoute, "default-route", false, "move the namespace's default route to this network")
+	connect.Flags().StringArrayVarP(&publish, "publish", "p", nil, "publish [HOSTIP:]HOSTPORT[-END]:PORT[-END][/tcp|/udp|/sctp] (repeatable)")
 
 	c.AddCommand(create, rm, connect, &cobra.Command{
 		Use: "disconnect NET NS", Short: "Disconnect a namespace from a network", Args: cobra.ExactArgs(2),
@@ -290,9 +302,9 @@ func netCmd(g *globals) *cobra.Command {
 					for _, c := range n.ForwardAccepts {
 						fmt.Fprintf(w, "host forward accepts\t%s %s %s\n", c.Family, c.Table, c.Chain)
 					}
-					fmt.Fprintln(w, "\nMEMBER\tINTERFACE\tADDRESSES\tHOST END")
+					fmt.Fprintln(w, "\nMEMBER\tINTERFACE\tADDRESSES\tHOST END\tPORTS")
 					for _, a := range n.Members {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", a.Namespace, a.IfName, dash(joinPrefixes(a.Addrs)), dash(a.HostIf))
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", a.Namespace, a.IfName, dash(joinPrefixes(a.Addrs)), dash(a.HostIf), dash(joinPorts(a.Ports)))
 					}
 				})
 			})
@@ -503,4 +515,19 @@ func tapCmd(g *globals) *cobra.Command {
 		},
 	})
 	return c
+}
+
+func joinPorts(ps []store.PortMap) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.String())
+	}
+	return strings.Join(s, ",")
+}
+
+func portsSuffix(ps []store.PortMap) string {
+	if len(ps) == 0 {
+		return ""
+	}
+	return ", publishing " + joinPorts(ps)
 }
