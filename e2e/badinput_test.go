@@ -32,6 +32,9 @@ func TestBadInput(t *testing.T) {
 	l.fixture("ip", "-n", l.host, "link", "set", "fport", "master", "foreignbr")
 	l.must("tap", "create", "tap0", "--net", "base")
 	l.must("link", "create", a, b, "--subnet", "10.79.0.0/30")
+	pub := l.ns("pub")
+	l.must("net", "connect", "base", pub, "-p", "8080:80")
+	l.must("net", "create", "sealed", "--subnet", "10.77.0.0/24", "--internal")
 	long := strings.Repeat("x", 65)
 
 	tests := []struct {
@@ -71,7 +74,7 @@ func TestBadInput(t *testing.T) {
 		{"exhausted subnet", []string{"net", "connect", "tiny", b}, "no free address"},
 		{"connect twice", []string{"net", "connect", "base", a}, "already connected"},
 		{"disconnect not member", []string{"net", "disconnect", "base", b}, "not connected"},
-		{"network with members", []string{"net", "rm", "base"}, "has 2 member(s)"}, // a's veth and tap0
+		{"network with members", []string{"net", "rm", "base"}, "has 3 member(s)"}, // a, pub and tap0
 		{"gateway outside subnet", []string{"net", "create", "n1", "--subnet", "10.75.0.0/24", "--gateway", "10.76.0.1"}, "outside subnet"},
 		{"unknown driver", []string{"net", "create", "n1", "--subnet", "10.75.0.0/24", "--driver", "warp"}, `driver "warp" is not supported`},
 		{"bad mtu", []string{"net", "create", "n1", "--subnet", "10.75.0.0/24", "--mtu", "20"}, "MTU 20"},
@@ -79,6 +82,16 @@ func TestBadInput(t *testing.T) {
 		{"bad ifname", []string{"net", "connect", "base", b, "--ifname", "eth 0"}, "whitespace"},
 		{"missing host netns", []string{"--host-netns", "no-such-host", "net", "create", "n1", "--subnet", "10.77.0.0/24"}, `host namespace "no-such-host": no such namespace`},
 		{"bad output format", []string{"net", "ls", "-o", "yaml"}, `output format "yaml"`},
+		{"port 0", []string{"net", "connect", "base", b, "-p", "0:80"}, "0 is outside 1..65535"},
+		{"port above 65535", []string{"net", "connect", "base", b, "-p", "8081:65536"}, "65536 is outside 1..65535"},
+		{"reversed range", []string{"net", "connect", "base", b, "-p", "9000-8990:80-90"}, "is reversed"},
+		{"ranges of different lengths", []string{"net", "connect", "base", b, "-p", "9000-9002:80-81"}, "host range has 3 ports, member range 2"},
+		{"unknown protocol", []string{"net", "connect", "base", b, "-p", "53:53/icmp"}, `unknown protocol "icmp"`},
+		{"invalid host ip", []string{"net", "connect", "base", b, "-p", "300.1.1.1:80:80"}, `invalid host address "300.1.1.1"`},
+		{"non-local host ip", []string{"net", "connect", "base", b, "-p", "192.0.2.99:80:80"}, "192.0.2.99 is not an address of the host"},
+		{"host port taken", []string{"net", "connect", "base", b, "-p", "8080:81"}, `host port tcp/8080 is already published by the member "` + pub + `" of network "base"`},
+		{"host port taken on one address", []string{"net", "connect", "base", b, "-p", uplinkHost + ":8080:81"}, "already published"},
+		{"ports on an internal network", []string{"net", "connect", "sealed", b, "-p", "8081:80"}, "is internal"},
 		{"link to itself", []string{"link", "create", a, a}, "two different namespaces"},
 		{"link twice", []string{"link", "create", b, a}, "already linked"},
 		{"link addrs in two subnets", []string{"link", "create", a, "host", "--addr", a + "=10.78.0.1/24", "--addr", "host=10.78.1.1/24"}, "not in one subnet"},

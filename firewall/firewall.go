@@ -147,7 +147,8 @@ func (f *Firewall) SetNetwork(n Network) error {
 			dnatted(true), matchAddr(p, true, expr.CmpOpEq, true), matchAddr(p, false, expr.CmpOpEq, false), []expr.Any{&expr.Masq{}})})
 		if p.Addr().Is4() {
 			// route_localnet opens 127.0.0.0/8 to members; close it.
-			f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: in, UserData: tag, Exprs: concat(
+			// (A published port's reply to the host's 127.0.0.1 is let by.)
+			f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: in, UserData: tag, Exprs: concat(dnatted(false),
 				matchAddr(p, true, expr.CmpOpEq, true), matchAddr(netip.MustParsePrefix("127.0.0.0/8"), false, expr.CmpOpEq, false),
 				[]expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}})})
 		}

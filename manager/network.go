@@ -407,6 +407,14 @@ func (m *Manager) buildBridge(h *kernel.NS, n store.Network) error {
 	if err := h.NL.LinkSetAlias(l, "nsnet network "+n.Name); err != nil {
 		return fmt.Errorf("label bridge %s: %w", n.Bridge, err)
 	}
+	// A bridge has no carrier until its first member comes up; IPv6 then
+	// restarts on it, and while its link-local address sits in DAD the
+	// first forwarded IPv6 connection is lost (seen: ~2 s). nsnet already
+	// guarantees its addresses are unique, and the link-local one derives
+	// from a random MAC.
+	if err := h.SetSysctls(kernel.Sysctl{Key: "net/ipv6/conf/" + n.Bridge + "/accept_dad", Value: "0"}); err != nil {
+		return fmt.Errorf("configure bridge %s: %w", n.Bridge, err)
+	}
 	for i, gw := range n.Gateways {
 		if err := h.NL.AddrReplace(l, kernel.AddrFor(gw, n.Subnets[i].Bits())); err != nil {
 			return fmt.Errorf("gateway %s on %s: %w", gw, n.Bridge, err)
