@@ -25,6 +25,7 @@ const (
 	chainPostrouting = "postrouting"
 	chainForward     = "forward"
 	chainInput       = "input"
+	chainDNS         = "dns-prerouting"
 	// Chains holding only static rules, rebuilt whole on every SetNetwork.
 	chainPrerouting = "prerouting"
 	chainOutput     = "output"
@@ -48,7 +49,13 @@ type Network struct {
 	// Isolate keeps the network's members from other isolated networks'
 	// members and gateways, except through published ports.
 	Isolate bool
+	// DNSRedirect, when valid, is where members' DNS queries to the routed
+	// gateway 169.254.1.1:53 go: the agent's resolver on the host.
+	DNSRedirect netip.AddrPort
 }
+
+// routedGateway is the link-local gateway of routed networks.
+var routedGateway = netip.MustParseAddr("169.254.1.1")
 
 // Firewall is a connection to nftables in one network namespace.
 type Firewall struct {
@@ -76,10 +83,11 @@ func (f *Firewall) chain(name string, typ nftables.ChainType, hook *nftables.Cha
 }
 
 // chains are the chains holding per-network rules.
-func (f *Firewall) chains() (post, fwd, in *nftables.Chain) {
+func (f *Firewall) chains() (post, fwd, in, dns *nftables.Chain) {
 	return f.chain(chainPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource),
 		f.chain(chainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter),
-		f.chain(chainInput, nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter)
+		f.chain(chainInput, nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter),
+		f.chain(chainDNS, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest)
 }
 
 // staticChains hold the port-publishing rules every network shares.
@@ -93,9 +101,9 @@ func (f *Firewall) staticChains() (pre, out, post *nftables.Chain) {
 // static rules; all of it may be repeated.
 func (f *Firewall) ensureBase() {
 	f.conn.AddTable(f.table)
-	post, fwd, in := f.chains()
+	post, fwd, in, dns := f.chains()
 	pre, out, ppost := f.staticChains()
-	for _, c := range []*nftables.Chain{post, fwd, in, pre, out, ppost} {
+	for _, c := range []*nftables.Chain{post, fwd, in, dns, pre, out, ppost} {
 		f.conn.AddChain(c)
 	}
 	host4, any4, host6, any6 := f.portMaps()
@@ -134,12 +142,33 @@ func dnatted(is bool) []expr.Any {
 // SetNetwork replaces the rules of n.Name with the ones n asks for, creating
 // the table and chains if needed, in one transaction.
 func (f *Firewall) SetNetwork(n Network) error {
-	post, fwd, in := f.chains()
+	post, fwd, in, dns := f.chains()
 	f.ensureBase()
 	if _, err := f.deleteTagged(n.Name); err != nil && !errors.Is(err, errNoTable) {
 		return err
 	}
 	tag := Tag(n.Name)
+	if n.DNSRedirect.IsValid() {
+		for _, p := range n.Subnets {
+			if !p.Addr().Is4() {
+				continue
+			}
+			for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+				f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: dns, UserData: tag, Exprs: concat(
+					matchAddr(p, true, expr.CmpOpEq, true),
+					matchAddr(netip.PrefixFrom(routedGateway, 32), false, expr.CmpOpEq, false),
+					[]expr.Any{
+						&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+						&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+						&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+						&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be16(53)},
+						&expr.Immediate{Register: 1, Data: n.DNSRedirect.Addr().AsSlice()},
+						&expr.Immediate{Register: 2, Data: be16(n.DNSRedirect.Port())},
+						&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+					})})
+			}
+		}
+	}
 	for _, p := range n.Subnets {
 		// Hairpin: a member reaching a published port of its own network
 		// through the host must see the reply come back the same way.
@@ -267,8 +296,8 @@ func (f *Firewall) deleteTagged(name string) (others int, err error) {
 		}
 		return 0, fmt.Errorf("look up nftables table %s: %w", TableName, err)
 	}
-	post, fwd, in := f.chains()
-	for _, c := range []*nftables.Chain{post, fwd, in} {
+	post, fwd, in, dns := f.chains()
+	for _, c := range []*nftables.Chain{post, fwd, in, dns} {
 		rules, err := f.conn.GetRules(f.table, c)
 		if errors.Is(err, unix.ENOENT) {
 			continue

@@ -33,6 +33,8 @@ type ConnectSpec struct {
 	DefaultRoute bool
 	// Ports are published on the host.
 	Ports []store.PortMap
+	// Aliases are further names the network's resolver answers for.
+	Aliases []string
 }
 
 // in6AddrGenModeNone stops the kernel from generating a link-local address.
@@ -100,7 +102,10 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 		if err := checkPorts(tx, h, n, a, spec.Ports); err != nil {
 			return store.Op{}, err
 		}
-		a.Ports = spec.Ports
+		if err := checkAliases(tx, n, a.Namespace, spec.Aliases); err != nil {
+			return store.Op{}, err
+		}
+		a.Ports, a.Aliases = spec.Ports, spec.Aliases
 		return store.Op{Kind: store.OpConnect, Network: n.Name, Namespace: a.Namespace,
 			HostNetns: n.HostNetns, HostIf: a.HostIf, IfName: a.IfName, Addrs: a.Addrs, Ports: a.Ports}, nil
 	}, func(tx *store.Tx, op store.Op) error {
@@ -120,6 +125,9 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 				return err
 			}
 		}
+		if err := setResolver(a.Namespace, n, true); err != nil {
+			return err
+		}
 		crash.Point("connect/plugged")
 		for _, p := range a.Addrs {
 			if err := tx.PutLease(n.Name, p.Addr(), a.Namespace); err != nil {
@@ -133,7 +141,7 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 		}
 		return tx.PutAttachment(a)
 	}, func(op store.Op) error {
-		return errors.Join(m.unpublish(op), m.unplug(op))
+		return errors.Join(m.unpublish(op), m.unplug(op), setResolver(a.Namespace, n, false))
 	})
 	return a, err
 }
@@ -305,8 +313,11 @@ func unspecified(a netip.Addr) netip.Addr {
 
 // Disconnect removes a namespace from a network.
 func (m *Manager) Disconnect(network, ns string) error {
+	var n store.Network
 	err := m.transact(func(tx *store.Tx) (store.Op, error) {
-		n, ok, err := tx.Network(network)
+		var ok bool
+		var err error
+		n, ok, err = tx.Network(network)
 		if err != nil {
 			return store.Op{}, err
 		}
@@ -325,6 +336,9 @@ func (m *Manager) Disconnect(network, ns string) error {
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("disconnect/recorded")
 		if err := m.unpublish(op); err != nil {
+			return err
+		}
+		if err := setResolver(ns, n, false); err != nil {
 			return err
 		}
 		if err := m.unplug(op); err != nil {

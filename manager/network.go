@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/nsnet/nsnet/agent"
 	"github.com/nsnet/nsnet/crash"
 	"github.com/nsnet/nsnet/firewall"
 	"github.com/nsnet/nsnet/ipam"
@@ -61,6 +62,10 @@ type NetworkSpec struct {
 	NoHostFirewall bool
 	// NoIsolate lets members reach other networks' members directly.
 	NoIsolate bool
+	// DNS is nil for the driver's default: on, but for macvlan networks,
+	// where the host has no address for a resolver.
+	DNS          *bool
+	DNSUpstreams []netip.Addr
 }
 
 // ownerNetwork is how the store marks a host interface name a network holds.
@@ -150,6 +155,17 @@ func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, error) {
 			return n, errors.New("--internal and --nat are for bridge and routed networks")
 		}
 	}
+	n.DNS = driver != DriverMacvlan
+	if spec.DNS != nil {
+		n.DNS = *spec.DNS
+	}
+	if n.DNS && driver == DriverMacvlan {
+		return n, errors.New("DNS needs an address for the resolver, and a macvlan network gives the host none; use --dns=false")
+	}
+	if len(spec.DNSUpstreams) > 0 && !n.DNS {
+		return n, errors.New("--dns-upstream needs DNS on")
+	}
+	n.DNSUpstreams = spec.DNSUpstreams
 	if driver != DriverMacvlan && spec.Parent != "" {
 		return n, errors.New("--parent is for the macvlan driver")
 	}
@@ -355,6 +371,9 @@ func (m *Manager) buildNetwork(n *store.Network) error {
 		return err
 	}
 	rules := firewall.Network{Name: n.Name, Bridge: n.Bridge, Subnets: n.Subnets, Masquerade: n.NAT, Internal: n.Internal, Isolate: !n.NoIsolate}
+	if n.DNS && n.Driver == DriverRouted {
+		rules.DNSRedirect = agent.RoutedDNS
+	}
 	if err := fw.SetNetwork(rules); err != nil {
 		return err
 	}

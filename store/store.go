@@ -33,6 +33,10 @@ type Network struct {
 	NoHostFirewall bool `json:"no_host_firewall,omitempty"`
 	// NoIsolate lets members reach other networks' members directly.
 	NoIsolate bool `json:"no_isolate,omitempty"`
+	// DNS runs a resolver for members; DNSUpstreams replace the host's
+	// resolv.conf servers for other names.
+	DNS          bool         `json:"dns"`
+	DNSUpstreams []netip.Addr `json:"dns_upstreams,omitempty"`
 	// ForwardAccepts are the other tables' forward chains, with policy
 	// drop, into which nsnet inserted accept rules for this network.
 	ForwardAccepts []ChainRef `json:"forward_accepts,omitempty"`
@@ -90,6 +94,8 @@ type Attachment struct {
 	Addrs []netip.Prefix `json:"addrs"`
 	// Ports are the member's published ports.
 	Ports []PortMap `json:"ports,omitempty"`
+	// Aliases are further names the network's resolver answers for.
+	Aliases []string `json:"aliases,omitempty"`
 }
 
 // PortMap publishes a range of a member's ports on the host.
@@ -155,6 +161,11 @@ type Store struct {
 // nsnet process to release it. A read-only store shares the lock with other
 // readers.
 func Open(dir string, readOnly bool) (*Store, error) {
+	return OpenTimeout(dir, readOnly, LockTimeout)
+}
+
+// OpenTimeout is Open with its own bound on the wait for the lock.
+func OpenTimeout(dir string, readOnly bool, timeout time.Duration) (*Store, error) {
 	p := filepath.Join(dir, FileName)
 	if readOnly {
 		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
@@ -166,9 +177,9 @@ func Open(dir string, readOnly bool) (*Store, error) {
 			return nil, fmt.Errorf("state directory %s: %w", dir, err)
 		}
 	}
-	db, err := bolt.Open(p, 0o600, &bolt.Options{Timeout: LockTimeout, ReadOnly: readOnly, NoFreelistSync: true})
+	db, err := bolt.Open(p, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: readOnly, NoFreelistSync: true})
 	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("state store %s: another nsnet held it for over %s", p, LockTimeout)
+		return nil, fmt.Errorf("state store %s: another nsnet held it for over %s", p, timeout)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("state store %s: %w", p, err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nsnet/nsnet/agent"
 	"github.com/nsnet/nsnet/manager"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/nsnet/nsnet/store"
@@ -47,7 +48,7 @@ func main() {
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", def, "state directory (env NSNET_STATE_DIR)")
 	root.PersistentFlags().StringVar(&g.hostNetns, "host-netns", "", "namespace (name or path) to treat as the host; default: the one nsnet runs in")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
-	root.AddCommand(nsCmd(g), netCmd(g), linkCmd(g), tapCmd(g), execCmd(), gcCmd(g))
+	root.AddCommand(nsCmd(g), netCmd(g), linkCmd(g), tapCmd(g), execCmd(), gcCmd(g), agentCmd(g))
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return fmt.Errorf("%s: %w", c.CommandPath(), err) })
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "nsnet: "+oneLine(err.Error()))
@@ -84,10 +85,28 @@ func (g *globals) withManager(readOnly bool, fn func(*manager.Manager) error) er
 		return err
 	}
 	ferr := fn(m)
+	need, nerr := m.AgentNeeded()
 	if err := m.Close(); err != nil && ferr == nil {
 		ferr = fmt.Errorf("close state store: %w", err)
 	}
+	// Any command restarts a DNS agent that died.
+	if ferr == nil && nerr == nil && need {
+		exe, err := os.Executable()
+		if err == nil {
+			err = agent.Ensure(cfg.StateDir, exe)
+		}
+		if err != nil {
+			return fmt.Errorf("DNS agent: %w", err)
+		}
+	}
 	return ferr
+}
+
+func agentCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use: "agent", Short: "Serve DNS for network members (started by nsnet itself)", Hidden: true, Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return agent.Run(g.stateDir) },
+	}
 }
 
 func (g *globals) print(w io.Writer, v any, text func(io.Writer)) error {
@@ -170,12 +189,23 @@ func netCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "net", Short: "Networks"}
 	var spec manager.NetworkSpec
 	var subnets, gateways []string
-	var isolate *bool
+	var isolate, dns *bool
+	var upstreams []string
 	create := &cobra.Command{
 		Use: "create NAME --subnet CIDR", Short: "Create a network", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec.Name = args[0]
 			spec.NoIsolate = !*isolate
+			if cmd.Flags().Changed("dns") {
+				spec.DNS = dns
+			}
+			for _, u := range upstreams {
+				a, err := netip.ParseAddr(u)
+				if err != nil {
+					return fmt.Errorf("network %q: --dns-upstream %q is not an IP address", spec.Name, u)
+				}
+				spec.DNSUpstreams = append(spec.DNSUpstreams, a)
+			}
 			for _, s := range subnets {
 				p, err := netip.ParsePrefix(s)
 				if err != nil {
@@ -210,6 +240,8 @@ func netCmd(g *globals) *cobra.Command {
 	f.BoolVar(&spec.NAT, "nat", false, "masquerade traffic leaving a routed network (bridge networks do by default)")
 	f.StringVar(&spec.Parent, "parent", "", "parent interface of a macvlan network")
 	f.BoolVar(&spec.NoHostFirewall, "no-host-firewall", false, "never add accept rules to other tables' forward chains that drop")
+	dns = f.Bool("dns", true, "run a resolver for members (default on, but off for macvlan)")
+	f.StringArrayVar(&upstreams, "dns-upstream", nil, "upstream DNS server for other names (default: the host's resolv.conf)")
 	isolate = f.Bool("isolate", true, "keep members from other networks' members (published ports stay reachable)")
 	f.BoolVar(&spec.Internal, "internal", false, "no default route for members and no way out")
 	f.IntVar(&spec.MTU, "mtu", 0, "MTU of the bridge and members' interfaces")
@@ -259,6 +291,7 @@ func netCmd(g *globals) *cobra.Command {
 	connect.Flags().StringVar(&ip6, "ip6", "", "IPv6 address for the member")
 	connect.Flags().StringVar(&cs.IfName, "ifname", "", "interface name inside the namespace (default: first free ethN)")
 	connect.Flags().BoolVar(&cs.DefaultRoute, "default-route", false, "move the namespace's default route to this network")
+	connect.Flags().StringArrayVar(&cs.Aliases, "alias", nil, "another name the network's resolver answers for (repeatable)")
 	connect.Flags().StringArrayVarP(&publish, "publish", "p", nil, "publish [HOSTIP:]HOSTPORT[-END]:PORT[-END][/tcp|/udp|/sctp] (repeatable)")
 
 	c.AddCommand(create, rm, connect, &cobra.Command{

@@ -1,0 +1,362 @@
+// Package agent is nsnet's one background process: it serves DNS to the
+// members of networks that have it on. nsnet stays daemonless in spirit:
+// every command that changes state starts the agent if a DNS network has
+// members and none is running, and the agent exits by itself when none
+// remain or its state directory goes. It watches the store, so a connect or
+// disconnect shows in answers within a few tens of milliseconds.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/resolver"
+	"github.com/nsnet/nsnet/store"
+)
+
+// RoutedDNS is where the resolver for routed networks listens in the host;
+// members ask 169.254.1.1:53 and the firewall redirects them here.
+var RoutedDNS = netip.MustParseAddrPort("127.0.0.1:35353")
+
+// RoutedGateway is the link-local gateway routed members ask for DNS.
+var RoutedGateway = netip.MustParseAddr("169.254.1.1")
+
+const (
+	lockFile = "agent.lock"
+	logFile  = "agent.log"
+	poll     = 25 * time.Millisecond
+)
+
+// Servers returns the addresses a member of n queries, in order.
+func Servers(n store.Network) []netip.Addr {
+	if !n.DNS {
+		return nil
+	}
+	if n.Driver == "routed" {
+		return []netip.Addr{RoutedGateway}
+	}
+	var out []netip.Addr
+	for i, gw := range n.Gateways {
+		if gw.IsValid() && n.Subnets[i].Contains(gw) {
+			out = append(out, gw)
+		}
+	}
+	return out
+}
+
+// Needed reports whether any DNS network in the store has members.
+func Needed(tx *store.Tx) (bool, error) {
+	nets, err := tx.Networks()
+	if err != nil {
+		return false, err
+	}
+	for _, n := range nets {
+		if n.DNS && tx.MemberCount(n.Name) > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Ensure starts the agent for stateDir unless one runs. exe is the nsnet
+// binary to start it with.
+func Ensure(stateDir, exe string) error {
+	f, err := os.OpenFile(filepath.Join(stateDir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("agent lock: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); errors.Is(err, unix.EWOULDBLOCK) {
+		return nil // running
+	} else if err != nil {
+		return fmt.Errorf("agent lock: %w", err)
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	logf, err := os.OpenFile(filepath.Join(stateDir, logFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("agent log: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, "--state-dir", stateDir, "agent")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start agent: %w", err)
+	}
+	return cmd.Process.Release()
+}
+
+// Run is the agent itself. It returns when no DNS network has members, or
+// at once if another agent holds stateDir.
+func Run(stateDir string) error {
+	f, err := os.OpenFile(filepath.Join(stateDir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return nil // another agent serves this state directory
+	}
+	pidFile := filepath.Join(stateDir, "agent.pid")
+	if err := os.WriteFile(pidFile, []byte(fmt.Sprintln(os.Getpid())), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(pidFile)
+	a := &agent{dir: stateDir, servers: map[string]*running{}}
+	defer a.closeAll()
+	log.Printf("agent %d serving %s", os.Getpid(), stateDir)
+	var last os.FileInfo
+	for {
+		fi, err := os.Stat(filepath.Join(stateDir, store.FileName))
+		if err != nil {
+			log.Printf("agent: state gone (%v); exiting", err)
+			return nil
+		}
+		if last == nil || !fi.ModTime().Equal(last.ModTime()) || fi.Size() != last.Size() {
+			more, err := a.refresh()
+			if err != nil {
+				log.Printf("agent: %v", err)
+			} else {
+				last = fi
+				if !more {
+					log.Printf("agent: no DNS network has members; exiting")
+					return nil
+				}
+			}
+		}
+		time.Sleep(poll)
+	}
+}
+
+// running is one resolver with what it was started for.
+type running struct {
+	srv       *resolver.Server
+	listen    []netip.AddrPort
+	upstreams []netip.AddrPort
+	host      string
+}
+
+type agent struct {
+	dir     string
+	servers map[string]*running // by network name, or "routed@HOST"
+}
+
+func (a *agent) closeAll() {
+	for k, r := range a.servers {
+		r.srv.Close()
+		delete(a.servers, k)
+	}
+}
+
+// refresh reads the store and makes the resolvers match it.
+func (a *agent) refresh() (bool, error) {
+	st, err := store.OpenTimeout(a.dir, true, time.Second)
+	if err != nil {
+		return true, err
+	}
+	var nets []store.Network
+	members := map[string][]store.Attachment{}
+	needed := false
+	err = st.View(func(tx *store.Tx) error {
+		var err error
+		if nets, err = tx.Networks(); err != nil {
+			return err
+		}
+		for _, n := range nets {
+			if !n.DNS {
+				continue
+			}
+			if members[n.Name], err = tx.Members(n.Name); err != nil {
+				return err
+			}
+			needed = needed || len(members[n.Name]) > 0
+		}
+		return nil
+	})
+	st.Close()
+	if err != nil {
+		return true, err
+	}
+	if !needed {
+		return false, nil
+	}
+	// One zone per host: every network there, so a member in several
+	// networks is answered for all of them.
+	zones := map[string]resolver.Zone{}
+	for _, n := range nets {
+		if !n.DNS {
+			continue
+		}
+		zn := resolver.Network{Name: n.Name, Subnets: n.Subnets}
+		for _, m := range members[n.Name] {
+			rm := resolver.Member{Name: m.Namespace, Aliases: m.Aliases}
+			for _, p := range m.Addrs {
+				rm.Addrs = append(rm.Addrs, p.Addr())
+			}
+			zn.Members = append(zn.Members, rm)
+		}
+		z := zones[n.HostNetns]
+		z.Networks = append(z.Networks, zn)
+		zones[n.HostNetns] = z
+	}
+	want := map[string]*running{}
+	for _, n := range nets {
+		if !n.DNS {
+			continue
+		}
+		ups := n.DNSUpstreams
+		var upstreams []netip.AddrPort
+		for _, u := range ups {
+			upstreams = append(upstreams, netip.AddrPortFrom(u, 53))
+		}
+		if len(upstreams) == 0 {
+			upstreams = hostUpstreams(n.HostNetns)
+		}
+		if n.Driver == "routed" {
+			key := "routed@" + n.HostNetns
+			r := want[key]
+			if r == nil {
+				r = &running{host: n.HostNetns, listen: []netip.AddrPort{RoutedDNS}}
+				want[key] = r
+			}
+			r.upstreams = appendNew(r.upstreams, upstreams...)
+			continue
+		}
+		r := &running{host: n.HostNetns, upstreams: upstreams}
+		for _, s := range Servers(n) {
+			r.listen = append(r.listen, netip.AddrPortFrom(s, 53))
+		}
+		want[n.Name] = r
+	}
+	for k, old := range a.servers {
+		w, ok := want[k]
+		if !ok || !same(w.listen, old.listen) || !same(w.upstreams, old.upstreams) || w.host != old.host {
+			old.srv.Close()
+			delete(a.servers, k)
+		}
+	}
+	var errs []error
+	for k, w := range want {
+		if r, ok := a.servers[k]; ok {
+			errs = append(errs, ignoreNames(r.srv.SetZone(zones[w.host])))
+			continue
+		}
+		srv, err := resolver.New(resolver.Config{Listen: w.listen, Upstreams: w.upstreams, Logf: log.Printf, Dial: dialIn(w.host)})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, ignoreNames(srv.SetZone(zones[w.host])))
+		if err := startIn(w.host, srv); err != nil {
+			errs = append(errs, fmt.Errorf("resolver for %s: %w", k, err))
+			continue
+		}
+		w.srv = srv
+		a.servers[k] = w
+	}
+	return true, errors.Join(errs...)
+}
+
+// ignoreNames drops the resolver's complaint about names DNS cannot carry:
+// it still serves every other name, and the log says which were left out.
+func ignoreNames(err error) error {
+	if err != nil {
+		log.Printf("agent: %v", err)
+	}
+	return nil
+}
+
+// startIn binds the resolver's sockets inside the host namespace; sockets
+// stay in the namespace they were made in, whatever thread serves them.
+func startIn(host string, srv *resolver.Server) error {
+	if host == "" {
+		return srv.Start()
+	}
+	h, err := netns.Open(host)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return netns.Do(h, srv.Start)
+}
+
+// dialIn returns a dialer whose sockets are made inside the host namespace,
+// where the upstreams are reachable; nil means the agent's own.
+func dialIn(host string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if host == "" {
+		return nil
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		h, err := netns.Open(host)
+		if err != nil {
+			return nil, err
+		}
+		defer h.Close()
+		var c net.Conn
+		err = netns.Do(h, func() (err error) {
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}
+
+// hostUpstreams reads the host's resolvers: /etc/netns/HOST/resolv.conf for
+// a named host namespace that has one (as `ip netns exec` would give it),
+// else /etc/resolv.conf.
+func hostUpstreams(host string) []netip.AddrPort {
+	paths := []string{"/etc/resolv.conf"}
+	if host != "" {
+		paths = append([]string{filepath.Join(netns.EtcDir, filepath.Base(host), "resolv.conf")}, paths...)
+	}
+	for _, p := range paths {
+		if ups, err := resolver.Upstreams(p); err == nil {
+			return ups
+		}
+	}
+	return nil
+}
+
+func appendNew(list []netip.AddrPort, more ...netip.AddrPort) []netip.AddrPort {
+	for _, m := range more {
+		found := false
+		for _, l := range list {
+			found = found || l == m
+		}
+		if !found {
+			list = append(list, m)
+		}
+	}
+	return list
+}
+
+func same(a, b []netip.AddrPort) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	a, b = append([]netip.AddrPort(nil), a...), append([]netip.AddrPort(nil), b...)
+	less := func(s []netip.AddrPort) func(i, j int) bool {
+		return func(i, j int) bool { return s[i].Compare(s[j]) < 0 }
+	}
+	sort.Slice(a, less(a))
+	sort.Slice(b, less(b))
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,107 @@
+package manager
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nsnet/nsnet/agent"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/store"
+)
+
+// checkAliases refuses aliases that are not names or that another member
+// of the network is called.
+func checkAliases(tx *store.Tx, n store.Network, ns string, aliases []string) error {
+	if len(aliases) == 0 {
+		return nil
+	}
+	if !n.DNS {
+		return fmt.Errorf("network %q has no DNS, so aliases would mean nothing", n.Name)
+	}
+	members, err := tx.Members(n.Name)
+	if err != nil {
+		return err
+	}
+	for _, al := range aliases {
+		if err := netns.ValidateName(al); err != nil {
+			return fmt.Errorf("alias %q: %w", al, err)
+		}
+		if strings.EqualFold(al, ns) {
+			return fmt.Errorf("alias %q is the member's own name", al)
+		}
+		for _, m := range members {
+			if strings.EqualFold(m.Namespace, al) {
+				return fmt.Errorf("alias %q is the name of another member of network %q", al, n.Name)
+			}
+			for _, other := range m.Aliases {
+				if strings.EqualFold(other, al) {
+					return fmt.Errorf("alias %q is already an alias of %q in network %q", al, m.Namespace, n.Name)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// resolvConf is the namespace's own resolv.conf, which `nsnet exec` and
+// `ip netns exec` mount over /etc/resolv.conf.
+func resolvConf(ns string) string { return filepath.Join(netns.EtcDir, ns, "resolv.conf") }
+
+// setResolver adds (or with add unset, removes) network n's block of
+// nameserver lines in the namespace's resolv.conf. Blocks of other
+// networks stay, in the order joined.
+func setResolver(ns string, n store.Network, add bool) error {
+	if !n.DNS {
+		return nil
+	}
+	p := resolvConf(ns)
+	old, err := os.ReadFile(p)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", p, err)
+	}
+	header := "# nsnet network " + n.Name
+	var kept []string
+	skipping := false
+	for _, line := range strings.Split(strings.TrimRight(string(old), "\n"), "\n") {
+		switch {
+		case line == "":
+			continue
+		case strings.HasPrefix(line, "# nsnet network "):
+			skipping = line == header
+		}
+		if !skipping {
+			kept = append(kept, line)
+		}
+	}
+	if add {
+		kept = append(kept, header)
+		for _, s := range agent.Servers(n) {
+			kept = append(kept, "nameserver "+s.String())
+		}
+	}
+	if len(kept) == 0 {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	tmp := p + ".nsnet-tmp"
+	if err := os.WriteFile(tmp, []byte(strings.Join(kept, "\n")+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+// AgentNeeded reports whether a DNS network has members, so that the
+// agent should be running.
+func (m *Manager) AgentNeeded() (bool, error) {
+	var need bool
+	err := m.st.View(func(tx *store.Tx) (err error) { need, err = agent.Needed(tx); return err })
+	return need, err
+}

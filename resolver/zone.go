@@ -1,0 +1,322 @@
+package resolver
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Member is one namespace's entry in one network: the names it answers to and
+// its addresses in that network.
+//
+// Name and Aliases are served only if they are DNS host names: labels of
+// ASCII letters, digits, '-' and '_', 1 to 63 characters each, separated by
+// dots (an alias such as "db.internal" is one name, asked for in full).
+// Matching ignores case.
+type Member struct {
+	// Name is the namespace name. It also identifies the member across
+	// networks: a client that owns an address of Name in one network sees
+	// every network Name belongs to.
+	Name    string
+	Aliases []string
+	// Addrs are the member's addresses in this network, IPv4 and IPv6 mixed.
+	Addrs []netip.Addr
+}
+
+// Network is one nsnet network as the resolver sees it.
+type Network struct {
+	Name string
+	// Subnets scope the network: a client whose source address falls in one
+	// of them sees the network's members.
+	Subnets []netip.Prefix
+	Members []Member
+}
+
+// Zone is everything the resolver answers for. The caller builds a new Zone
+// for each change and hands it to Server.SetZone; the resolver never modifies
+// it.
+type Zone struct {
+	Networks []Network
+}
+
+// table is a Zone compiled for lookups. It is immutable once built, so that
+// queries read it without locks while SetZone swaps in a successor.
+type table struct {
+	// subnets[i] are network i's subnets.
+	subnets [][]netip.Prefix
+	// names maps a lowercased FQDN to its addresses, one entry per network
+	// that defines the name.
+	names map[string][]nameEntry
+	// ptrs maps a member address to the members that own it.
+	ptrs map[netip.Addr][]ptrEntry
+	// clients maps every member address to the networks a client using it
+	// as its source address may see. Clients that are not members fall back
+	// to a scan of subnets.
+	clients map[netip.Addr][]int
+}
+
+type nameEntry struct {
+	net    int
+	v4, v6 []netip.Addr
+}
+
+type ptrEntry struct {
+	net    int
+	target string // lowercased FQDN of the member
+}
+
+// compile builds the lookup table for z. Names that cannot be DNS names are
+// left out (and reported), so that one odd namespace name does not take the
+// resolver down for every other member.
+func compile(z Zone) (*table, []string) {
+	t := &table{
+		subnets: make([][]netip.Prefix, len(z.Networks)),
+		names:   make(map[string][]nameEntry),
+		ptrs:    make(map[netip.Addr][]ptrEntry),
+		clients: make(map[netip.Addr][]int),
+	}
+	var bad []string
+	memberNets := make(map[string][]int) // member FQDN -> networks it is in
+	for ni, n := range z.Networks {
+		for _, p := range n.Subnets {
+			if p.IsValid() {
+				t.subnets[ni] = append(t.subnets[ni], p.Masked())
+			}
+		}
+		for _, m := range n.Members {
+			if !validName(m.Name) {
+				bad = append(bad, fmt.Sprintf("%q (network %s)", m.Name, n.Name))
+				continue
+			}
+			v4, v6 := splitFamilies(m.Addrs)
+			key := fqdnKey(m.Name)
+			t.addName(key, ni, v4, v6)
+			for _, a := range m.Aliases {
+				if !validName(a) {
+					bad = append(bad, fmt.Sprintf("alias %q of %s (network %s)", a, m.Name, n.Name))
+					continue
+				}
+				t.addName(fqdnKey(a), ni, v4, v6)
+			}
+			for _, a := range slices.Concat(v4, v6) {
+				e := ptrEntry{net: ni, target: key}
+				if !slices.Contains(t.ptrs[a], e) {
+					t.ptrs[a] = append(t.ptrs[a], e)
+				}
+			}
+			if !slices.Contains(memberNets[key], ni) {
+				memberNets[key] = append(memberNets[key], ni)
+			}
+		}
+	}
+	// Precompute each member address's view, so that the common query (from
+	// a member) costs one map lookup instead of a scan of every subnet.
+	for a, owners := range t.ptrs {
+		nets := t.scan(a)
+		for _, o := range owners {
+			nets = append(nets, memberNets[o.target]...)
+		}
+		slices.Sort(nets)
+		t.clients[a] = slices.Compact(nets)
+	}
+	return t, bad
+}
+
+func (t *table) addName(key string, net int, v4, v6 []netip.Addr) {
+	entries := t.names[key]
+	for i := range entries {
+		if entries[i].net == net {
+			// Two members of one network share this name (an alias
+			// collision): answer with both, as a round-robin name would.
+			entries[i].v4 = appendNew(entries[i].v4, v4)
+			entries[i].v6 = appendNew(entries[i].v6, v6)
+			return
+		}
+	}
+	// Clipped, so that a later collision appends to a copy instead of
+	// writing into the array the member's other names share.
+	t.names[key] = append(entries, nameEntry{net: net, v4: slices.Clip(v4), v6: slices.Clip(v6)})
+}
+
+// scan returns the networks whose subnets contain a.
+func (t *table) scan(a netip.Addr) []int {
+	var nets []int
+	for ni, subnets := range t.subnets {
+		for _, p := range subnets {
+			if p.Contains(a) {
+				nets = append(nets, ni)
+				break
+			}
+		}
+	}
+	return nets
+}
+
+// visible returns the networks a client with source address a may see: those
+// whose subnets contain a and, if a belongs to a member, every network that
+// member is in (a namespace in two networks sends from one address but
+// belongs to both).
+func (t *table) visible(a netip.Addr) []int {
+	if nets, ok := t.clients[a]; ok {
+		return nets
+	}
+	return t.scan(a)
+}
+
+// lookup returns the addresses of name (a lowercased FQDN) in the networks
+// nets, and whether name exists there at all (a member with no address of a
+// family still exists: the answer is NODATA, not NXDOMAIN).
+func (t *table) lookup(name string, nets []int) (v4, v6 []netip.Addr, found bool) {
+	for _, e := range t.names[name] {
+		if !slices.Contains(nets, e.net) {
+			continue
+		}
+		if !found {
+			// The usual case, one network: share the table's slices
+			// (callers only read them) instead of copying.
+			v4, v6, found = e.v4, e.v6, true
+			continue
+		}
+		v4 = appendNew(slices.Clip(v4), e.v4)
+		v6 = appendNew(slices.Clip(v6), e.v6)
+	}
+	return v4, v6, found
+}
+
+// ptr returns the member names (lowercased FQDNs) that own a in nets.
+func (t *table) ptr(a netip.Addr, nets []int) []string {
+	var out []string
+	for _, e := range t.ptrs[a] {
+		if slices.Contains(nets, e.net) && !slices.Contains(out, e.target) {
+			out = append(out, e.target)
+		}
+	}
+	return out
+}
+
+// splitFamilies normalises addresses (IPv4-mapped IPv6 to IPv4, zones
+// dropped because A and AAAA records cannot carry them) and splits them by
+// family, without duplicates.
+func splitFamilies(addrs []netip.Addr) (v4, v6 []netip.Addr) {
+	for _, a := range addrs {
+		if !a.IsValid() {
+			continue
+		}
+		a = a.Unmap().WithZone("")
+		if a.Is4() {
+			v4 = appendNew(v4, []netip.Addr{a})
+		} else {
+			v6 = appendNew(v6, []netip.Addr{a})
+		}
+	}
+	return v4, v6
+}
+
+// appendNew appends the addresses of add that dst lacks.
+func appendNew(dst, add []netip.Addr) []netip.Addr {
+	for _, a := range add {
+		if !slices.Contains(dst, a) {
+			dst = append(dst, a)
+		}
+	}
+	return dst
+}
+
+// fqdnKey is the map key for a name: lowercased, with one trailing dot, the
+// form a query's name takes once lowercased.
+func fqdnKey(name string) string {
+	name = strings.ToLower(name)
+	if !strings.HasSuffix(name, ".") {
+		name += "."
+	}
+	return name
+}
+
+// validName reports whether name (with or without a trailing dot) can be
+// served: dot-separated labels of letters, digits, '-' and '_', each 1 to 63
+// characters, 253 in all. Namespace names allow more than DNS does; anything
+// else would need escaping on the wire and could never be asked for by a
+// normal resolver.
+func validName(name string) bool {
+	name = strings.TrimSuffix(name, ".")
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			switch {
+			case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
+			default:
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// parseReverse turns a reverse-lookup name (lowercased FQDN under
+// in-addr.arpa. or ip6.arpa.) into the address it names. Partial names (a
+// whole reverse zone rather than one address) are not addresses.
+func parseReverse(name string) (netip.Addr, bool) {
+	if rest, ok := strings.CutSuffix(name, ".in-addr.arpa."); ok {
+		var b [4]byte
+		i := 3
+		for label := range strings.SplitSeq(rest, ".") {
+			if i < 0 || label == "" || len(label) > 3 || (len(label) > 1 && label[0] == '0') {
+				return netip.Addr{}, false
+			}
+			v := 0
+			for j := 0; j < len(label); j++ {
+				c := label[j]
+				if c < '0' || c > '9' {
+					return netip.Addr{}, false
+				}
+				v = v*10 + int(c-'0')
+			}
+			if v > 255 {
+				return netip.Addr{}, false
+			}
+			b[i] = byte(v)
+			i--
+		}
+		if i != -1 {
+			return netip.Addr{}, false
+		}
+		return netip.AddrFrom4(b), true
+	}
+	if rest, ok := strings.CutSuffix(name, ".ip6.arpa."); ok {
+		// 32 nibbles, least significant first, separated by dots.
+		if len(rest) != 63 {
+			return netip.Addr{}, false
+		}
+		var b [16]byte
+		for k := 0; k < 32; k++ {
+			c := rest[2*k]
+			if k < 31 && rest[2*k+1] != '.' {
+				return netip.Addr{}, false
+			}
+			var v byte
+			switch {
+			case '0' <= c && c <= '9':
+				v = c - '0'
+			case 'a' <= c && c <= 'f':
+				v = c - 'a' + 10
+			default:
+				return netip.Addr{}, false
+			}
+			pos := 31 - k // nibble index from the most significant end
+			if pos%2 == 0 {
+				b[pos/2] |= v << 4
+			} else {
+				b[pos/2] |= v
+			}
+		}
+		return netip.AddrFrom16(b), true
+	}
+	return netip.Addr{}, false
+}
