@@ -57,8 +57,12 @@ func Servers(n store.Network) []netip.Addr {
 	return out
 }
 
-// Needed reports whether any DNS network in the store has members.
+// Needed reports whether the agent has work: a DNS network with members,
+// or a published port (carried on [::1] by the agent).
 func Needed(tx *store.Tx) (bool, error) {
+	if tx.HasPorts() {
+		return true, nil
+	}
 	nets, err := tx.Networks()
 	if err != nil {
 		return false, err
@@ -115,7 +119,7 @@ func Run(stateDir string) error {
 		return err
 	}
 	defer os.Remove(pidFile)
-	a := &agent{dir: stateDir, servers: map[string]*running{}}
+	a := &agent{dir: stateDir, servers: map[string]*running{}, proxies: map[proxyKey]*proxy{}}
 	defer a.closeAll()
 	log.Printf("agent %d serving %s", os.Getpid(), stateDir)
 	var last os.FileInfo
@@ -152,6 +156,7 @@ type running struct {
 type agent struct {
 	dir     string
 	servers map[string]*running // by network name, or "routed@HOST"
+	proxies map[proxyKey]*proxy
 }
 
 func (a *agent) closeAll() {
@@ -159,6 +164,54 @@ func (a *agent) closeAll() {
 		r.srv.Close()
 		delete(a.servers, k)
 	}
+	for k, p := range a.proxies {
+		p.close()
+		delete(a.proxies, k)
+	}
+}
+
+// syncProxies carries every published port that any host address may
+// reach (or that names ::1) on [::1], to the member's IPv6 address if it
+// has one, else its IPv4 one. SCTP is left to the kernel alone.
+func (a *agent) syncProxies(nets []store.Network, members map[string][]store.Attachment) error {
+	want := map[proxyKey]netip.AddrPort{}
+	for _, n := range nets {
+		for _, m := range members[n.Name] {
+			var dst netip.Addr
+			for _, p := range m.Addrs {
+				if !dst.IsValid() || p.Addr().Is6() {
+					dst = p.Addr()
+				}
+			}
+			for _, pm := range m.Ports {
+				if pm.Proto == "sctp" || (pm.HostIP.IsValid() && pm.HostIP != netip.IPv6Loopback()) {
+					continue
+				}
+				for i := 0; i < pm.Count(); i++ {
+					want[proxyKey{n.HostNetns, pm.Proto, pm.HostPort + uint16(i)}] = netip.AddrPortFrom(dst, pm.Port+uint16(i))
+				}
+			}
+		}
+	}
+	for k, p := range a.proxies {
+		if t, ok := want[k]; !ok || t != p.target {
+			p.close()
+			delete(a.proxies, k)
+		}
+	}
+	var errs []error
+	for k, t := range want {
+		if _, ok := a.proxies[k]; ok {
+			continue
+		}
+		p, err := startProxy(k, t)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		a.proxies[k] = p
+	}
+	return errors.Join(errs...)
 }
 
 // refresh reads the store and makes the resolvers match it.
@@ -176,14 +229,12 @@ func (a *agent) refresh() (bool, error) {
 			return err
 		}
 		for _, n := range nets {
-			if !n.DNS {
-				continue
-			}
 			if members[n.Name], err = tx.Members(n.Name); err != nil {
 				return err
 			}
-			needed = needed || len(members[n.Name]) > 0
+			needed = needed || n.DNS && len(members[n.Name]) > 0
 		}
+		needed = needed || tx.HasPorts()
 		return nil
 	})
 	st.Close()
@@ -193,6 +244,7 @@ func (a *agent) refresh() (bool, error) {
 	if !needed {
 		return false, nil
 	}
+	proxyErr := a.syncProxies(nets, members)
 	// One zone per host: every network there, so a member in several
 	// networks is answered for all of them.
 	zones := map[string]resolver.Zone{}
@@ -267,7 +319,7 @@ func (a *agent) refresh() (bool, error) {
 		w.srv = srv
 		a.servers[k] = w
 	}
-	return true, errors.Join(errs...)
+	return true, errors.Join(append(errs, proxyErr)...)
 }
 
 // ignoreNames drops the resolver's complaint about names DNS cannot carry:

@@ -51,7 +51,10 @@ func query(ns, server, proto, name string, qtype uint16) (*dns.Msg, time.Duratio
 	}
 	defer h.Close()
 	var c net.Conn
-	if err := netns.Do(h, func() (err error) { c, err = net.DialTimeout(proto, net.JoinHostPort(server, "53"), time.Second); return err }); err != nil {
+	if err := netns.Do(h, func() (err error) {
+		c, err = net.DialTimeout(proto, net.JoinHostPort(server, "53"), time.Second)
+		return err
+	}); err != nil {
 		return nil, 0, err
 	}
 	defer c.Close()

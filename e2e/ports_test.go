@@ -93,6 +93,7 @@ func TestPublishedPorts(t *testing.T) {
 		{"outside to HOSTIP mapping", out, uplinkHost + ":9090", true},
 		{"host on its own address", l.host, uplinkHost + ":8080", true},
 		{"host on 127.0.0.1", l.host, "127.0.0.1:8080", true},
+		{"host on ::1", l.host, "[::1]:8080", true},
 		{"hairpin from the same network", peer, uplinkHost + ":8080", true},
 		{"from another network", other, uplinkHost + ":8080", true},
 		{"HOSTIP mapping on another address", l.host, "10.0.31.1:9090", false},
@@ -110,6 +111,9 @@ func TestPublishedPorts(t *testing.T) {
 	}
 	if got, err := dialUDP(out, uplinkHost+":8053"); err != nil || got != uplinkOut {
 		t.Errorf("UDP through the published port: reply %q, err %v", got, err)
+	}
+	if _, err := dialUDP(l.host, "[::1]:8053"); err != nil {
+		t.Errorf("UDP through the published port on ::1: %v", err)
 	}
 
 	// One host port, one owner.

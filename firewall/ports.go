@@ -68,6 +68,9 @@ func dnatRules(host4, any4, host6, any6 *nftables.Set) [][]expr.Any {
 		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutilNative32(unix.RTN_LOCAL)},
 	}
+	// ::1 cannot be DNATed (a loopback source may not leave lo); the
+	// agent's proxy serves it, so the rules must leave it alone.
+	notLoopback6 := matchAddr(netip.PrefixFrom(netip.IPv6Loopback(), 128), false, expr.CmpOpNeq, false)
 	l4 := func(reg uint32) expr.Any { return &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg} }
 	dport := func(reg uint32) expr.Any {
 		return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}
@@ -83,10 +86,10 @@ func dnatRules(host4, any4, host6, any6 *nftables.Set) [][]expr.Any {
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 			l4(9), dport(10), lookup(host4), nat(unix.NFPROTO_IPV4, 9)}),
 		concat(local, nfproto(unix.NFPROTO_IPV4), []expr.Any{l4(1), dport(9), lookup(any4), nat(unix.NFPROTO_IPV4, 9)}),
-		concat(nfproto(unix.NFPROTO_IPV6), []expr.Any{
+		concat(nfproto(unix.NFPROTO_IPV6), notLoopback6, []expr.Any{
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16},
 			l4(2), dport(13), lookup(host6), nat(unix.NFPROTO_IPV6, 2)}),
-		concat(local, nfproto(unix.NFPROTO_IPV6), []expr.Any{l4(1), dport(9), lookup(any6), nat(unix.NFPROTO_IPV6, 2)}),
+		concat(local, nfproto(unix.NFPROTO_IPV6), notLoopback6, []expr.Any{l4(1), dport(9), lookup(any6), nat(unix.NFPROTO_IPV6, 2)}),
 	}
 }
 

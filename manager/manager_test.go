@@ -13,6 +13,7 @@ import (
 	"github.com/nsnet/nsnet/kernel"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/nsnet/nsnet/nstest"
+	"github.com/nsnet/nsnet/store"
 )
 
 func TestMain(m *testing.M) { nstest.Main(m) }
@@ -201,4 +202,58 @@ func percentile(d []time.Duration, p int) float64 {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return float64(s[(len(s)-1)*p/100]) / float64(time.Millisecond)
+}
+
+// BenchmarkPublish publishes 10,000 ports, ten per connect (a bridge holds
+// at most 1023 members), and reports the cost of a connect with ten ports
+// when the first ten are published and when the last ten are, plus the
+// cost of a connect without ports with none and with 10,000 published.
+//
+//	go test ./manager -run '^$' -bench Publish -benchtime 1x
+func BenchmarkPublish(b *testing.B) {
+	const perMember, total = 10, 10000
+	m := hostLab(b, "publish-host")
+	if _, err := m.CreateNetwork(NetworkSpec{Name: "pub", Subnets: []netip.Prefix{netip.MustParsePrefix("10.210.0.0/20")}}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.RemoveNetwork("pub", true) })
+	plain := members(b, m, "plain", 1)[0]
+	connectPlain := func() time.Duration {
+		var d []time.Duration
+		for range 21 {
+			start := time.Now()
+			if _, err := m.Connect(ConnectSpec{Network: "pub", Namespace: plain}); err != nil {
+				b.Fatal(err)
+			}
+			d = append(d, time.Since(start))
+			if err := m.Disconnect("pub", plain); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return time.Duration(percentile(d, 50) * float64(time.Millisecond))
+	}
+	b.ResetTimer()
+	for range b.N {
+		before := connectPlain()
+		names := members(b, m, "pubm", total/perMember)
+		var costs []time.Duration
+		for i, n := range names {
+			p := store.PortMap{HostPort: uint16(20000 + i*perMember), HostEnd: uint16(20000 + i*perMember + perMember - 1), Port: 8000, Proto: "tcp"}
+			start := time.Now()
+			if _, err := m.Connect(ConnectSpec{Network: "pub", Namespace: n, Ports: []store.PortMap{p}}); err != nil {
+				b.Fatal(err)
+			}
+			costs = append(costs, time.Since(start))
+		}
+		after := connectPlain()
+		first := costs[:50]
+		last := costs[len(costs)-50:]
+		b.ReportMetric(percentile(first, 50), "first-500-ports-p50-ms")
+		b.ReportMetric(percentile(last, 50), "last-500-ports-p50-ms")
+		b.ReportMetric(float64(before)/float64(time.Millisecond), "plain-connect-0-ports-ms")
+		b.ReportMetric(float64(after)/float64(time.Millisecond), "plain-connect-10k-ports-ms")
+		for _, n := range names {
+			m.Disconnect("pub", n)
+		}
+	}
 }

@@ -550,3 +550,9 @@ func (t *Tx) PutPort(proto string, port uint16, hostIP netip.Addr, owner string)
 func (t *Tx) DeletePort(proto string, port uint16, hostIP netip.Addr) error {
 	return t.bucket(bPorts).Delete(portKey(proto, port, hostIP))
 }
+
+// HasPorts reports whether any host port is published.
+func (t *Tx) HasPorts() bool {
+	k, _ := t.bucket(bPorts).Cursor().First()
+	return k != nil
+}

@@ -1,0 +1,159 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/nsnet/nsnet/netns"
+)
+
+// The kernel cannot DNAT connections to ::1 (IPv6 has no route_localnet:
+// a loopback source may not leave lo), so the agent carries published
+// ports on [::1] itself, as Docker's userland proxy does.
+
+// proxyKey names one proxied host port.
+type proxyKey struct {
+	host  string
+	proto string
+	port  uint16
+}
+
+type proxy struct {
+	target netip.AddrPort
+	close  func()
+}
+
+// udpIdle is how long a UDP client's relay lives without traffic.
+const udpIdle = 60 * time.Second
+
+// startProxy listens on [::1]:port in the host namespace and relays to
+// target, creating its upstream sockets in the host namespace too.
+func startProxy(k proxyKey, target netip.AddrPort) (*proxy, error) {
+	addr := net.JoinHostPort("::1", fmt.Sprint(k.port))
+	dial := dialIn(k.host)
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	var ln net.Listener
+	var pc net.PacketConn
+	err := inHost(k.host, func() (err error) {
+		if k.proto == "tcp" {
+			ln, err = net.Listen("tcp6", addr)
+		} else {
+			pc, err = net.ListenPacket("udp6", addr)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("proxy %s %s: %w", k.proto, addr, err)
+	}
+	if ln != nil {
+		go serveTCP(ln, dial, target)
+		return &proxy{target: target, close: func() { ln.Close() }}, nil
+	}
+	stop := make(chan struct{})
+	go serveUDP(pc, dial, target, stop)
+	return &proxy{target: target, close: func() { close(stop); pc.Close() }}, nil
+}
+
+func inHost(host string, fn func() error) error {
+	if host == "" {
+		return fn()
+	}
+	h, err := netns.Open(host)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return netns.Do(h, fn)
+}
+
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func serveTCP(ln net.Listener, dial dialFunc, target netip.AddrPort) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			u, err := dial(ctx, "tcp", target.String())
+			cancel()
+			if err != nil {
+				log.Printf("agent: proxy to %s: %v", target, err)
+				return
+			}
+			defer u.Close()
+			done := make(chan struct{}, 2)
+			pipe := func(dst, src net.Conn) {
+				io.Copy(dst, src)
+				if tc, ok := dst.(*net.TCPConn); ok {
+					tc.CloseWrite()
+				}
+				done <- struct{}{}
+			}
+			go pipe(u, c)
+			go pipe(c, u)
+			<-done
+			<-done
+		}()
+	}
+}
+
+func serveUDP(pc net.PacketConn, dial dialFunc, target netip.AddrPort, stop chan struct{}) {
+	var mu sync.Mutex
+	sessions := map[string]net.Conn{}
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			mu.Lock()
+			for _, s := range sessions {
+				s.Close()
+			}
+			mu.Unlock()
+			return
+		}
+		mu.Lock()
+		s, ok := sessions[from.String()]
+		if !ok {
+			s, err = dial(context.Background(), "udp", target.String())
+			if err != nil {
+				mu.Unlock()
+				log.Printf("agent: proxy to %s: %v", target, err)
+				continue
+			}
+			sessions[from.String()] = s
+			go func(client net.Addr, s net.Conn) {
+				reply := make([]byte, 65535)
+				for {
+					s.SetReadDeadline(time.Now().Add(udpIdle))
+					n, err := s.Read(reply)
+					if err != nil {
+						break
+					}
+					pc.WriteTo(reply[:n], client)
+				}
+				mu.Lock()
+				delete(sessions, client.String())
+				mu.Unlock()
+				s.Close()
+			}(from, s)
+		}
+		mu.Unlock()
+		s.Write(buf[:n])
+		select {
+		case <-stop:
+			return
+		default:
+		}
+	}
+}
