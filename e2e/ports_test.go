@@ -199,6 +199,12 @@ func TestIsolation(t *testing.T) {
 		{"a1", "host", true}, {"host", "a1", true}, {"host", "r", true}, {"r", "host", true},
 		{"o", "a1", true}, {"a1", "o", true}, // --isolate=false
 		{"both", "a1", true}, {"both", "b", true},
+		{"out", "a1", false}, // masqueraded: the outside has no way in
+		{"out", "r", true},   // routed without NAT: reachable by its own address
+		{"out", "i1", false},
+		{"host", "i1", true}, // the host sits on the internal bridge
+		{"i1", "b", false}, {"b", "i1", false},
+		{"i1", "r", false}, {"r", "i1", false},
 	}
 	for _, c := range cells {
 		_, err := dialTimeout(eps[c.from], net.JoinHostPort(addr[c.to], "7000"), 500*time.Millisecond)
