@@ -83,7 +83,7 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 		if h, err = m.host(n.HostNetns); err != nil {
 			return store.Op{}, err
 		}
-		if a.IfName, err = pickIfName(ns, spec.IfName); err != nil {
+		if a.IfName, err = pickName(ns, spec.IfName, "eth"); err != nil {
 			return store.Op{}, err
 		}
 		if a.Addrs, err = leaseAddrs(tx, n, spec); err != nil {
@@ -146,8 +146,9 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 	return a, err
 }
 
-// pickIfName checks a requested interface name or finds the first free ethN.
-func pickIfName(ns *kernel.NS, want string) (string, error) {
+// pickName checks a requested interface name, or finds the first free
+// prefixN (eth0, eth1, … for members; veth0, … for links).
+func pickName(ns *kernel.NS, want, prefix string) (string, error) {
 	if want != "" {
 		if err := kernel.ValidateIfName(want); err != nil {
 			return "", err
@@ -160,7 +161,7 @@ func pickIfName(ns *kernel.NS, want string) (string, error) {
 		return want, nil
 	}
 	for i := 0; i < 1000; i++ {
-		name := fmt.Sprintf("eth%d", i)
+		name := fmt.Sprintf("%s%d", prefix, i)
 		l, err := ns.LinkByName(name)
 		if err != nil {
 			return "", err
@@ -169,7 +170,7 @@ func pickIfName(ns *kernel.NS, want string) (string, error) {
 			return name, nil
 		}
 	}
-	return "", errors.New("no free ethN interface name in the namespace")
+	return "", fmt.Errorf("no free %sN interface name in the namespace", prefix)
 }
 
 // leaseAddrs picks the member's addresses, one per subnet.
@@ -246,21 +247,14 @@ func (m *Manager) plugVeth(h, ns *kernel.NS, n store.Network, a store.Attachment
 	if br == nil {
 		return fmt.Errorf("bridge %s of network %q is missing (run nsnet gc)", n.Bridge, n.Name)
 	}
-	veth := &netlink.Veth{
-		LinkAttrs: netlink.LinkAttrs{Name: a.HostIf, MTU: n.MTU, TxQLen: -1},
-		PeerName:  a.IfName, PeerNamespace: netlink.NsFd(int(ns.Fd())),
+	veth, err := makeVeth(h, ns, n, a)
+	if err != nil {
+		return err
 	}
-	if err := h.NL.LinkAdd(veth); err != nil {
-		return fmt.Errorf("create veth %s: %w", a.HostIf, err)
-	}
-	crash.Point("connect/veth-created")
 	// The host end needs no IPv6 of its own: without a link-local address
 	// it sends no DAD, router solicitation or MLD traffic.
 	if err := h.NL.LinkSetIP6AddrGenMode(veth, in6AddrGenModeNone); err != nil {
 		return fmt.Errorf("configure %s: %w", a.HostIf, err)
-	}
-	if err := h.NL.LinkSetAlias(veth, "nsnet "+n.Name+" "+a.Namespace); err != nil {
-		return fmt.Errorf("label %s: %w", a.HostIf, err)
 	}
 	if err := h.NL.LinkSetMasterByIndex(veth, br.Attrs().Index); err != nil {
 		if errors.Is(err, unix.EXFULL) {
@@ -286,6 +280,23 @@ func (m *Manager) plugVeth(h, ns *kernel.NS, n store.Network, a store.Attachment
 		}
 	}
 	return nil
+}
+
+// makeVeth creates a member's veth, host end in the host and peer born
+// inside the member's namespace, and labels the host end.
+func makeVeth(h, ns *kernel.NS, n store.Network, a store.Attachment) (*netlink.Veth, error) {
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{Name: a.HostIf, MTU: n.MTU, TxQLen: -1},
+		PeerName:  a.IfName, PeerNamespace: netlink.NsFd(int(ns.Fd())),
+	}
+	if err := h.NL.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("create veth %s: %w", a.HostIf, err)
+	}
+	crash.Point("connect/veth-created")
+	if err := h.NL.LinkSetAlias(veth, "nsnet "+n.Name+" "+a.Namespace); err != nil {
+		return nil, fmt.Errorf("label %s: %w", a.HostIf, err)
+	}
+	return veth, nil
 }
 
 // quietIPv6 keeps a new member from flooding the bridge: each frame a port

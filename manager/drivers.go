@@ -51,16 +51,9 @@ func (m *Manager) plug(h, ns *kernel.NS, n store.Network, a store.Attachment, de
 // own: it answers ARP for 169.254.1.1 by proxy (and NDP for fe80::1), and
 // the host reaches the member through a /32 (/128) route on it.
 func (m *Manager) plugRouted(h, ns *kernel.NS, n store.Network, a store.Attachment, defaultRoute bool) error {
-	veth := &netlink.Veth{
-		LinkAttrs: netlink.LinkAttrs{Name: a.HostIf, MTU: n.MTU, TxQLen: -1},
-		PeerName:  a.IfName, PeerNamespace: netlink.NsFd(int(ns.Fd())),
-	}
-	if err := h.NL.LinkAdd(veth); err != nil {
-		return fmt.Errorf("create veth %s: %w", a.HostIf, err)
-	}
-	crash.Point("connect/veth-created")
-	if err := h.NL.LinkSetAlias(veth, "nsnet "+n.Name+" "+a.Namespace); err != nil {
-		return fmt.Errorf("label %s: %w", a.HostIf, err)
+	veth, err := makeVeth(h, ns, n, a)
+	if err != nil {
+		return err
 	}
 	has6 := false
 	var sysctls []kernel.Sysctl

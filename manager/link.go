@@ -77,10 +77,10 @@ func (m *Manager) createLink(spec LinkSpec) (store.Link, error) {
 		return l, err
 	}
 	defer ns2.Close()
-	if l.If1, err = pickLinkName(ns1, spec.If1); err != nil {
+	if l.If1, err = pickName(ns1, spec.If1, "veth"); err != nil {
 		return l, fmt.Errorf("%s: %w", spec.NS1, err)
 	}
-	if l.If2, err = pickLinkName(ns2, spec.If2); err != nil {
+	if l.If2, err = pickName(ns2, spec.If2, "veth"); err != nil {
 		return l, fmt.Errorf("%s: %w", spec.NS2, err)
 	}
 	err = m.transact(func(tx *store.Tx) (store.Op, error) {
@@ -163,32 +163,6 @@ func linkAddrs(spec LinkSpec) ([]netip.Prefix, []netip.Prefix, error) {
 		}
 	}
 	return []netip.Prefix{spec.Addr1}, []netip.Prefix{spec.Addr2}, nil
-}
-
-// pickLinkName checks a requested name or finds the first free vethN.
-func pickLinkName(ns *kernel.NS, want string) (string, error) {
-	if want != "" {
-		if err := kernel.ValidateIfName(want); err != nil {
-			return "", err
-		}
-		if l, err := ns.LinkByName(want); err != nil {
-			return "", err
-		} else if l != nil {
-			return "", fmt.Errorf("interface %s already exists", want)
-		}
-		return want, nil
-	}
-	for i := 0; i < 1000; i++ {
-		name := fmt.Sprintf("veth%d", i)
-		l, err := ns.LinkByName(name)
-		if err != nil {
-			return "", err
-		}
-		if l == nil {
-			return name, nil
-		}
-	}
-	return "", errors.New("no free vethN interface name")
 }
 
 // RemoveLink deletes the link between two namespaces.
