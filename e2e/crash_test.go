@@ -190,3 +190,32 @@ func TestParallelConnect(t *testing.T) {
 	}
 	assertClean(t, l)
 }
+
+// TestCrashWithPorts kills a connect after its ports went into the maps:
+// gc must take them out again and free the host port.
+func TestCrashWithPorts(t *testing.T) {
+	l := newLab(t)
+	a := l.ns("a")
+	l.must("net", "create", "c", "--subnet", "10.82.0.0/24")
+	_, err := l.runEnv([]string{"NSNET_CRASH_AT=connect/plugged"}, "net", "connect", "c", a, "-p", "8080:80", "-p", "9000-9009:9000-9009/udp")
+	if err == nil || !strings.Contains(err.Error(), "signal: killed") {
+		t.Fatalf("crash point not reached: %v", err)
+	}
+	if maps := l.fixture("ip", "netns", "exec", l.host, "nft", "list", "map", "inet", "nsnet", "ports4_any"); !strings.Contains(maps, "10.82.0.2") {
+		t.Fatalf("the crash came before the ports were published:\n%s", maps)
+	}
+	l.must("gc")
+	if maps := l.fixture("ip", "netns", "exec", l.host, "nft", "list", "map", "inet", "nsnet", "ports4_any"); strings.Contains(maps, "10.82.0.2") {
+		t.Errorf("map elements left after gc:\n%s", maps)
+	}
+	if _, err := execCommand("test", "-e", "/etc/netns/"+a+"/resolv.conf"); err == nil {
+		out, _ := execCommand("cat", "/etc/netns/"+a+"/resolv.conf")
+		t.Errorf("resolv.conf block left after gc:\n%s", out)
+	}
+	b := l.ns("b")
+	l.must("net", "connect", "c", b, "-p", "8080:80", "-p", "9000-9009:9000-9009/udp")
+	l.must("net", "rm", "--force", "c")
+	l.must("ns", "rm", a)
+	l.must("ns", "rm", b)
+	assertClean(t, l)
+}

@@ -105,3 +105,9 @@ func (m *Manager) AgentNeeded() (bool, error) {
 	err := m.st.View(func(tx *store.Tx) (err error) { need, err = agent.Needed(tx); return err })
 	return need, err
 }
+
+// forgetResolver drops a membership's resolv.conf block, knowing only the
+// journal's names; a block that is not there is no error.
+func forgetResolver(o store.Op) error {
+	return setResolver(o.Namespace, store.Network{Name: o.Network, DNS: true}, false)
+}

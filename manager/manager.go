@@ -142,7 +142,7 @@ func (m *Manager) recoverOp(o store.Op) (string, error) {
 		if committed {
 			return "completed", nil
 		}
-		return "rolled back", errors.Join(m.unpublish(o), m.unplug(o))
+		return "rolled back", errors.Join(m.unpublish(o), m.unplug(o), forgetResolver(o))
 	case store.OpNetCreate:
 		if committed {
 			return "completed", nil
@@ -154,7 +154,7 @@ func (m *Manager) recoverOp(o store.Op) (string, error) {
 		}
 		return "rolled back", unmountNamespace(o.Namespace)
 	case store.OpDisconnect:
-		if err := errors.Join(m.unpublish(o), m.unplug(o)); err != nil {
+		if err := errors.Join(m.unpublish(o), m.unplug(o), forgetResolver(o)); err != nil {
 			return "", err
 		}
 		return "finished", m.st.Update(func(tx *store.Tx) error { return forgetAttachment(tx, o) })
