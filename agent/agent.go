@@ -123,22 +123,31 @@ func Run(stateDir string) error {
 	defer a.closeAll()
 	log.Printf("agent %d serving %s", os.Getpid(), stateDir)
 	var last os.FileInfo
+	var retry time.Time
+	var lastErr string
 	for {
 		fi, err := os.Stat(filepath.Join(stateDir, store.FileName))
 		if err != nil {
 			log.Printf("agent: state gone (%v); exiting", err)
 			return nil
 		}
-		if last == nil || !fi.ModTime().Equal(last.ModTime()) || fi.Size() != last.Size() {
+		changed := last == nil || !fi.ModTime().Equal(last.ModTime()) || fi.Size() != last.Size()
+		if changed || (!retry.IsZero() && time.Now().After(retry)) {
+			last, retry = fi, time.Time{}
 			more, err := a.refresh()
 			if err != nil {
-				log.Printf("agent: %v", err)
-			} else {
-				last = fi
-				if !more {
-					log.Printf("agent: no DNS network has members; exiting")
-					return nil
+				// Retry a failure once a second, and say it once.
+				retry = time.Now().Add(time.Second)
+				if err.Error() != lastErr {
+					log.Printf("agent: %v", err)
+					lastErr = err.Error()
 				}
+			} else {
+				lastErr = ""
+			}
+			if !more {
+				log.Printf("agent: nothing to serve; exiting")
+				return nil
 			}
 		}
 		time.Sleep(poll)

@@ -54,8 +54,9 @@ func startProxy(k proxyKey, target netip.AddrPort) (*proxy, error) {
 		return nil, fmt.Errorf("proxy %s %s: %w", k.proto, addr, err)
 	}
 	if ln != nil {
-		go serveTCP(ln, dial, target)
-		return &proxy{target: target, close: func() { ln.Close() }}, nil
+		conns := &connSet{m: map[net.Conn]bool{}}
+		go serveTCP(ln, dial, target, conns)
+		return &proxy{target: target, close: func() { ln.Close(); conns.closeAll() }}, nil
 	}
 	stop := make(chan struct{})
 	go serveUDP(pc, dial, target, stop)
@@ -76,13 +77,51 @@ func inHost(host string, fn func() error) error {
 
 type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
-func serveTCP(ln net.Listener, dial dialFunc, target netip.AddrPort) {
+// connSet tracks a proxy's live connections, so that unpublishing a port
+// ends the flows it carried.
+type connSet struct {
+	mu     sync.Mutex
+	m      map[net.Conn]bool
+	closed bool
+}
+
+func (s *connSet) add(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.m[c] = true
+	return true
+}
+
+func (s *connSet) remove(c net.Conn) {
+	s.mu.Lock()
+	delete(s.m, c)
+	s.mu.Unlock()
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.m {
+		c.Close()
+	}
+}
+
+func serveTCP(ln net.Listener, dial dialFunc, target netip.AddrPort, conns *connSet) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
+		if !conns.add(c) {
+			c.Close()
+			return
+		}
 		go func() {
+			defer conns.remove(c)
 			defer c.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			u, err := dial(ctx, "tcp", target.String())
@@ -92,6 +131,10 @@ func serveTCP(ln net.Listener, dial dialFunc, target netip.AddrPort) {
 				return
 			}
 			defer u.Close()
+			if !conns.add(u) {
+				return
+			}
+			defer conns.remove(u)
 			done := make(chan struct{}, 2)
 			pipe := func(dst, src net.Conn) {
 				io.Copy(dst, src)

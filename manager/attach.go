@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
-	"os"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -121,7 +120,7 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 			if err := fw.Publish(ports, nil); err != nil {
 				return err
 			}
-			if err := recordPorts(tx, n.Name, a.Namespace, a.Ports); err != nil {
+			if err := recordPorts(tx, n.HostNetns, n.Name, a.Namespace, a.Ports); err != nil {
 				return err
 			}
 		}
@@ -374,7 +373,7 @@ func (m *Manager) unplug(op store.Op) error {
 	}
 	h, err := m.host(op.HostNetns)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+		if gone(err) {
 			return nil
 		}
 		return err
@@ -394,7 +393,7 @@ func (m *Manager) unplug(op store.Op) error {
 // forgetAttachment drops a membership with its leases, published ports
 // and host interface name.
 func forgetAttachment(tx *store.Tx, op store.Op) error {
-	if err := forgetPorts(tx, op.Network, op.Namespace, op.Ports); err != nil {
+	if err := forgetPorts(tx, op.HostNetns, op.Network, op.Namespace, op.Ports); err != nil {
 		return err
 	}
 	for _, p := range op.Addrs {

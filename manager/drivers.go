@@ -1,7 +1,6 @@
 package manager
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -205,7 +204,7 @@ func unplugMember(op store.Op) error {
 		return nil
 	}
 	ns, err := openNamespace(op.Namespace)
-	if errors.Is(err, errNoNamespace) {
+	if gone(err) {
 		return nil
 	}
 	if err != nil {

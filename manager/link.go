@@ -197,7 +197,7 @@ func (m *Manager) unlink(op store.Op) error {
 	} else {
 		ns, err = openNamespace(op.Namespace)
 	}
-	if errors.Is(err, errNoNamespace) {
+	if gone(err) {
 		return nil // the namespace took its end, and the pair, with it
 	}
 	if err != nil {

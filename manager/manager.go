@@ -35,9 +35,14 @@ type Manager struct {
 	st    *store.Store
 	hosts map[string]*kernel.NS
 	pid   int
-	// recovered says what Open finished or rolled back.
-	recovered []string
+	// recovered says what Open finished or rolled back; recoverErr what it
+	// could not.
+	recovered  []string
+	recoverErr error
 }
+
+// RecoverErr reports the interrupted operations Open could not recover.
+func (m *Manager) RecoverErr() error { return m.recoverErr }
 
 // Open opens the store for changes, waiting for other nsnet processes, and
 // recovers whatever a dead one left half done.
@@ -46,10 +51,10 @@ func Open(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.recovered, err = m.Recover(); err != nil {
-		m.Close()
-		return nil, err
-	}
+	// An operation that cannot be recovered now (its namespace busy, a
+	// file in the way) must not block unrelated commands: it stays in the
+	// journal, RecoverErr says why, and gc reports it.
+	m.recovered, m.recoverErr = m.Recover()
 	return m, nil
 }
 
@@ -241,7 +246,12 @@ func (m *Manager) transact(plan func(*store.Tx) (store.Op, error), apply func(*s
 	if !begun {
 		return err
 	}
-	if err != nil && undo != nil {
+	if err != nil && undo == nil {
+		// A remove or disconnect that failed half-way stays journaled, so
+		// that the next command or gc carries it to its end.
+		return fmt.Errorf("%w (nsnet gc finishes it)", err)
+	}
+	if err != nil {
 		if uerr := undo(op); uerr != nil {
 			// Leave the journal entry: the next command or gc retries.
 			return errors.Join(err, fmt.Errorf("undo (run nsnet gc): %w", uerr))
@@ -262,6 +272,7 @@ func (m *Manager) GC() ([]string, error) {
 	if err != nil {
 		return done, err
 	}
+	m.recoverErr = nil
 	var orphans []store.Attachment
 	err = m.st.View(func(tx *store.Tx) error {
 		nets, err := tx.Networks()
@@ -289,6 +300,33 @@ func (m *Manager) GC() ([]string, error) {
 			return done, fmt.Errorf("remove membership of vanished namespace %s in %s: %w", a.Namespace, a.Network, err)
 		}
 		done = append(done, fmt.Sprintf("removed membership of vanished namespace %s in network %s", a.Namespace, a.Network))
+	}
+	var links []store.Link
+	var nss []store.Namespace
+	if err := m.st.View(func(tx *store.Tx) (err error) {
+		if links, err = tx.Links(); err != nil {
+			return err
+		}
+		nss, err = tx.Namespaces()
+		return err
+	}); err != nil {
+		return done, err
+	}
+	for _, l := range links {
+		if (l.NS1 != HostName && !netns.Exists(l.NS1)) || (l.NS2 != HostName && !netns.Exists(l.NS2)) {
+			if err := m.RemoveLink(l.NS1, l.NS2); err != nil {
+				return done, err
+			}
+			done = append(done, fmt.Sprintf("removed link %s-%s of a vanished namespace", l.NS1, l.NS2))
+		}
+	}
+	for _, n := range nss {
+		if !netns.Exists(n.Name) {
+			if err := m.st.Update(func(tx *store.Tx) error { return tx.DeleteNamespace(n.Name) }); err != nil {
+				return done, err
+			}
+			done = append(done, fmt.Sprintf("forgot namespace %s, deleted behind nsnet's back", n.Name))
+		}
 	}
 	return done, nil
 }

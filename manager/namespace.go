@@ -25,6 +25,9 @@ func (m *Manager) CreateNamespace(name, share string) error {
 	if err := netns.ValidateName(name); err != nil {
 		return fmt.Errorf("namespace %q: %w", name, err)
 	}
+	if name == HostName {
+		return fmt.Errorf("namespace %q: the name stands for the host namespace in links", name)
+	}
 	if share != "" && !netns.Exists(share) {
 		return fmt.Errorf("namespace %q: cannot share %q: %w", name, share, netns.ErrNotExist)
 	}
@@ -106,10 +109,27 @@ func (m *Manager) RemoveNamespace(name string) error {
 	if heir := sharingName(name); heir != "" {
 		// Another name holds the same namespace, which lives on with its
 		// interfaces: its memberships and links pass to that name.
-		if err := m.st.Update(func(tx *store.Tx) error { return bequeath(tx, name, heir) }); err != nil {
+		err := m.st.Update(func(tx *store.Tx) error {
+			if err := bequeath(tx, name, heir); err != nil {
+				return err
+			}
+			// What could not pass (heir already had it) goes below.
+			var err error
+			if atts, err = tx.AttachmentsOf(name); err != nil {
+				return err
+			}
+			all, err := tx.Links()
+			links = links[:0]
+			for _, l := range all {
+				if l.NS1 == name || l.NS2 == name {
+					links = append(links, l)
+				}
+			}
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("namespace %q: pass memberships to %q: %w", name, heir, err)
 		}
-		atts, links = nil, nil
 	}
 	for _, a := range atts {
 		if err := m.Disconnect(a.Network, name); err != nil {
@@ -179,7 +199,17 @@ func bequeath(tx *store.Tx, name, heir string) error {
 				return err
 			}
 		}
+		n, _, err := tx.Network(a.Network)
+		if err != nil {
+			return err
+		}
+		if err := recordPorts(tx, n.HostNetns, a.Network, heir, a.Ports); err != nil {
+			return err
+		}
 		if err := tx.PutAttachment(a); err != nil {
+			return err
+		}
+		if err := setResolver(heir, n, true); err != nil {
 			return err
 		}
 	}
@@ -380,6 +410,12 @@ func (m *Manager) Namespace(name string) (NamespaceInfo, error) {
 
 // errNoNamespace reports a namespace name with nothing mounted under it.
 var errNoNamespace = netns.ErrNotExist
+
+// gone reports whether err means a namespace (and so everything inside it)
+// no longer exists: nothing is left to undo there.
+func gone(err error) bool {
+	return errors.Is(err, errNoNamespace) || errors.Is(err, os.ErrNotExist)
+}
 
 // openNamespace binds a handle to a named namespace.
 func openNamespace(name string) (*kernel.NS, error) {

@@ -7,7 +7,6 @@ import (
 	"hash/fnv"
 	"net"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -177,7 +176,12 @@ func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, error) {
 	}
 	var seen4, seen6 bool
 	for _, p := range spec.Subnets {
-		p = p.Masked()
+		if p != p.Masked() {
+			return n, fmt.Errorf("subnet %s has host bits set; did you mean %s?", p, p.Masked())
+		}
+		if min := map[bool]int{true: 8, false: 48}[p.Addr().Is4()]; p.Bits() < min {
+			return n, fmt.Errorf("subnet %s is wider than /%d; it would take over the host's routing", p, min)
+		}
 		if p.Addr().Is4() && seen4 || p.Addr().Is6() && seen6 {
 			return n, fmt.Errorf("subnet %s: at most one IPv4 and one IPv6 subnet", p)
 		}
@@ -247,7 +251,7 @@ func bridgeName(network string) string {
 	}
 	h := fnv.New32a()
 	h.Write([]byte(network))
-	return fmt.Sprintf("nsbr-%.2s%08x", network, h.Sum32())
+	return fmt.Sprintf("nsbr-%08x", h.Sum32())
 }
 
 // checkNetworkFree checks n against the store and the host's kernel state.
@@ -522,7 +526,7 @@ func (m *Manager) RemoveNetwork(name string, force bool) error {
 func (m *Manager) unbuild(op store.Op) error {
 	h, err := m.host(op.HostNetns)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+		if gone(err) {
 			return nil // the host namespace is gone, and all within it
 		}
 		return err

@@ -151,7 +151,7 @@ func checkPorts(tx *store.Tx, h *kernel.NS, n store.Network, a store.Attachment,
 				return fmt.Errorf("published port %s/%d is given twice", m.Proto, port)
 			}
 			seen[key] = true
-			if owner, ok := tx.PortHolder(m.Proto, port, m.HostIP); ok {
+			if owner, ok := tx.PortHolder(n.HostNetns, m.Proto, port, m.HostIP); ok {
 				return fmt.Errorf("host port %s/%d is already published by %s", m.Proto, port, describeOwner(owner))
 			}
 		}
@@ -169,10 +169,10 @@ func hasAddr(list []netlink.Addr, a netip.Addr) bool {
 }
 
 // recordPorts indexes the member's host ports.
-func recordPorts(tx *store.Tx, network, ns string, maps []store.PortMap) error {
+func recordPorts(tx *store.Tx, host, network, ns string, maps []store.PortMap) error {
 	for _, m := range maps {
 		for i := 0; i < m.Count(); i++ {
-			if err := tx.PutPort(m.Proto, m.HostPort+uint16(i), m.HostIP, ownerAttachment(network, ns)); err != nil {
+			if err := tx.PutPort(host, m.Proto, m.HostPort+uint16(i), m.HostIP, ownerAttachment(network, ns)); err != nil {
 				return err
 			}
 		}
@@ -181,12 +181,12 @@ func recordPorts(tx *store.Tx, network, ns string, maps []store.PortMap) error {
 }
 
 // forgetPorts frees the member's host ports.
-func forgetPorts(tx *store.Tx, network, ns string, maps []store.PortMap) error {
+func forgetPorts(tx *store.Tx, host, network, ns string, maps []store.PortMap) error {
 	for _, m := range maps {
 		for i := 0; i < m.Count(); i++ {
 			port := m.HostPort + uint16(i)
-			if owner, ok := tx.PortHolder(m.Proto, port, m.HostIP); ok && owner == ownerAttachment(network, ns) {
-				if err := tx.DeletePort(m.Proto, port, m.HostIP); err != nil {
+			if owner, ok := tx.PortHolder(host, m.Proto, port, m.HostIP); ok && owner == ownerAttachment(network, ns) {
+				if err := tx.DeletePort(host, m.Proto, port, m.HostIP); err != nil {
 					return err
 				}
 			}
@@ -205,7 +205,7 @@ func (m *Manager) unpublish(op store.Op) error {
 	}
 	h, err := m.host(op.HostNetns)
 	if err != nil {
-		if errors.Is(err, errNoNamespace) {
+		if gone(err) {
 			return nil
 		}
 		return err

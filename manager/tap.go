@@ -129,7 +129,7 @@ func makeTap(h *kernel.NS, n store.Network, d store.Tap) error {
 func (m *Manager) unplugTap(op store.Op) error {
 	h, err := m.host(op.HostNetns)
 	if err != nil {
-		if errors.Is(err, errNoNamespace) {
+		if gone(err) {
 			return nil
 		}
 		return err

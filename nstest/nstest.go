@@ -44,7 +44,10 @@ func Main(m *testing.M) {
 		cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 		cmd.Env = append(os.Environ(), isolatedEnv+"=1")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNET | unix.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+		// A PID namespace of its own makes the test binary its init: when
+		// it exits, the kernel ends every process it left behind, such as
+		// nsnet's DNS agents of a test that timed out.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNET | unix.CLONE_NEWNS | unix.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Run(); err != nil {
 			if ee, ok := err.(*exec.ExitError); ok {
 				os.Exit(ee.ExitCode())
@@ -65,6 +68,10 @@ func setup() error {
 	if err := unix.Mount("", "/", "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("make / private: %w", err)
 	}
+	// /proc must show this PID namespace, or /proc/PID paths name others.
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
 	for _, dir := range []string{"/run/netns", "/etc/netns"} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
@@ -72,6 +79,17 @@ func setup() error {
 		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); err != nil {
 			return fmt.Errorf("tmpfs on %s: %w", dir, err)
 		}
+	}
+	// Resolvers started by tests forward unknown names to the host's
+	// resolv.conf; make that a documentation address, never the machine's.
+	rc, err := os.CreateTemp("", "nstest-resolv-*.conf")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(rc, "nameserver 192.0.2.53")
+	rc.Close()
+	if err := unix.Mount(rc.Name(), "/etc/resolv.conf", "none", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind a test resolv.conf: %w", err)
 	}
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {

@@ -515,10 +515,11 @@ func (t *Tx) DeleteTap(name string) error { return del(t, bTaps, name) }
 // Taps lists every TAP device.
 func (t *Tx) Taps() ([]Tap, error) { return list[Tap](t, bTaps, "") }
 
-// portKey indexes a published host port: protocol, port, then the host
-// address (empty for any), so one prefix scan finds every holder of a port.
-func portKey(proto string, port uint16, hostIP netip.Addr) []byte {
-	k := append([]byte(proto), 0, byte(port>>8), byte(port))
+// portKey indexes a published host port: host namespace, protocol, port,
+// then the host address (empty for any), so one prefix scan finds every
+// holder of a port on one host.
+func portKey(host, proto string, port uint16, hostIP netip.Addr) []byte {
+	k := append([]byte(host+"\x00"+proto), 0, byte(port>>8), byte(port))
 	if hostIP.IsValid() {
 		k = append(k, hostIP.AsSlice()...)
 	}
@@ -528,9 +529,9 @@ func portKey(proto string, port uint16, hostIP netip.Addr) []byte {
 // PortHolder returns who holds a host port that a new mapping of hostIP
 // (zero: any address) would collide with: the same address, or any address
 // on either side.
-func (t *Tx) PortHolder(proto string, port uint16, hostIP netip.Addr) (string, bool) {
+func (t *Tx) PortHolder(host, proto string, port uint16, hostIP netip.Addr) (string, bool) {
 	b := t.bucket(bPorts)
-	prefix := portKey(proto, port, netip.Addr{})
+	prefix := portKey(host, proto, port, netip.Addr{})
 	c := b.Cursor()
 	for k, v := c.Seek(prefix); k != nil && len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix); k, v = c.Next() {
 		rest := k[len(prefix):]
@@ -542,13 +543,13 @@ func (t *Tx) PortHolder(proto string, port uint16, hostIP netip.Addr) (string, b
 }
 
 // PutPort records that owner holds a host port.
-func (t *Tx) PutPort(proto string, port uint16, hostIP netip.Addr, owner string) error {
-	return t.bucket(bPorts).Put(portKey(proto, port, hostIP), []byte(owner))
+func (t *Tx) PutPort(host, proto string, port uint16, hostIP netip.Addr, owner string) error {
+	return t.bucket(bPorts).Put(portKey(host, proto, port, hostIP), []byte(owner))
 }
 
 // DeletePort frees a host port.
-func (t *Tx) DeletePort(proto string, port uint16, hostIP netip.Addr) error {
-	return t.bucket(bPorts).Delete(portKey(proto, port, hostIP))
+func (t *Tx) DeletePort(host, proto string, port uint16, hostIP netip.Addr) error {
+	return t.bucket(bPorts).Delete(portKey(host, proto, port, hostIP))
 }
 
 // HasPorts reports whether any host port is published.

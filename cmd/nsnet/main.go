@@ -84,6 +84,9 @@ func (g *globals) withManager(readOnly bool, fn func(*manager.Manager) error) er
 	if err != nil {
 		return err
 	}
+	if rerr := m.RecoverErr(); rerr != nil {
+		fmt.Fprintln(os.Stderr, "nsnet: warning: "+oneLine(rerr.Error()))
+	}
 	ferr := fn(m)
 	need, nerr := m.AgentNeeded()
 	if err := m.Close(); err != nil && ferr == nil {
