@@ -204,6 +204,10 @@ func percentile(d []time.Duration, p int) float64 {
 	return float64(s[(len(s)-1)*p/100]) / float64(time.Millisecond)
 }
 
+// publishRuns tells BenchmarkPublish's calls apart: the framework calls a
+// benchmark more than once, and namespace names must not collide.
+var publishRuns int
+
 // BenchmarkPublish publishes 10,000 ports, ten per connect (a bridge holds
 // at most 1023 members), and reports the cost of a connect with ten ports
 // when the first ten are published and when the last ten are, plus the
@@ -212,12 +216,14 @@ func percentile(d []time.Duration, p int) float64 {
 //	go test ./manager -run '^$' -bench Publish -benchtime 1x
 func BenchmarkPublish(b *testing.B) {
 	const perMember, total = 10, 10000
-	m := hostLab(b, "publish-host")
+	publishRuns++
+	run := publishRuns
+	m := hostLab(b, fmt.Sprintf("publish-host%d", run))
 	if _, err := m.CreateNetwork(NetworkSpec{Name: "pub", Subnets: []netip.Prefix{netip.MustParsePrefix("10.210.0.0/20")}}); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { m.RemoveNetwork("pub", true) })
-	plain := members(b, m, "plain", 1)[0]
+	plain := members(b, m, fmt.Sprintf("plain%d-", run), 1)[0]
 	connectPlain := func() time.Duration {
 		var d []time.Duration
 		for range 21 {
@@ -235,7 +241,7 @@ func BenchmarkPublish(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		before := connectPlain()
-		names := members(b, m, "pubm", total/perMember)
+		names := members(b, m, fmt.Sprintf("pubm%d-%d-", run, len(b.Name())), total/perMember)
 		var costs []time.Duration
 		for i, n := range names {
 			p := store.PortMap{HostPort: uint16(20000 + i*perMember), HostEnd: uint16(20000 + i*perMember + perMember - 1), Port: 8000, Proto: "tcp"}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 )
 
 // Network is a network as the user asked for it.
@@ -153,8 +154,44 @@ const LockTimeout = 60 * time.Second
 
 // Store is an open state file.
 type Store struct {
-	db  *bolt.DB
-	dir string
+	db   *bolt.DB
+	dir  string
+	lock *os.File
+}
+
+// lockName is nsnet's own lock beside the bbolt file. bbolt's lock retries
+// every 50 ms, which a command would pay whenever the DNS agent reads; this
+// one retries within microseconds, so waiting costs what the holder takes.
+const lockName = "lock"
+
+// acquire takes the state directory's lock, shared for readers.
+func acquire(dir string, readOnly bool, timeout time.Duration) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state lock: %w", err)
+	}
+	how := unix.LOCK_EX
+	if readOnly {
+		how = unix.LOCK_SH
+	}
+	deadline := time.Now().Add(timeout)
+	wait := 50 * time.Microsecond
+	for {
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("state lock: %w", err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("state store %s: another nsnet held it for over %s", dir, timeout)
+		}
+		time.Sleep(wait)
+		wait = min(wait*2, 2*time.Millisecond)
+	}
 }
 
 // Open opens (creating if needed) the store in dir, waiting for any other
@@ -177,14 +214,23 @@ func OpenTimeout(dir string, readOnly bool, timeout time.Duration) (*Store, erro
 			return nil, fmt.Errorf("state directory %s: %w", dir, err)
 		}
 	}
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	lock, err := acquire(dir, readOnly, timeout)
+	if err != nil {
+		return nil, err
+	}
 	db, err := bolt.Open(p, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: readOnly, NoFreelistSync: true})
 	if errors.Is(err, bolt.ErrTimeout) {
+		lock.Close()
 		return nil, fmt.Errorf("state store %s: another nsnet held it for over %s", p, timeout)
 	}
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("state store %s: %w", p, err)
 	}
-	s := &Store{db: db, dir: dir}
+	s := &Store{db: db, dir: dir, lock: lock}
 	if !readOnly && !s.hasBuckets() {
 		err := db.Update(func(tx *bolt.Tx) error {
 			for _, b := range allBuckets {
@@ -195,7 +241,7 @@ func OpenTimeout(dir string, readOnly bool, timeout time.Duration) (*Store, erro
 			return nil
 		})
 		if err != nil {
-			db.Close()
+			s.Close()
 			return nil, fmt.Errorf("state store %s: %w", p, err)
 		}
 	}
@@ -215,7 +261,11 @@ func (s *Store) hasBuckets() bool {
 }
 
 // Close releases the store and its lock.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	err := s.db.Close()
+	s.lock.Close()
+	return err
+}
 
 // Update runs fn in one read-write transaction.
 func (s *Store) Update(fn func(*Tx) error) error {
