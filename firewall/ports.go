@@ -129,19 +129,45 @@ func (f *Firewall) element(p Port) (*nftables.Set, nftables.SetElement) {
 	return any6, nftables.SetElement{Key: pad4([]byte{p.Proto}, be16(p.HostPort)), Val: val}
 }
 
-// Publish adds and removes published ports in one transaction. Its cost
-// does not depend on how many ports are published already.
+// elementChunk bounds the elements per netlink message: one message per
+// element overflows the socket with acknowledgements (ENOBUFS at ~1000),
+// and one for 10,000 would be too large a message. flushEvery bounds a
+// transaction, which the kernel receives in one sendmsg.
+const (
+	elementChunk = 512
+	flushEvery   = 4 * elementChunk
+)
+
+// Publish adds and removes published ports, in one transaction unless
+// there are thousands. Its cost does not depend on how many ports are
+// published already.
 func (f *Firewall) Publish(add, remove []Port) error {
-	for _, p := range remove {
-		s, e := f.element(p)
-		if err := f.conn.SetDeleteElements(s, []nftables.SetElement{e}); err != nil {
-			return err
+	queued := 0
+	for _, batch := range []struct {
+		ports []Port
+		queue func(*nftables.Set, []nftables.SetElement) error
+	}{{remove, f.conn.SetDeleteElements}, {add, f.conn.SetAddElements}} {
+		bySet := map[string][]nftables.SetElement{}
+		sets := map[string]*nftables.Set{}
+		for _, p := range batch.ports {
+			s, e := f.element(p)
+			bySet[s.Name] = append(bySet[s.Name], e)
+			sets[s.Name] = s
 		}
-	}
-	for _, p := range add {
-		s, e := f.element(p)
-		if err := f.conn.SetAddElements(s, []nftables.SetElement{e}); err != nil {
-			return err
+		for name, els := range bySet {
+			for len(els) > 0 {
+				n := min(len(els), elementChunk)
+				if err := batch.queue(sets[name], els[:n]); err != nil {
+					return err
+				}
+				els = els[n:]
+				if queued += n; queued >= flushEvery {
+					if err := f.conn.Flush(); err != nil {
+						return fmt.Errorf("nftables port maps: %w", err)
+					}
+					queued = 0
+				}
+			}
 		}
 	}
 	if err := f.conn.Flush(); err != nil {
