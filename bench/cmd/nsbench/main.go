@@ -1,0 +1,167 @@
+// Command nsbench runs nsnet's benchmarks against the alternatives and
+// writes docs/benchmarks.md. It installs the Debian packages it needs,
+// builds nsnet and the netlink floor program, then re-executes itself in a
+// private network and mount namespace, where everything is measured; the
+// machine's own network is never touched. It must run as root.
+//
+// Usage, from the repository's root:
+//
+//	go run ./bench/cmd/nsbench                  # full run, writes docs/benchmarks.md
+//	go run ./bench/cmd/nsbench -rev HEAD        # nsnet as committed, not the work tree
+//	go run ./bench/cmd/nsbench -smoke -out /tmp/smoke.md
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nsnet/nsnet/bench"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "nsbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	smoke := flag.Bool("smoke", false, "short run: N=10, a handful of ports, short data-path runs")
+	out := flag.String("out", "docs/benchmarks.md", "report to write (relative to the module root)")
+	assets := flag.String("assets", "bench/results", "directory for the plot and raw results (relative to the module root)")
+	ns := flag.String("n", "", "comma-separated network sizes (default 10,100,1000; smoke: 10)")
+	tools := flag.String("tools", "", "comma-separated tool keys to measure (nsnet,iproute2,cni,netavark,floor); default all")
+	sections := flag.String("sections", "", "comma-separated sections (attach,ports,datapath,memory); default all")
+	noInstall := flag.Bool("no-install", false, "do not apt-get install missing packages")
+	prebuilt := flag.String("nsnet", "", "use this nsnet binary instead of building ./cmd/nsnet")
+	rev := flag.String("rev", "", "build nsnet from this git revision (via git archive) instead of the work tree")
+	flag.Parse()
+
+	root, err := bench.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	if !bench.InSandbox() {
+		if os.Geteuid() != 0 {
+			return fmt.Errorf("must run as root (it creates network namespaces, in a sandbox of its own)")
+		}
+		if !*noInstall {
+			if err := bench.InstallPackages(os.Stderr); err != nil {
+				return err
+			}
+		}
+		dir, err := os.MkdirTemp("", "nsbench-bin-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		fmt.Fprintln(os.Stderr, "building nsnet, the floor program and the launcher")
+		var b bench.Binaries
+		switch {
+		case *prebuilt != "" && *rev != "":
+			return fmt.Errorf("-nsnet and -rev exclude each other")
+		case *prebuilt != "":
+			if b.NSNet, err = filepath.Abs(*prebuilt); err != nil {
+				return err
+			}
+		case *rev != "":
+			fmt.Fprintf(os.Stderr, "building nsnet at %s\n", *rev)
+			if b.NSNet, err = bench.BuildRevision(root, *rev, dir); err != nil {
+				return err
+			}
+		}
+		if err := bench.Build(root, dir, &b); err != nil {
+			return err
+		}
+		code, err := bench.Reexec("NSBENCH_NSNET="+b.NSNet, "NSBENCH_FLOOR="+b.Floor, "NSBENCH_LAUNCHER="+b.Launcher)
+		if err != nil {
+			return err
+		}
+		if code != 0 {
+			return fmt.Errorf("the sandboxed run exited with status %d", code)
+		}
+		return nil
+	}
+
+	if err := bench.PrepareSandbox(); err != nil {
+		return err
+	}
+	cfg := bench.FullConfig()
+	if *smoke {
+		cfg = bench.SmokeConfig()
+	}
+	if *ns != "" {
+		cfg.Ns = nil
+		for _, f := range strings.Split(*ns, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 || n > 1000 {
+				return fmt.Errorf("-n: %q is not a size in 1..1000", f)
+			}
+			cfg.Ns = append(cfg.Ns, n)
+		}
+	}
+	cfg.Tools = splitList(*tools)
+	cfg.Sections = splitList(*sections)
+	cfg.Root = root
+	cfg.Bin.NSNet, cfg.Bin.Floor, cfg.Bin.Launcher = os.Getenv("NSBENCH_NSNET"), os.Getenv("NSBENCH_FLOOR"), os.Getenv("NSBENCH_LAUNCHER")
+	cfg.Log = os.Stderr
+
+	cfg.PrebuiltNSNet, cfg.NSNetRev = *prebuilt != "", *rev
+	res, err := bench.Run(cfg)
+	if err != nil {
+		return err
+	}
+	outPath := inRoot(root, *out)
+	assetDir := inRoot(root, *assets)
+	if err := os.MkdirAll(assetDir, 0o755); err != nil {
+		return err
+	}
+	svgPath := filepath.Join(assetDir, "attach-latency.svg")
+	if err := os.WriteFile(svgPath, []byte(bench.Plot(res)), 0o644); err != nil {
+		return fmt.Errorf("write plot: %w", err)
+	}
+	raw, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(assetDir, "results.json"), append(raw, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write raw results: %w", err)
+	}
+	rel, err := filepath.Rel(filepath.Dir(outPath), svgPath)
+	if err != nil {
+		rel = svgPath
+	}
+	if err := os.WriteFile(outPath, []byte(bench.Report(res, rel)), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s, %s and results.json in %s (run took %s)\n", outPath, svgPath, assetDir, res.Elapsed.Round(time.Second))
+	// A tool failing at some size is a result, reported in the document;
+	// it is listed here too, but the run itself succeeded.
+	if probs := bench.Problems(res); len(probs) > 0 {
+		fmt.Fprintf(os.Stderr, "%d measurement(s) failed (see \"Failures in this run\" in the report):\n  %s\n", len(probs), strings.Join(probs, "\n  "))
+	}
+	return nil
+}
+
+func inRoot(root, p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(root, p)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}

@@ -1,0 +1,170 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// underCI reports whether privileged tests must run rather than skip.
+func underCI() bool { return os.Getenv("CI") == "true" }
+
+// TestMain re-executes the test binary in a sandbox (new network and mount
+// namespaces) when it runs as root, so that nothing the tests build is
+// visible to the machine. Under CI (or with NSBENCH_INSTALL=1) it first
+// installs missing packages, which needs the machine's network.
+func TestMain(m *testing.M) {
+	if InSandbox() {
+		if err := PrepareSandbox(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		os.Exit(m.Run())
+	}
+	if os.Geteuid() != 0 {
+		// TestSmoke skips, or fails under CI.
+		os.Exit(m.Run())
+	}
+	if underCI() || os.Getenv("NSBENCH_INSTALL") == "1" {
+		if err := InstallPackages(os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: install packages:", err)
+		}
+	}
+	code, err := Reexec()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+// skipOrFail skips a test that cannot run here, except under CI, where a
+// test that cannot run is a failure.
+func skipOrFail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if underCI() {
+		t.Fatalf("CI=true and this test cannot run: "+format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// TestSmoke runs the smoke mode end to end and checks that every tool
+// produced numbers: attach and teardown for all five, published ports for
+// nsnet, CNI and netavark, data-path throughput and latency for every
+// topology built by hand and by nsnet, and the nsnet process's peak memory
+// for every command. It is a benchmark in
+// miniature, not a timed assertion: no number is compared with a limit.
+func TestSmoke(t *testing.T) {
+	if testing.Short() && !underCI() {
+		t.Skip("smoke benchmark skipped in -short mode")
+	}
+	if !InSandbox() {
+		skipOrFail(t, "needs root to run in a private network namespace")
+	}
+	if missing := MissingPackages(); len(missing) > 0 {
+		skipOrFail(t, "missing Debian packages %s (make bench-smoke installs them)", strings.Join(missing, ", "))
+	}
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := SmokeConfig()
+	cfg.Root = root
+	if err := Build(root, t.TempDir(), &cfg.Bin); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Log = testLog{t}
+	start := time.Now()
+	res, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("smoke run took %s", time.Since(start).Round(time.Millisecond))
+	for _, p := range Problems(res) {
+		t.Error(p)
+	}
+
+	for _, ti := range attachTools {
+		var a *AttachResult
+		for i := range res.Attach {
+			if res.Attach[i].Tool == ti.key {
+				a = &res.Attach[i]
+			}
+		}
+		switch {
+		case a == nil:
+			t.Errorf("attach: no result for %s", ti.key)
+		case a.Connect.Count != a.N || a.Teardown.Count != a.N || a.Connect.Median <= 0 || a.Teardown.Median <= 0:
+			t.Errorf("attach %s: want %d timed connects and teardowns, got %d and %d (medians %s, %s)",
+				ti.key, a.N, a.Connect.Count, a.Teardown.Count, a.Connect.Median, a.Teardown.Median)
+		case a.Connect.MaxRSS <= 0:
+			t.Errorf("attach %s: no peak memory recorded", ti.key)
+		}
+	}
+
+	for _, key := range portTools {
+		for _, k := range cfg.PortCounts {
+			var p *PortResult
+			for i := range res.Ports {
+				if res.Ports[i].Tool == key && res.Ports[i].Ports == k {
+					p = &res.Ports[i]
+				}
+			}
+			switch {
+			case p == nil:
+				t.Errorf("ports %s K=%d: no result", key, k)
+			case p.Attach.Median <= 0 || p.Teardown.Median <= 0:
+				t.Errorf("ports %s K=%d: no numbers (%+v)", key, k, *p)
+			}
+		}
+	}
+
+	for _, c := range dpCases {
+		for _, im := range dpImpls {
+			var d *DataPathResult
+			for i := range res.DataPath {
+				if res.DataPath[i].Case == c.key && res.DataPath[i].Impl == im.key {
+					d = &res.DataPath[i]
+				}
+			}
+			switch {
+			case d == nil:
+				t.Errorf("data path %s %s: no result", c.key, im.key)
+			case len(d.Gbps) == 0 || d.Gbps[0] <= 0 || d.RTT.Median <= 0:
+				t.Errorf("data path %s %s: no numbers (%v Gbit/s, RTT %s)", c.key, im.key, d.Gbps, d.RTT.Median)
+			}
+		}
+	}
+
+	if len(res.Memory) == 0 {
+		t.Error("memory: no results")
+	}
+	for _, m := range res.Memory {
+		if m.Summary.Count == 0 || m.Summary.MaxRSS <= 0 {
+			t.Errorf("memory nsnet %s: no peak RSS", m.Command)
+		}
+	}
+
+	dir := t.TempDir()
+	report := Report(res, "attach-latency.svg")
+	svg := Plot(res)
+	if !strings.Contains(report, "## 1. Attach and teardown") || !strings.Contains(svg, "<svg") {
+		t.Error("report or plot is missing its sections")
+	}
+	os.WriteFile(filepath.Join(dir, "benchmarks.md"), []byte(report), 0o644)
+	os.WriteFile(filepath.Join(dir, "attach-latency.svg"), []byte(svg), 0o644)
+	if testing.Verbose() {
+		t.Logf("report:\n%s", report)
+	}
+}
+
+// testLog sends the benchmark's progress to the test log.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
