@@ -79,6 +79,37 @@ func TestBridgePortLimit(t *testing.T) {
 	if len(info.Members) != MaxBridgePorts {
 		t.Errorf("members = %d, want %d", len(info.Members), MaxBridgePorts)
 	}
+	// The refused connect left nothing: no veth in the host or in the
+	// namespace, and nothing in the journal.
+	h, err := kernel.Open(netns.Path("limit-host"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	links, err := h.NL.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	veths := 0
+	for _, l := range links {
+		if l.Type() == "veth" {
+			veths++
+		}
+	}
+	if veths != MaxBridgePorts {
+		t.Errorf("host has %d veths, want %d", veths, MaxBridgePorts)
+	}
+	last, err := kernel.Open(netns.Path(names[MaxBridgePorts]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer last.Close()
+	if inside, _ := last.NL.LinkList(); len(inside) != 1 {
+		t.Errorf("the refused namespace has %d links, want only lo", len(inside))
+	}
+	if ops, err := m.st.Pending(); err != nil || len(ops) != 0 {
+		t.Errorf("journal after the refused connect: %v %v", ops, err)
+	}
 	if err := m.RemoveNetwork("big", true); err != nil {
 		t.Fatal(err)
 	}
