@@ -41,7 +41,7 @@ func BenchmarkMemberResolve(b *testing.B) {
 // newLabB is newLab for a benchmark; only run and the B helpers below may
 // be used on it (the others report through a *testing.T).
 func newLabB(b *testing.B) *lab {
-	l := &lab{ host: fmt.Sprintf("bench-%d-host", time.Now().UnixNano()%100000), state: b.TempDir()}
+	l := &lab{host: fmt.Sprintf("bench-%d-host", time.Now().UnixNano()%100000), state: b.TempDir()}
 	if out, err := execCommand("ip", "netns", "add", l.host); err != nil {
 		b.Fatal(out, err)
 	}
