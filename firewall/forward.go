@@ -17,10 +17,6 @@ type ChainRef struct {
 	Chain  string
 }
 
-func (c ChainRef) String() string {
-	return fmt.Sprintf("%s %s %s", FamilyName(c.Family), c.Table, c.Chain)
-}
-
 // FamilyName spells a table family as nft does.
 func FamilyName(f nftables.TableFamily) string {
 	switch f {
@@ -32,19 +28,6 @@ func FamilyName(f nftables.TableFamily) string {
 		return "inet"
 	}
 	return fmt.Sprintf("family-%d", f)
-}
-
-// ParseFamily reads a family spelled as nft does.
-func ParseFamily(s string) (nftables.TableFamily, error) {
-	switch s {
-	case "ip":
-		return nftables.TableFamilyIPv4, nil
-	case "ip6":
-		return nftables.TableFamilyIPv6, nil
-	case "inet":
-		return nftables.TableFamilyINet, nil
-	}
-	return 0, fmt.Errorf("unknown table family %q", s)
 }
 
 // forwardChains lists the base chains of other tables hooked at forward;

@@ -371,23 +371,11 @@ func (m *Manager) unplug(op store.Op) error {
 	if op.HostIf == "" {
 		return unplugMember(op)
 	}
-	h, err := m.host(op.HostNetns)
-	if err != nil {
-		if gone(err) {
-			return nil
-		}
+	h, err := m.liveHost(op.HostNetns)
+	if err != nil || h == nil {
 		return err
 	}
-	l, err := h.LinkByName(op.HostIf)
-	if err != nil {
-		return err
-	}
-	if l != nil && l.Type() == "veth" {
-		if err := h.NL.LinkDel(l); err != nil {
-			return fmt.Errorf("delete veth %s: %w", op.HostIf, err)
-		}
-	}
-	return nil
+	return deleteLink(h, op.HostIf, "veth", "the host")
 }
 
 // forgetAttachment drops a membership with its leases, published ports

@@ -211,12 +211,5 @@ func unplugMember(op store.Op) error {
 		return err
 	}
 	defer ns.Close()
-	l, err := ns.LinkByName(op.IfName)
-	if err != nil || l == nil {
-		return err
-	}
-	if l.Type() != "macvlan" {
-		return fmt.Errorf("interface %s in %s is a %s, not the macvlan nsnet made", op.IfName, op.Namespace, l.Type())
-	}
-	return ns.NL.LinkDel(l)
+	return deleteLink(ns, op.IfName, "macvlan", op.Namespace)
 }

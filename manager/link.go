@@ -204,14 +204,7 @@ func (m *Manager) unlink(op store.Op) error {
 		return err
 	}
 	defer ns.Close()
-	dev, err := ns.LinkByName(op.IfName)
-	if err != nil || dev == nil {
-		return err
-	}
-	if dev.Type() != "veth" {
-		return fmt.Errorf("interface %s in %s is a %s, not the veth nsnet made", op.IfName, op.Namespace, dev.Type())
-	}
-	return ns.NL.LinkDel(dev)
+	return deleteLink(ns, op.IfName, "veth", op.Namespace)
 }
 
 // Links lists every link.

@@ -93,6 +93,35 @@ func (m *Manager) host(path string) (*kernel.NS, error) {
 	return h, nil
 }
 
+// liveHost returns a handle on the host namespace at path, or nil if that
+// namespace is gone, and everything nsnet made in it with it: the undo and
+// teardown paths then have nothing left to do there.
+func (m *Manager) liveHost(path string) (*kernel.NS, error) {
+	h, err := m.host(path)
+	if gone(err) {
+		return nil, nil
+	}
+	return h, err
+}
+
+// deleteLink deletes the device called name in ns, if it is there. nsnet
+// reserved or checked the name before making the device, so one by that
+// name is nsnet's own if it is of the kind nsnet made (typ); a device of
+// another kind is left alone, with an error.
+func deleteLink(ns *kernel.NS, name, typ, where string) error {
+	l, err := ns.LinkByName(name)
+	if err != nil || l == nil {
+		return err
+	}
+	if l.Type() != typ {
+		return fmt.Errorf("interface %s in %s is a %s, not the %s nsnet made", name, where, l.Type(), typ)
+	}
+	if err := ns.NL.LinkDel(l); err != nil {
+		return fmt.Errorf("delete %s %s in %s: %w", typ, name, where, err)
+	}
+	return nil
+}
+
 // Recover finishes or rolls back every operation a dead process left in the
 // journal and says what it did. An operation whose store transaction
 // committed had made all its kernel changes; one whose transaction did not

@@ -524,11 +524,8 @@ func (m *Manager) RemoveNetwork(name string, force bool) error {
 // name was checked free when the network was made and is reserved in the
 // store since, so a bridge by that name is the network's own.
 func (m *Manager) unbuild(op store.Op) error {
-	h, err := m.host(op.HostNetns)
-	if err != nil {
-		if gone(err) {
-			return nil // the host namespace is gone, and all within it
-		}
+	h, err := m.liveHost(op.HostNetns)
+	if err != nil || h == nil {
 		return err
 	}
 	fw, err := firewall.New(int(h.Fd()))
@@ -545,16 +542,7 @@ func (m *Manager) unbuild(op store.Op) error {
 	if op.Bridge == "" {
 		return nil
 	}
-	l, err := h.LinkByName(op.Bridge)
-	if err != nil {
-		return err
-	}
-	if l != nil && l.Type() == "bridge" {
-		if err := h.NL.LinkDel(l); err != nil {
-			return fmt.Errorf("delete bridge %s: %w", op.Bridge, err)
-		}
-	}
-	return nil
+	return deleteLink(h, op.Bridge, "bridge", "the host")
 }
 
 // forgetNetwork drops a network's record, leases and bridge name.

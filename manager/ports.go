@@ -203,11 +203,8 @@ func (m *Manager) unpublish(op store.Op) error {
 	if len(ports) == 0 {
 		return nil
 	}
-	h, err := m.host(op.HostNetns)
-	if err != nil {
-		if gone(err) {
-			return nil
-		}
+	h, err := m.liveHost(op.HostNetns)
+	if err != nil || h == nil {
 		return err
 	}
 	fw, err := firewall.New(int(h.Fd()))

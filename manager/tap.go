@@ -127,21 +127,11 @@ func makeTap(h *kernel.NS, n store.Network, d store.Tap) error {
 
 // unplugTap deletes the TAP device, if it is still there.
 func (m *Manager) unplugTap(op store.Op) error {
-	h, err := m.host(op.HostNetns)
-	if err != nil {
-		if gone(err) {
-			return nil
-		}
+	h, err := m.liveHost(op.HostNetns)
+	if err != nil || h == nil {
 		return err
 	}
-	l, err := h.LinkByName(op.HostIf)
-	if err != nil || l == nil {
-		return err
-	}
-	if l.Type() != "tuntap" {
-		return fmt.Errorf("device %s is a %s, not the TAP nsnet made", op.HostIf, l.Type())
-	}
-	return h.NL.LinkDel(l)
+	return deleteLink(h, op.HostIf, "tuntap", "the host")
 }
 
 // RemoveTap deletes a TAP device and frees its guest's addresses.
