@@ -27,11 +27,9 @@ import (
 	"github.com/nsnet/nsnet/store"
 )
 
-// RoutedDNS is where the resolver for routed networks listens in the host;
-// members ask 169.254.1.1:53 and the firewall redirects them here.
-var RoutedDNS = netip.MustParseAddrPort("127.0.0.1:35353")
-
 // RoutedGateway is the link-local gateway routed members ask for DNS.
+// nsnet puts it on the host's lo while a routed network has DNS, and the
+// resolver for a host's routed networks listens on it.
 var RoutedGateway = netip.MustParseAddr("169.254.1.1")
 
 const (
@@ -290,7 +288,7 @@ func (a *agent) refresh() (bool, error) {
 			key := "routed@" + n.HostNetns
 			r := want[key]
 			if r == nil {
-				r = &running{host: n.HostNetns, listen: []netip.AddrPort{RoutedDNS}}
+				r = &running{host: n.HostNetns, listen: []netip.AddrPort{netip.AddrPortFrom(RoutedGateway, 53)}}
 				want[key] = r
 			}
 			r.upstreams = appendNew(r.upstreams, upstreams...)

@@ -113,6 +113,16 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 			return err
 		}
 		if ports := expandPorts(a.Ports, a.Addrs); len(ports) > 0 {
+			// The first published port of a host brings the DNAT chains.
+			if !tx.HostHasPorts(n.HostNetns) {
+				nets, err := hostNetworks(tx, n.HostNetns, "")
+				if err != nil {
+					return err
+				}
+				if err := syncHost(h, nets, true); err != nil {
+					return err
+				}
+			}
 			fw, err := firewall.New(int(h.Fd()))
 			if err != nil {
 				return err
@@ -285,7 +295,9 @@ func (m *Manager) plugVeth(h, ns *kernel.NS, n store.Network, a store.Attachment
 // inside the member's namespace, and labels the host end.
 func makeVeth(h, ns *kernel.NS, n store.Network, a store.Attachment) (*netlink.Veth, error) {
 	veth := &netlink.Veth{
-		LinkAttrs: netlink.LinkAttrs{Name: a.HostIf, MTU: n.MTU, TxQLen: -1},
+		// The host end's MAC is chosen here so that a routed member can
+		// be told it without asking the kernel.
+		LinkAttrs: netlink.LinkAttrs{Name: a.HostIf, MTU: n.MTU, TxQLen: -1, HardwareAddr: randomMAC()},
 		PeerName:  a.IfName, PeerNamespace: netlink.NsFd(int(ns.Fd())),
 	}
 	if err := h.NL.LinkAdd(veth); err != nil {
@@ -355,7 +367,22 @@ func (m *Manager) Disconnect(network, ns string) error {
 			return err
 		}
 		crash.Point("disconnect/veth-deleted")
-		return forgetAttachment(tx, op)
+		if err := forgetAttachment(tx, op); err != nil {
+			return err
+		}
+		// The last published port of a host takes the DNAT chains along.
+		if len(op.Ports) == 0 || tx.HostHasPorts(op.HostNetns) {
+			return nil
+		}
+		h, err := m.liveHost(op.HostNetns)
+		if err != nil || h == nil {
+			return err
+		}
+		nets, err := hostNetworks(tx, op.HostNetns, "")
+		if err != nil {
+			return err
+		}
+		return syncHost(h, nets, false)
 	}, nil)
 	if err != nil {
 		return fmt.Errorf("disconnect %s from %s: %w", ns, network, err)

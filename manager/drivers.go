@@ -101,9 +101,18 @@ func (m *Manager) plugRouted(h, ns *kernel.NS, n store.Network, a store.Attachme
 			return fmt.Errorf("host route to %s: %w", p.Addr(), err)
 		}
 		gw := routedGateway4
+		family := netlink.FAMILY_V4
 		if p.Addr().Is6() {
-			gw = routedGateway6
-		} else {
+			gw, family = routedGateway6, netlink.FAMILY_V6
+		}
+		// A permanent neighbour entry for the gateway: the member never
+		// has to ask, and the host needs no ARP answer for an address it
+		// may own (whatever its arp_ignore says).
+		neigh := &netlink.Neigh{LinkIndex: peer.Attrs().Index, Family: family, State: netlink.NUD_PERMANENT, IP: gw.AsSlice(), HardwareAddr: veth.Attrs().HardwareAddr}
+		if err := ns.NL.NeighSet(neigh); err != nil {
+			return fmt.Errorf("neighbour %s in %s: %w", gw, a.Namespace, err)
+		}
+		if p.Addr().Is4() {
 			onlink := &netlink.Route{LinkIndex: peer.Attrs().Index, Dst: kernel.PrefixNet(netip.PrefixFrom(gw, 32)), Scope: netlink.SCOPE_LINK}
 			if err := ns.NL.RouteReplace(onlink); err != nil {
 				return fmt.Errorf("route to %s in %s: %w", gw, a.Namespace, err)

@@ -176,12 +176,12 @@ func (m *Manager) recoverOp(o store.Op) (string, error) {
 		if committed {
 			return "completed", nil
 		}
-		return "rolled back", errors.Join(m.unpublish(o), m.unplug(o), forgetResolver(o))
+		return "rolled back", errors.Join(m.unpublish(o), m.unplug(o), forgetResolver(o), m.resyncPorts(o))
 	case store.OpNetCreate:
 		if committed {
 			return "completed", nil
 		}
-		return "rolled back", m.unbuild(o)
+		return "rolled back", m.unbuild(nil, o)
 	case store.OpNSCreate:
 		if committed {
 			return "completed", nil
@@ -191,9 +191,12 @@ func (m *Manager) recoverOp(o store.Op) (string, error) {
 		if err := errors.Join(m.unpublish(o), m.unplug(o), forgetResolver(o)); err != nil {
 			return "", err
 		}
-		return "finished", m.st.Update(func(tx *store.Tx) error { return forgetAttachment(tx, o) })
+		if err := m.st.Update(func(tx *store.Tx) error { return forgetAttachment(tx, o) }); err != nil {
+			return "", err
+		}
+		return "finished", m.resyncPorts(o)
 	case store.OpNetRemove:
-		if err := m.unbuild(o); err != nil {
+		if err := m.unbuild(nil, o); err != nil {
 			return "", err
 		}
 		return "finished", m.st.Update(func(tx *store.Tx) error { return forgetNetwork(tx, o) })
@@ -329,6 +332,17 @@ func (m *Manager) GC() ([]string, error) {
 			return done, fmt.Errorf("remove membership of vanished namespace %s in %s: %w", a.Namespace, a.Network, err)
 		}
 		done = append(done, fmt.Sprintf("removed membership of vanished namespace %s in network %s", a.Namespace, a.Network))
+	}
+	// Rebuild every host's table and routed DNS address, in case someone
+	// deleted or changed them.
+	var hosts []string
+	if err := m.st.View(func(tx *store.Tx) (err error) { hosts, err = hostsInUse(tx); return err }); err != nil {
+		return done, err
+	}
+	for _, h := range hosts {
+		if err := m.resyncHost(h, ""); err != nil {
+			return done, fmt.Errorf("rebuild host namespace %s: %w", h, err)
+		}
 	}
 	var links []store.Link
 	var nss []store.Namespace

@@ -11,7 +11,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/nsnet/nsnet/agent"
 	"github.com/nsnet/nsnet/crash"
 	"github.com/nsnet/nsnet/firewall"
 	"github.com/nsnet/nsnet/ipam"
@@ -83,7 +82,7 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 		return op, m.checkNetworkFree(tx, n)
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("net-create/recorded")
-		if err := m.buildNetwork(&n); err != nil {
+		if err := m.buildNetwork(tx, &n); err != nil {
 			return err
 		}
 		crash.Point("net-create/built")
@@ -101,7 +100,7 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 			return nil
 		}
 		return tx.ReserveIfName(n.Bridge, ownerNetwork(n.Name))
-	}, m.unbuild)
+	}, func(op store.Op) error { return m.unbuild(nil, op) })
 	if err != nil {
 		return store.Network{}, fmt.Errorf("network %q: %w", spec.Name, err)
 	}
@@ -353,7 +352,7 @@ func splitNUL(s string) []string {
 
 // buildNetwork makes the host match a network; every step may be repeated.
 // It records in n which host forward chains it opened.
-func (m *Manager) buildNetwork(n *store.Network) error {
+func (m *Manager) buildNetwork(tx *store.Tx, n *store.Network) error {
 	h, err := m.host(n.HostNetns)
 	if err != nil {
 		return err
@@ -370,17 +369,18 @@ func (m *Manager) buildNetwork(n *store.Network) error {
 	case DriverMacvlan:
 		return nil // members hang off the parent; the host needs nothing
 	}
+	nets, err := hostNetworks(tx, n.HostNetns, n.Name)
+	if err != nil {
+		return err
+	}
+	if err := syncHost(h, append(nets, *n), tx.HostHasPorts(n.HostNetns)); err != nil {
+		return err
+	}
 	fw, err := firewall.New(int(h.Fd()))
 	if err != nil {
 		return err
 	}
-	rules := firewall.Network{Name: n.Name, Bridge: n.Bridge, Subnets: n.Subnets, Masquerade: n.NAT, Internal: n.Internal, Isolate: !n.NoIsolate}
-	if n.DNS && n.Driver == DriverRouted {
-		rules.DNSRedirect = agent.RoutedDNS
-	}
-	if err := fw.SetNetwork(rules); err != nil {
-		return err
-	}
+	rules := firewallNetwork(*n)
 	if n.Internal || n.NoHostFirewall {
 		return nil
 	}
@@ -509,7 +509,7 @@ func (m *Manager) RemoveNetwork(name string, force bool) error {
 		return store.Op{Kind: store.OpNetRemove, Network: name, HostNetns: n.HostNetns, Bridge: n.Bridge, Subnets: n.Subnets}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("net-rm/recorded")
-		if err := m.unbuild(op); err != nil {
+		if err := m.unbuild(tx, op); err != nil {
 			return err
 		}
 		return forgetNetwork(tx, op)
@@ -520,19 +520,30 @@ func (m *Manager) RemoveNetwork(name string, force bool) error {
 	return nil
 }
 
-// unbuild removes a network's rules and bridge from its host. The bridge's
-// name was checked free when the network was made and is reserved in the
-// store since, so a bridge by that name is the network's own.
-func (m *Manager) unbuild(op store.Op) error {
+// unbuild removes a network's rules and bridge from its host: the host is
+// rebuilt for its other networks, read from tx or, when tx is nil, from
+// the store. The bridge's name was checked free when the network was made
+// and is reserved in the store since, so a bridge by that name is the
+// network's own.
+func (m *Manager) unbuild(tx *store.Tx, op store.Op) error {
 	h, err := m.liveHost(op.HostNetns)
 	if err != nil || h == nil {
 		return err
 	}
-	fw, err := firewall.New(int(h.Fd()))
+	if tx != nil {
+		nets, err := hostNetworks(tx, op.HostNetns, op.Network)
+		if err != nil {
+			return err
+		}
+		err = syncHost(h, nets, tx.HostHasPorts(op.HostNetns))
+	} else {
+		err = m.resyncHost(op.HostNetns, op.Network)
+	}
 	if err != nil {
 		return err
 	}
-	if err := fw.RemoveNetwork(op.Network, op.Subnets); err != nil {
+	fw, err := firewall.New(int(h.Fd()))
+	if err != nil {
 		return err
 	}
 	if err := fw.CloseForward(op.Network); err != nil {

@@ -602,6 +602,14 @@ func (t *Tx) DeletePort(host, proto string, port uint16, hostIP netip.Addr) erro
 	return t.bucket(bPorts).Delete(portKey(host, proto, port, hostIP))
 }
 
+// HostHasPorts reports whether any port is published in the host
+// namespace at host.
+func (t *Tx) HostHasPorts(host string) bool {
+	prefix := []byte(host + "\x00")
+	k, _ := t.bucket(bPorts).Cursor().Seek(prefix)
+	return k != nil && len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix)
+}
+
 // HasPorts reports whether any host port is published.
 func (t *Tx) HasPorts() bool {
 	k, _ := t.bucket(bPorts).Cursor().First()

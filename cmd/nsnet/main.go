@@ -229,7 +229,14 @@ func netCmd(g *globals) *cobra.Command {
 					return err
 				}
 				return g.print(cmd.OutOrStdout(), n, func(w io.Writer) {
-					fmt.Fprintf(w, "network %s: bridge %s, subnets %s, gateways %s\n", n.Name, n.Bridge, joinPrefixes(n.Subnets), joinAddrs(n.Gateways))
+					dev := "bridge " + n.Bridge
+					switch {
+					case n.Driver == "macvlan":
+						dev = "macvlan on " + n.Parent
+					case n.Bridge == "":
+						dev = n.Driver
+					}
+					fmt.Fprintf(w, "network %s: %s, subnets %s, gateways %s\n", n.Name, dev, joinPrefixes(n.Subnets), joinAddrs(n.Gateways))
 				})
 			})
 		},

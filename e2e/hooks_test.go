@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// chains lists the chains of nsnet's table in the lab's host, as nft sees
+// them.
+func (l *lab) chains() []string {
+	l.t.Helper()
+	var names []string
+	inTable := false
+	for _, line := range strings.Split(l.fixture("ip", "netns", "exec", l.host, "nft", "list", "chains", "inet"), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[0] == "table":
+			inTable = f[2] == "nsnet"
+		case inTable && len(f) >= 2 && f[0] == "chain":
+			names = append(names, f[1])
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// tracked counts the connections the host's conntrack holds. Without
+// nf_conntrack loaded there is no such file, and nothing is tracked.
+func (l *lab) tracked() int {
+	l.t.Helper()
+	out := l.fixture("ip", "netns", "exec", l.host, "sh", "-c", "cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null || echo 0")
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		l.t.Fatalf("conntrack count %q: %v", out, err)
+	}
+	return n
+}
+
+// TestRoutedForwardingPath checks that a routed network with its defaults
+// (DNS, isolation, no NAT, no ports) leaves the host's forwarding path
+// alone: no chain of nsnet's is hooked where forwarded packets pass, and
+// conntrack sees none of them. Published ports, NAT and a second isolated
+// network bring exactly the chains they need, and take them away again.
+func TestRoutedForwardingPath(t *testing.T) {
+	l := newLab(t)
+	out := l.addOutside()
+	l.fixture("ip", "-n", out, "route", "add", "10.0.21.0/24", "via", uplinkHost)
+	seen := listen(t, out, net.JoinHostPort(server, "9200"))
+	r1, r2, b := l.ns("r1"), l.ns("r2"), l.ns("b")
+
+	l.must("net", "create", "rt", "--driver", "routed", "--subnet", "10.0.21.0/24")
+	l.must("net", "connect", "rt", r1)
+	if got, want := l.chains(), []string{"input"}; !slices.Equal(got, want) {
+		t.Errorf("chains with a lone routed network = %v, want %v", got, want)
+	}
+	lo := l.fixture("ip", "-n", l.host, "addr", "show", "dev", "lo")
+	if !strings.Contains(lo, "169.254.1.1/32 scope host lo:nsnet") {
+		t.Errorf("the routed gateway is not on the host's lo for DNS:\n%s", lo)
+	}
+	if src, err := dial(r1, net.JoinHostPort(server, "9200")); err != nil {
+		t.Fatalf("routed member to the outside: %v", err)
+	} else if <-seen; src != l.addrOf("rt", r1, false) {
+		t.Errorf("the outside saw %s, want the member's own address", src)
+	}
+	if n := l.tracked(); n != 0 {
+		t.Errorf("conntrack holds %d connections of a routed network without NAT or ports, want 0", n)
+	}
+	if _, err := l.run("exec", r1, "--", "getent", "hosts", r1); err != nil {
+		t.Errorf("DNS at 169.254.1.1 from a routed member: %v", err)
+	}
+
+	// A published port brings DNAT, and with it conntrack.
+	l.must("net", "connect", "rt", r2, "-p", "8080:80")
+	if got, want := l.chains(), []string{"input", "output", "postrouting", "prerouting"}; !slices.Equal(got, want) {
+		t.Errorf("chains with a published port = %v, want %v", got, want)
+	}
+	l.must("net", "disconnect", "rt", r2)
+	if got, want := l.chains(), []string{"input"}; !slices.Equal(got, want) {
+		t.Errorf("chains after the last port went = %v, want %v", got, want)
+	}
+
+	// A second isolated network needs the forward checks; without NAT or
+	// ports they need no conntrack.
+	l.must("net", "create", "plain", "--subnet", "10.0.22.0/24", "--no-nat")
+	l.must("net", "connect", "plain", b)
+	if got, want := l.chains(), []string{"forward", "input"}; !slices.Equal(got, want) {
+		t.Errorf("chains with two isolated networks = %v, want %v", got, want)
+	}
+	if rules := l.fixture("ip", "netns", "exec", l.host, "nft", "list", "table", "inet", "nsnet"); strings.Contains(rules, "ct ") {
+		t.Errorf("rules use conntrack with nothing to NAT:\n%s", rules)
+	}
+	l.mustNotPing(r1, l.addrOf("plain", b, false))
+	l.mustNotPing(b, l.addrOf("rt", r1, false))
+
+	l.must("net", "rm", "--force", "plain")
+	l.must("net", "rm", "--force", "rt")
+	if got := l.nftTables(); strings.Contains(got, "nsnet") {
+		t.Errorf("nsnet's table outlived its networks: %s", got)
+	}
+	if lo := l.fixture("ip", "-n", l.host, "addr", "show", "dev", "lo"); strings.Contains(lo, "169.254.1.1") {
+		t.Errorf("the routed gateway stayed on lo after the last routed network:\n%s", lo)
+	}
+}
+
+// TestGCRebuildsTable deletes nsnet's table behind its back; gc must put
+// it back, isolation and NAT included.
+func TestGCRebuildsTable(t *testing.T) {
+	l := newLab(t)
+	out := l.addOutside()
+	seen := listen(t, out, net.JoinHostPort(server, "9201"))
+	a, b := l.ns("a"), l.ns("b")
+	l.must("net", "create", "one", "--subnet", "10.0.23.0/24")
+	l.must("net", "create", "two", "--subnet", "10.0.24.0/24")
+	l.must("net", "connect", "one", a)
+	l.must("net", "connect", "two", b)
+	l.fixture("ip", "netns", "exec", l.host, "nft", "delete", "table", "inet", "nsnet")
+	l.mustPing(a, l.addrOf("two", b, false)) // nothing isolates them now
+
+	l.must("gc")
+	l.mustNotPing(a, l.addrOf("two", b, false))
+	if src, err := dial(a, net.JoinHostPort(server, "9201")); err != nil {
+		t.Errorf("after gc, a member cannot reach the outside: %v", err)
+	} else if <-seen; src != uplinkHost {
+		t.Errorf("after gc the outside saw %s, want the masqueraded %s", src, uplinkHost)
+	}
+}

@@ -1,0 +1,141 @@
+package manager
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsnet/nsnet/firewall"
+	"github.com/nsnet/nsnet/kernel"
+	"github.com/nsnet/nsnet/store"
+)
+
+// dnsLabel marks the routed gateway address nsnet puts on the host's lo,
+// so that nsnet only ever removes its own.
+const dnsLabel = "lo:nsnet"
+
+// hostNetworks lists the networks of one host namespace that the host's
+// firewall serves (macvlan networks have nothing in the host), leaving
+// out the one called except.
+func hostNetworks(tx *store.Tx, host, except string) ([]store.Network, error) {
+	all, err := tx.Networks()
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Network
+	for _, n := range all {
+		if n.HostNetns == host && n.Name != except && n.Driver != DriverMacvlan {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// syncHost makes the host namespace match what its networks need of it as
+// a whole: nsnet's nftables table, and the routed gateway address that the
+// resolver for routed networks listens on. Every call may be repeated.
+func syncHost(h *kernel.NS, nets []store.Network, ports bool) error {
+	state := firewall.Host{Ports: ports}
+	routedDNS := false
+	for _, n := range nets {
+		state.Networks = append(state.Networks, firewallNetwork(n))
+		routedDNS = routedDNS || (n.Driver == DriverRouted && n.DNS)
+	}
+	fw, err := firewall.New(int(h.Fd()))
+	if err != nil {
+		return err
+	}
+	if err := fw.Sync(state); err != nil {
+		return err
+	}
+	return setRoutedDNSAddr(h, routedDNS)
+}
+
+func firewallNetwork(n store.Network) firewall.Network {
+	return firewall.Network{Name: n.Name, Bridge: n.Bridge, Subnets: n.Subnets, Masquerade: n.NAT, Internal: n.Internal, Isolate: !n.NoIsolate}
+}
+
+// setRoutedDNSAddr adds (or removes) 169.254.1.1/32 on the host's lo. Routed
+// members send DNS queries to their gateway, 169.254.1.1; with the address
+// local, the agent's resolver answers there directly. Redirecting the
+// queries with DNAT instead would turn on connection tracking for every
+// packet the host forwards. Scope host keeps the kernel from choosing the
+// address as a source for anything else.
+func setRoutedDNSAddr(h *kernel.NS, want bool) error {
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	if lo == nil {
+		return errors.New("the host namespace has no lo")
+	}
+	addr := &netlink.Addr{IPNet: kernel.PrefixNet(netip.PrefixFrom(routedGateway4, 32)), Scope: unix.RT_SCOPE_HOST, Label: dnsLabel}
+	if want {
+		if err := h.NL.AddrReplace(lo, addr); err != nil {
+			return fmt.Errorf("add %s to lo for routed networks' DNS: %w", routedGateway4, err)
+		}
+		return nil
+	}
+	have, err := kernel.Retry(func() ([]netlink.Addr, error) { return h.NL.AddrList(lo, netlink.FAMILY_V4) })
+	if err != nil {
+		return fmt.Errorf("read addresses of lo: %w", err)
+	}
+	for _, a := range have {
+		if p, ok := kernel.ToPrefix(a.IPNet); ok && p.Addr() == routedGateway4 && a.Label == dnsLabel {
+			if err := h.NL.AddrDel(lo, addr); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				return fmt.Errorf("remove %s from lo: %w", routedGateway4, err)
+			}
+		}
+	}
+	return nil
+}
+
+// resyncHost rebuilds the host namespace at path from the store, leaving
+// out the network called except. It must not run inside a store
+// transaction. A host namespace that is gone needs nothing.
+func (m *Manager) resyncHost(path, except string) error {
+	h, err := m.liveHost(path)
+	if err != nil || h == nil {
+		return err
+	}
+	var nets []store.Network
+	var ports bool
+	if err := m.st.View(func(tx *store.Tx) (err error) {
+		ports = tx.HostHasPorts(path)
+		nets, err = hostNetworks(tx, path, except)
+		return err
+	}); err != nil {
+		return err
+	}
+	return syncHost(h, nets, ports)
+}
+
+// hostsInUse lists the host namespaces that have networks.
+func hostsInUse(tx *store.Tx) ([]string, error) {
+	all, err := tx.Networks()
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range all {
+		if !seen[n.HostNetns] {
+			seen[n.HostNetns] = true
+			out = append(out, n.HostNetns)
+		}
+	}
+	return out, nil
+}
+
+// resyncPorts rebuilds the host of an interrupted connect or disconnect
+// that published ports, whose table may still carry the chains for ports
+// that are gone.
+func (m *Manager) resyncPorts(o store.Op) error {
+	if len(o.Ports) == 0 {
+		return nil
+	}
+	return m.resyncHost(o.HostNetns, "")
+}
