@@ -219,3 +219,29 @@ func TestCrashWithPorts(t *testing.T) {
 	l.must("ns", "rm", b)
 	assertClean(t, l)
 }
+
+// TestDefaultRouteRestored kills a `connect --default-route` after it
+// replaced the member's default route: rolling it back must put the old
+// route back, not leave the member with none.
+func TestDefaultRouteRestored(t *testing.T) {
+	for _, driver := range []string{"bridge", "routed"} {
+		t.Run(driver, func(t *testing.T) {
+			l := newLab(t)
+			a := l.ns("a")
+			l.must("net", "create", "first", "--subnet", "10.84.0.0/24", "--subnet", "fd00:84::/64")
+			l.must("net", "create", "second", "--driver", driver, "--subnet", "10.85.0.0/24", "--subnet", "fd00:85::/64")
+			l.must("net", "connect", "first", a)
+			before := l.fixture("ip", "-n", a, "-4", "route", "show", "default") + l.fixture("ip", "-n", a, "-6", "route", "show", "default")
+			_, err := l.runEnv([]string{"NSNET_CRASH_AT=connect/plugged"}, "net", "connect", "second", a, "--default-route")
+			if err == nil || !strings.Contains(err.Error(), "signal: killed") {
+				t.Fatalf("crash point not reached: %v", err)
+			}
+			l.must("gc")
+			after := l.fixture("ip", "-n", a, "-4", "route", "show", "default") + l.fixture("ip", "-n", a, "-6", "route", "show", "default")
+			if after != before {
+				t.Errorf("default routes after the rollback:\n%s\nwant the ones before:\n%s", after, before)
+			}
+			l.mustPing(a, "10.84.0.1")
+		})
+	}
+}

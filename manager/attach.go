@@ -105,8 +105,14 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 			return store.Op{}, err
 		}
 		a.Ports, a.Aliases = spec.Ports, spec.Aliases
+		var routes []store.Route
+		if spec.DefaultRoute {
+			if routes, err = defaultRoutes(ns); err != nil {
+				return store.Op{}, fmt.Errorf("read default routes in %s: %w", a.Namespace, err)
+			}
+		}
 		return store.Op{Kind: store.OpConnect, Network: n.Name, Namespace: a.Namespace,
-			HostNetns: n.HostNetns, HostIf: a.HostIf, IfName: a.IfName, Addrs: a.Addrs, Ports: a.Ports}, nil
+			HostNetns: n.HostNetns, HostIf: a.HostIf, IfName: a.IfName, Addrs: a.Addrs, Ports: a.Ports, Routes: routes}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("connect/recorded")
 		if err := m.plug(h, ns, n, a, spec.DefaultRoute); err != nil {
@@ -150,7 +156,7 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 		}
 		return tx.PutAttachment(a)
 	}, func(op store.Op) error {
-		return errors.Join(m.unpublish(op), m.unplug(op), setResolver(a.Namespace, n, false))
+		return errors.Join(m.unpublish(op), m.unplug(op), setResolver(a.Namespace, n, false), restoreRoutes(op))
 	})
 	return a, err
 }

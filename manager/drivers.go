@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -204,6 +205,63 @@ func defaultRouteVia(ns *kernel.NS, link netlink.Link, gw netip.Addr, replace bo
 		r.Flags = int(netlink.FLAG_ONLINK)
 	}
 	return ns.NL.RouteReplace(r)
+}
+
+// defaultRoutes lists the namespace's default routes through a gateway,
+// of both families, with their interfaces' names.
+func defaultRoutes(ns *kernel.NS) ([]store.Route, error) {
+	routes, err := kernel.Retry(func() ([]netlink.Route, error) {
+		return ns.NL.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Route
+	for _, r := range routes {
+		d, ok := kernel.ToPrefix(r.Dst)
+		gw, gok := netip.AddrFromSlice(r.Gw)
+		if (ok && d.Bits() != 0) || !gok {
+			continue
+		}
+		l, err := ns.NL.LinkByIndex(r.LinkIndex)
+		if err != nil {
+			return nil, fmt.Errorf("interface %d: %w", r.LinkIndex, err)
+		}
+		out = append(out, store.Route{Gateway: gw.Unmap(), Dev: l.Attrs().Name})
+	}
+	return out, nil
+}
+
+// restoreRoutes puts back the default routes an undone connect replaced,
+// those whose interface is still there. The new default route went with
+// the connect's own device.
+func restoreRoutes(op store.Op) error {
+	if len(op.Routes) == 0 {
+		return nil
+	}
+	ns, err := openNamespace(op.Namespace)
+	if gone(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	var errs []error
+	for _, r := range op.Routes {
+		l, err := ns.LinkByName(r.Dev)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if l == nil {
+			continue
+		}
+		if err := defaultRouteVia(ns, l, r.Gateway, true); err != nil {
+			errs = append(errs, fmt.Errorf("restore default route via %s dev %s in %s: %w", r.Gateway, r.Dev, op.Namespace, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // unplugMember deletes a member device that lives only inside its

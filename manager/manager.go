@@ -176,7 +176,7 @@ func (m *Manager) recoverOp(o store.Op) (string, error) {
 		if committed {
 			return "completed", nil
 		}
-		return "rolled back", errors.Join(m.unpublish(o), m.unplug(o), forgetResolver(o), m.resyncPorts(o))
+		return "rolled back", errors.Join(m.unpublish(o), m.unplug(o), forgetResolver(o), restoreRoutes(o), m.resyncPorts(o))
 	case store.OpNetCreate:
 		if committed {
 			return "completed", nil

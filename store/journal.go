@@ -36,9 +36,18 @@ type Op struct {
 	// Subnets are a network's, for undoing its isolation entries.
 	Subnets []netip.Prefix `json:"subnets,omitempty"`
 	// Ports are a member's published ports, for unpublishing them.
-	Ports   []PortMap `json:"ports,omitempty"`
+	Ports []PortMap `json:"ports,omitempty"`
+	// Routes are the member's default routes before a connect that
+	// replaces them, to put back if the connect is undone.
+	Routes  []Route   `json:"routes,omitempty"`
 	PID     int       `json:"pid"`
 	Started time.Time `json:"started"`
+}
+
+// Route is a default route through a gateway on a named interface.
+type Route struct {
+	Gateway netip.Addr `json:"gateway"`
+	Dev     string     `json:"dev"`
 }
 
 // Operation kinds.
