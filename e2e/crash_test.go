@@ -245,3 +245,105 @@ func TestDefaultRouteRestored(t *testing.T) {
 		})
 	}
 }
+
+// TestCrashRecoveryOtherOps kills nsnet inside namespace, link and TAP
+// operations; gc must roll creations back and finish removals, leaving
+// the kernel and the store agreeing.
+func TestCrashRecoveryOtherOps(t *testing.T) {
+	count := func(l *lab, args ...string) int {
+		var v []map[string]any
+		l.jsonOf(&v, args...)
+		return len(v)
+	}
+	cases := []struct {
+		point string
+		setup func(l *lab, a, b string)
+		run   []string // the command killed; a and b stand for the namespaces
+		check func(t *testing.T, l *lab, a, b string)
+	}{
+		{"ns-create/recorded", nil, []string{"ns", "create", "fresh"}, checkNoNamespace("fresh")},
+		{"ns-create/created", nil, []string{"ns", "create", "fresh"}, checkNoNamespace("fresh")},
+		{"ns-rm/unmounted", nil, []string{"ns", "rm", "A"}, func(t *testing.T, l *lab, a, b string) { checkNoNamespace(a)(t, l, a, b) }},
+		{"link-create/created", nil, []string{"link", "create", "A", "B", "--subnet", "10.86.0.0/30"}, func(t *testing.T, l *lab, a, b string) {
+			if n := count(l, "link", "ls"); n != 0 {
+				t.Errorf("%d links recorded after rollback, want 0", n)
+			}
+			checkNSLinks(t, l, a, []string{"lo"})
+			checkNSLinks(t, l, b, []string{"lo"})
+			l.must("link", "create", a, b, "--subnet", "10.86.0.0/30")
+			l.mustPing(a, "10.86.0.2")
+		}},
+		{"link-rm/deleted", func(l *lab, a, b string) { l.must("link", "create", a, b, "--subnet", "10.86.0.0/30") },
+			[]string{"link", "rm", "A", "B"}, func(t *testing.T, l *lab, a, b string) {
+				if n := count(l, "link", "ls"); n != 0 {
+					t.Errorf("%d links recorded after the finished rm, want 0", n)
+				}
+				checkNSLinks(t, l, a, []string{"lo"})
+				checkNSLinks(t, l, b, []string{"lo"})
+			}},
+		{"tap-create/created", nil, []string{"tap", "create", "tapc", "--net", "t"}, func(t *testing.T, l *lab, a, b string) {
+			if n := count(l, "tap", "ls"); n != 0 {
+				t.Errorf("%d TAPs recorded after rollback, want 0", n)
+			}
+			if slices.Contains(l.hostLinks(), "tapc") {
+				t.Errorf("TAP device tapc left in the host")
+			}
+			// Its lease was freed: the next TAP gets the same address.
+			out := l.must("tap", "create", "tapc", "--net", "t")
+			if !strings.Contains(out, "10.87.0.2") {
+				t.Errorf("TAP after rollback: %q, want the freed 10.87.0.2", out)
+			}
+		}},
+		{"tap-rm/deleted", func(l *lab, a, b string) { l.must("tap", "create", "tapc", "--net", "t") },
+			[]string{"tap", "rm", "tapc"}, func(t *testing.T, l *lab, a, b string) {
+				if n := count(l, "tap", "ls"); n != 0 {
+					t.Errorf("%d TAPs recorded after the finished rm, want 0", n)
+				}
+				if slices.Contains(l.hostLinks(), "tapc") {
+					t.Errorf("TAP device tapc left in the host")
+				}
+			}},
+	}
+	for _, c := range cases {
+		t.Run(strings.ReplaceAll(c.point, "/", "-"), func(t *testing.T) {
+			l := newLab(t)
+			a, b := l.ns("a"), l.ns("b")
+			l.must("net", "create", "t", "--subnet", "10.87.0.0/24")
+			if c.setup != nil {
+				c.setup(l, a, b)
+			}
+			args := slices.Clone(c.run)
+			for i, s := range args {
+				switch s {
+				case "A":
+					args[i] = a
+				case "B":
+					args[i] = b
+				}
+			}
+			if _, err := l.runEnv([]string{"NSNET_CRASH_AT=" + c.point}, args...); err == nil || !strings.Contains(err.Error(), "signal: killed") {
+				t.Fatalf("crash point %s not reached: %v", c.point, err)
+			}
+			if out := l.must("gc"); !strings.Contains(out, "interrupted") {
+				t.Errorf("gc output %q does not report the recovery", out)
+			}
+			c.check(t, l, a, b)
+			if out := l.must("gc"); strings.Contains(out, "interrupted") {
+				t.Errorf("a second gc still recovers something: %q", out)
+			}
+		})
+	}
+}
+
+// checkNoNamespace checks that name is neither mounted nor recorded.
+func checkNoNamespace(name string) func(t *testing.T, l *lab, a, b string) {
+	return func(t *testing.T, l *lab, a, b string) {
+		t.Helper()
+		if strings.Contains(l.fixture("ip", "netns", "list"), name) {
+			t.Errorf("namespace %s is still mounted", name)
+		}
+		if strings.Contains(l.must("ns", "ls"), name) {
+			t.Errorf("namespace %s is still recorded", name)
+		}
+	}
+}

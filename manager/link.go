@@ -180,6 +180,7 @@ func (m *Manager) RemoveLink(a, b string) error {
 		if err := m.unlink(op); err != nil {
 			return err
 		}
+		crash.Point("link-rm/deleted")
 		return tx.DeleteLink(a, b)
 	}, nil)
 	if err != nil {

@@ -47,6 +47,7 @@ func (m *Manager) CreateNamespace(name, share string) error {
 		} else if err := m.buildNamespace(name); err != nil {
 			return err
 		}
+		crash.Point("ns-create/created")
 		return tx.PutNamespace(store.Namespace{Name: name, Shares: share, Created: time.Now().UTC()})
 	}, func(op store.Op) error { return unmountNamespace(op.Namespace) })
 	if err != nil {
@@ -148,6 +149,7 @@ func (m *Manager) RemoveNamespace(name string) error {
 		if err := unmountNamespace(name); err != nil {
 			return err
 		}
+		crash.Point("ns-rm/unmounted")
 		return tx.DeleteNamespace(name)
 	}, nil)
 	if err != nil {

@@ -153,6 +153,7 @@ func (m *Manager) RemoveTap(name string) error {
 		if err := m.unplugTap(op); err != nil {
 			return err
 		}
+		crash.Point("tap-rm/deleted")
 		return forgetTap(tx, op)
 	}, nil)
 	if err != nil {
