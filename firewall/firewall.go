@@ -27,7 +27,7 @@ const (
 	chainInput       = "input"
 	chainPostrouting = "postrouting"
 	tagPrefix        = "nsnet:network="
-	tagStatic        = "nsnet:ports"
+	tagStatic        = "nsnet:shared"
 )
 
 // Network is what the firewall must do for one network.
