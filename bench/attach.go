@@ -26,10 +26,38 @@ type AttachResult struct {
 	Elapsed time.Duration `json:"elapsed_ns"`
 }
 
+// attachKind is one kind of network the attach benchmark connects
+// members to: the tools that contend, where members' addresses come from,
+// what the outside routes back, and what is checked once all are attached.
+type attachKind struct {
+	// title starts the progress lines; hostPrefix the host namespaces'
+	// names, so two kinds never share a host.
+	title, hostPrefix string
+	tools             []toolInfo
+	// addr is member i's address, for the tools that take one from the
+	// caller (by hand, floor, netavark).
+	addr func(i int) netip.Addr
+	// routesBack are the subnets the outside routes back via the host's
+	// uplink (none where the host masquerades).
+	routesBack []netip.Prefix
+	// checks run in order after every member is attached; each says what
+	// it found.
+	checks []attachCheck
+}
+
+// attachCheck checks the members a tool attached in host h.
+type attachCheck func(h *host, tool Tool, members []member) (found string, err error)
+
+// bridgeKind is section 1: a bridge network with a gateway and masquerade.
+var bridgeKind = attachKind{
+	title: "attach/teardown", hostPrefix: "h", tools: attachTools, addr: memberAddr,
+	checks: []attachCheck{checkBridgeMembers, checkBridgeNAT},
+}
+
 // runAttach builds a fresh host, attaches every member with the tool, one
 // timed operation each, checks the result, then detaches them all in the
 // same order, one timed operation each.
-func (r *runner) runAttach(ti toolInfo, members []member) (res AttachResult) {
+func (r *runner) runAttach(kind attachKind, ti toolInfo, members []member) (res AttachResult) {
 	start := time.Now()
 	res = AttachResult{Tool: ti.key, N: len(members)}
 	defer func() { res.Elapsed = time.Since(start) }()
@@ -40,12 +68,12 @@ func (r *runner) runAttach(ti toolInfo, members []member) (res AttachResult) {
 		r.logf("  %s N=%d: %v", ti.key, len(members), err)
 		return res
 	}
-	h, err := newHost(fmt.Sprintf("h-%s-%d", ti.key, len(members)), r.bin, r.stateRoot)
+	h, err := newHost(fmt.Sprintf("%s-%s-%d", kind.hostPrefix, ti.key, len(members)), r.bin, r.stateRoot)
 	if err != nil {
 		return fail(err)
 	}
 	defer h.close()
-	if err := h.addOutside(); err != nil {
+	if err := h.addOutside(kind.routesBack...); err != nil {
 		return fail(err)
 	}
 	tool := ti.make()
@@ -68,15 +96,13 @@ func (r *runner) runAttach(ti toolInfo, members []member) (res AttachResult) {
 	}
 	var checks []string
 	if attached == len(members) {
-		if err := checkAttached(members); err != nil {
-			fail(fmt.Errorf("after attaching: %w", err))
-		} else {
-			checks = append(checks, fmt.Sprintf("%d members addressed with a default route", attached))
-		}
-		if err := checkNAT(h, members[0]); err != nil {
-			fail(fmt.Errorf("after attaching: %w", err))
-		} else {
-			checks = append(checks, "masqueraded TCP to the outside")
+		for _, check := range kind.checks {
+			found, err := check(h, tool, members)
+			if err != nil {
+				fail(fmt.Errorf("after attaching: %w", err))
+				continue
+			}
+			checks = append(checks, found)
 		}
 	}
 	for _, m := range members[:attached] {
@@ -110,6 +136,20 @@ func joinChecks(c []string) string {
 		s += x
 	}
 	return s
+}
+
+func checkBridgeMembers(_ *host, _ Tool, members []member) (string, error) {
+	if err := checkAttached(members); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d members addressed with a default route", len(members)), nil
+}
+
+func checkBridgeNAT(h *host, _ Tool, members []member) (string, error) {
+	if err := checkNAT(h, members[0]); err != nil {
+		return "", err
+	}
+	return "masqueraded TCP to the outside", nil
 }
 
 // checkAttached verifies, through netlink, that every member has an

@@ -18,8 +18,8 @@ type Config struct {
 	Ns []int
 	// Tools restricts every section to these tool keys; empty means all.
 	Tools []string
-	// Sections restricts the run to some of "attach", "ports", "datapath",
-	// "memory"; empty means all.
+	// Sections restricts the run to some of "attach", "attach-routed",
+	// "ports", "datapath", "memory"; empty means all.
 	Sections []string
 	// PortCounts are the numbers of published ports, starting with 0 (the
 	// baseline the per-port cost is measured from).
@@ -59,7 +59,7 @@ func SmokeConfig() Config {
 func FullConfig() Config {
 	return Config{
 		Ns: []int{10, 100, 1000}, PortCounts: []int{0, 1, 10, 100, 1000, 10000}, PortBudget: 60 * time.Second,
-		DataSeconds: 2, DataRepeats: 5, RRCount: 20000, MemoryRepeats: 3,
+		DataSeconds: 2, DataRepeats: 9, RRCount: 20000, MemoryRepeats: 3,
 	}
 }
 
@@ -71,9 +71,11 @@ type Results struct {
 	Versions map[string]string `json:"versions"`
 	Config   Config            `json:"-"`
 	Attach   []AttachResult    `json:"attach"`
-	Ports    []PortResult      `json:"ports"`
-	DataPath []DataPathResult  `json:"data_path"`
-	Memory   []MemoryResult    `json:"memory"`
+	// AttachRouted is section 1b: the same on a routed network.
+	AttachRouted []AttachResult   `json:"attach_routed"`
+	Ports        []PortResult     `json:"ports"`
+	DataPath     []DataPathResult `json:"data_path"`
+	Memory       []MemoryResult   `json:"memory"`
 	// MemoryFloor is the peak resident set, in KiB, that /bin/true reports
 	// when started by the launcher: no reading can be lower.
 	MemoryFloor int64         `json:"memory_floor_kib"`
@@ -148,7 +150,12 @@ func Run(cfg Config) (*Results, error) {
 	}
 	if r.wantSection("attach") {
 		for _, n := range cfg.Ns {
-			res.Attach = append(res.Attach, r.runAttachN(n)...)
+			res.Attach = append(res.Attach, r.runAttachN(n, bridgeKind)...)
+		}
+	}
+	if r.wantSection("attach-routed") {
+		for _, n := range cfg.Ns {
+			res.AttachRouted = append(res.AttachRouted, r.runAttachN(n, routedKind)...)
 		}
 	}
 	if r.wantSection("ports") {
@@ -168,20 +175,21 @@ func Run(cfg Config) (*Results, error) {
 	return res, nil
 }
 
-// runAttachN creates N member namespaces, runs every tool over them in
-// turn (each in a host of its own; members are scrubbed between tools) and
-// deletes them.
-func (r *runner) runAttachN(n int) []AttachResult {
-	r.logf("attach/teardown, N=%d", n)
+// runAttachN creates N member namespaces, runs every tool of the kind over
+// them in turn (each in a host of its own; members are scrubbed between
+// tools) and deletes them.
+func (r *runner) runAttachN(n int, kind attachKind) []AttachResult {
+	r.logf("%s, N=%d", kind.title, n)
 	members := make([]member, n)
 	var out []AttachResult
 	for i := range members {
 		members[i] = newMember("m", i)
+		members[i].Addr = kind.addr(i)
 		if err := createNetns(members[i].NS, false); err != nil {
 			for _, m := range members[:i] {
 				deleteNetns(m.NS)
 			}
-			for _, ti := range attachTools {
+			for _, ti := range kind.tools {
 				if r.wantTool(ti.key) {
 					out = append(out, AttachResult{Tool: ti.key, N: n, Err: err.Error()})
 				}
@@ -194,11 +202,11 @@ func (r *runner) runAttachN(n int) []AttachResult {
 			deleteNetns(m.NS)
 		}
 	}()
-	for _, ti := range attachTools {
+	for _, ti := range kind.tools {
 		if !r.wantTool(ti.key) {
 			continue
 		}
-		res := r.runAttach(ti, members)
+		res := r.runAttach(kind, ti, members)
 		r.logf("  %-9s N=%-5d connect median %-10s p95 %-10s teardown median %-10s p95 %-10s (%s)",
 			ti.key, n, roundDur(res.Connect.Median), roundDur(res.Connect.P95),
 			roundDur(res.Teardown.Median), roundDur(res.Teardown.P95), roundDur(res.Elapsed))

@@ -298,20 +298,29 @@ func nsnetBridgeNet(r *runner, t *dpTopo) error {
 // default route via 169.254.1.1 on its veth; the host end has no address,
 // answers ARP for the gateway by proxy, and routes the /32 to the veth.
 func handRouted(r *runner, t *dpTopo) error {
-	ip, sysctl := r.bin.IP, r.bin.Sysctl
-	addr := nthHost(routedSubnet, 0).String()
-	_, err := t.h.runAll(
-		cmd(sysctl, "-q", "-w", "net.ipv4.ip_forward=1"),
-		cmd(ip, "link", "add", "rt0", "type", "veth", "peer", "name", "eth0", "netns", t.a),
-		cmd(sysctl, "-q", "-w", "net.ipv4.conf.rt0.proxy_arp=1", "net.ipv4.neigh.rt0.proxy_delay=0"),
-		cmd(ip, "link", "set", "rt0", "up"),
-		cmd(ip, "route", "add", addr+"/32", "dev", "rt0"),
-		cmd(ip, "-n", t.a, "addr", "add", addr+"/32", "dev", "eth0"),
-		cmd(ip, "-n", t.a, "link", "set", "eth0", "up"),
-		cmd(ip, "-n", t.a, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"),
-		cmd(ip, "-n", t.a, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"),
-	)
+	_, err := t.h.runAll(append([]command{cmd(r.bin.Sysctl, "-q", "-w", "net.ipv4.ip_forward=1")},
+		handRoutedCmds(r.bin, "rt0", "eth0", t.a, nthHost(routedSubnet, 0))...)...)
 	return err
+}
+
+// handRoutedCmds are article 003's steps for one member, forwarding aside:
+// a veth whose peer is born in the member's namespace, proxy ARP without
+// delay on the host end (the kernel otherwise waits up to 0.8 s before
+// answering), the host end up with the /32 route to the member, then the
+// member's /32, link, on-link route to the gateway and default route.
+func handRoutedCmds(b *Binaries, hostIf, peer, ns string, addr netip.Addr) []command {
+	ip, a := b.IP, addr.String()+"/32"
+	gw := routedGateway.String()
+	return []command{
+		cmd(ip, "link", "add", hostIf, "type", "veth", "peer", "name", peer, "netns", ns),
+		cmd(b.Sysctl, "-q", "-w", "net.ipv4.conf."+hostIf+".proxy_arp=1", "net.ipv4.neigh."+hostIf+".proxy_delay=0"),
+		cmd(ip, "link", "set", hostIf, "up"),
+		cmd(ip, "route", "add", a, "dev", hostIf),
+		cmd(ip, "-n", ns, "addr", "add", a, "dev", peer),
+		cmd(ip, "-n", ns, "link", "set", peer, "up"),
+		cmd(ip, "-n", ns, "route", "add", gw, "dev", peer, "scope", "link"),
+		cmd(ip, "-n", ns, "route", "add", "default", "via", gw, "dev", peer),
+	}
 }
 
 func nsnetRouted(r *runner, t *dpTopo) error {

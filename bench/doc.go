@@ -6,6 +6,9 @@
 //     built with ip/nft commands, the CNI reference plugins (bridge,
 //     host-local, ipMasq), Podman's netavark, and a minimal Go program that
 //     makes only the necessary netlink calls (the floor);
+//   - the same on a routed network (article 003: a /32 per member behind a
+//     proxy-ARP host end, no NAT), for nsnet, ip commands by hand, the CNI
+//     ptp plugin and the floor (netavark has no routed mode);
 //   - the per-port cost of published ports: nsnet, CNI portmap, netavark
 //     (each a Publisher; one that cannot publish yet returns
 //     errNotImplemented and its column says so);
@@ -25,6 +28,6 @@
 // (bench/cmd/launcher).
 //
 // Run drives a whole benchmark and Report turns its Results into
-// docs/benchmarks.md and an SVG plot. The command in bench/cmd/nsbench is
+// docs/benchmarks.md and SVG plots. The command in bench/cmd/nsbench is
 // what `make bench` runs; TestSmoke runs the smoke mode in CI.
 package bench

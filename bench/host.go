@@ -18,10 +18,16 @@ var (
 	benchSubnet  = netip.MustParsePrefix("10.88.0.0/16")
 	benchGateway = netip.MustParseAddr("10.88.0.1")
 	routedSubnet = netip.MustParsePrefix("10.99.0.0/24")
-	pairSubnet   = netip.MustParsePrefix("10.98.0.0/24")
-	uplinkSubnet = netip.MustParsePrefix("198.51.100.0/24")
-	uplinkHost   = netip.MustParseAddr("198.51.100.1")
-	outsideAddr  = netip.MustParseAddr("198.51.100.2")
+	// routedNet is the routed attach benchmark's network: a /16 like the
+	// bridge's, so that N=1000 fits.
+	routedNet = netip.MustParsePrefix("10.99.0.0/16")
+	// routedGateway is article 003's link-local gateway, which the host
+	// end of each member's veth answers for by proxy ARP.
+	routedGateway = netip.MustParseAddr("169.254.1.1")
+	pairSubnet    = netip.MustParsePrefix("10.98.0.0/24")
+	uplinkSubnet  = netip.MustParsePrefix("198.51.100.0/24")
+	uplinkHost    = netip.MustParseAddr("198.51.100.1")
+	outsideAddr   = netip.MustParseAddr("198.51.100.2")
 )
 
 // nthHost returns the address i places after p's first usable one.

@@ -17,6 +17,11 @@ func Problems(res *Results) []string {
 			p = append(p, fmt.Sprintf("attach %s N=%d: %s", a.Tool, a.N, a.Err))
 		}
 	}
+	for _, a := range res.AttachRouted {
+		if a.Err != "" {
+			p = append(p, fmt.Sprintf("routed attach %s N=%d: %s", a.Tool, a.N, a.Err))
+		}
+	}
 	for _, x := range res.Ports {
 		if x.Err != "" {
 			p = append(p, fmt.Sprintf("ports %s K=%d: %s", x.Tool, x.Ports, x.Err))
@@ -80,16 +85,26 @@ func fmtKiB(k int64) string {
 	return fmt.Sprintf("%.1f MiB", float64(k)/1024)
 }
 
-func labelOf(key string) string {
-	if t, ok := toolByKey(key); ok {
-		return t.label
+func labelOf(key string) string { return labelIn(attachTools, key) }
+
+// labelIn names a tool as one section's list of tools does.
+func labelIn(tools []toolInfo, key string) string {
+	for _, t := range tools {
+		if t.key == key {
+			return t.label
+		}
 	}
 	return key
 }
 
-// Report renders the results as docs/benchmarks.md; plot is the path of
-// the SVG relative to the report.
-func Report(res *Results, plot string) string {
+// PlotPaths are where the report's plots are, relative to the report.
+type PlotPaths struct {
+	// Attach is section 1's (Plot), AttachRouted section 1b's (PlotRouted).
+	Attach, AttachRouted string
+}
+
+// Report renders the results as docs/benchmarks.md, linking the plots.
+func Report(res *Results, plots PlotPaths) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	w("# Benchmarks\n\n")
@@ -121,7 +136,8 @@ func Report(res *Results, plot string) string {
 	w("Processes are started by a small launcher process living in the host namespace (`bench/cmd/launcher`), which times them and reads their peak resident set from `wait4`.\n")
 	w("- After attaching, every member is checked through netlink (address in the subnet on a link that is up, default route via the gateway) and member 0 makes a TCP round trip to the outside, which must see the masqueraded address; after teardown, the members must hold nothing but `lo`.\n\n")
 
-	writeAttach(&b, res, plot)
+	writeAttach(&b, res, plots.Attach)
+	writeAttachRouted(&b, res, plots.AttachRouted)
 	writePorts(&b, res)
 	writeDataPath(&b, res)
 	writeMemory(&b, res)
@@ -131,7 +147,7 @@ func Report(res *Results, plot string) string {
 	w("- Netavark is given the container's address, as Podman does after its own IPAM; that IPAM is not counted. The CNI bridge plugin runs host-local IPAM in a child process, which is counted. nsnet runs its own IPAM, counted.\n")
 	w("- CNI and netavark create the bridge and their firewall chains on the first attach, which is counted in that attach; nsnet and the hand-built network create them beforehand (`nsnet net create`, or the articles' bridge/address/forwarding/masquerade commands), not counted. Medians barely feel the one slow first attach.\n")
 	w("- The netlink floor builds the same kernel end state as nsnet (including no IPv6 address generation on either end, which keeps each attach from costing work on every other bridge port) with the fewest netlink requests and no state at all: what remains between nsnet and the floor is nsnet's store, checks and bookkeeping.\n")
-	w("- In the data path, nsnet's bridge and routed networks come with nsnet's nftables table in the host namespace (port maps, isolation between networks, masquerade where asked, and what else the version measured adds), so connection tracking and NAT hooks are on; the hand-built routed network has no firewall at all and the hand-built bridge networks only the articles' one masquerade rule. The veth pair has no firewall either way. That difference is part of what the ratios measure.\n")
+	w("- In the data path, nsnet's networks run with their defaults (DNS, isolation, and for the bridge masquerade), with nsnet's nftables table in the host namespace as that version builds it; the hand-built routed network has no firewall at all, and the hand-built bridge networks only the articles' one masquerade rule. The veth pair has no firewall either way. That difference is part of what the ratios measure. Throughput on a shared VM varies by several percent from run to run, so rounds alternate between the two builds and the table gives medians over all rounds.\n")
 	w("- All state lives on tmpfs for every tool, so the numbers compare the tools rather than the disk; nsnet's default `--state-dir /var/lib/nsnet` is usually on disk, where its store's fsyncs add to each command.\n")
 	w("- The machine may have had other work on it; the load averages above show how much. Ratios from the same run are more trustworthy than the absolute figures.\n\n")
 
@@ -159,9 +175,48 @@ func writeAttach(b *strings.Builder, res *Results, plot string) {
 		w("- **%s**: %s.\n", t.label, t.how)
 	}
 	w("\n")
+	writeAttachTables(b, res.Attach, attachTools)
+}
+
+func writeAttachRouted(b *strings.Builder, res *Results, plot string) {
+	if len(res.AttachRouted) == 0 {
+		return
+	}
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## 1b. Routed attach and teardown\n\n")
+	w("The same on a routed network (article 003, Calico's model): no bridge and no NAT. ")
+	w("Each member gets a veth of its own to the host, a /32 from %s and a default route via 169.254.1.1; ", routedNet)
+	w("the host end has no address, answers ARP for 169.254.1.1 by proxy (`proxy_arp=1`, `proxy_delay=0`) and carries a /32 route to the member. ")
+	w("One namespace joins (and leaves) N times in a row, for N = %s, each tool in a host namespace of its own. ", joinInts(res.Config.Ns))
+	w("Per-operation median and p95; \"× nsnet\" is the tool's median over nsnet's routed network at the same N.\n\n")
+	w("![Per-operation latency on a routed network against N, one line per tool](%s)\n\n", plot)
+	w("What each tool runs, per operation:\n\n")
+	for _, t := range routedTools {
+		w("- **%s**: %s.\n", t.label, t.how)
+	}
+	w("\n")
+	w("Netavark is left out: it has no routed mode. Its drivers in the version measured (%s) are bridge and macvlan, both of which put members on a shared L2 segment; none gives a member a /32 routed by the host.\n\n", orDash(res.Versions["netavark"]))
+	w("The CNI ptp plugin is CNI's routed model, but it cannot build the article's topology, so its numbers are for a near equivalent. ")
+	w("It adds IPAM's routes before its own on-link route to the gateway, so with 169.254.1.1 as host-local's gateway its ADD fails at the default route (\"network is unreachable\"). ")
+	w("It therefore runs with host-local's own gateway, the subnet's first address, which ptp puts as a /32 on every host end (the host answers ARP for it itself, no proxy ARP); ")
+	w("the member's address keeps the subnet's prefix length (/%d), and ptp replaces the kernel's on-link route to the subnet with one via the gateway. ", routedNet.Bits())
+	w("Every packet still goes through the host and nothing is masqueraded, so packets take the same path.\n\n")
+	w("After attaching, every member is checked through netlink: its address on a link that is up (a /32; for ptp the subnet's prefix length), a default route via the gateway (169.254.1.1; for ptp the subnet's first address), ")
+	w("and no on-link route into the subnet other than to the gateway, so members reach each other only through the host. ")
+	w("Member 0 makes a TCP round trip to the outside, which routes %s back via the host's uplink address (198.51.100.1), and the outside must see the member's own address (no NAT). ", routedNet)
+	w("The checks read addresses and routes only, not neighbour entries or firewall rules. After teardown, the members must hold nothing but `lo`.\n\n")
+	w("As in section 1, nsnet and the floor switch IPv6 address generation off on both ends of the veth; the article's commands and ptp leave it on (and with it duplicate address detection and router solicitations). ")
+	w("nsnet's routed network comes with what `nsnet net create` sets up by default (nsnet's nftables table and its DNS agent, made beforehand and not timed); the hand-built network, the floor and ptp add no firewall rules at all.\n\n")
+	writeAttachTables(b, res.AttachRouted, routedTools)
+}
+
+// writeAttachTables writes one table per N: each tool's medians, p95s and
+// ratios to nsnet at the same N.
+func writeAttachTables(b *strings.Builder, results []AttachResult, tools []toolInfo) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	byN := map[int][]AttachResult{}
 	var ns []int
-	for _, a := range res.Attach {
+	for _, a := range results {
 		if _, ok := byN[a.N]; !ok {
 			ns = append(ns, a.N)
 		}
@@ -179,10 +234,10 @@ func writeAttach(b *strings.Builder, res *Results, plot string) {
 		w("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, a := range byN[n] {
 			if a.Err != "" && a.Connect.Count == 0 {
-				w("| %s | failed: %s | | | | | | | |\n", labelOf(a.Tool), mdEscape(a.Err))
+				w("| %s | failed: %s | | | | | | | |\n", labelIn(tools, a.Tool), mdEscape(a.Err))
 				continue
 			}
-			w("| %s | %s | %s | %s | %s | %s | %s | %d | %s |\n", labelOf(a.Tool),
+			w("| %s | %s | %s | %s | %s | %s | %s | %d | %s |\n", labelIn(tools, a.Tool),
 				fmtDur(a.Connect.Median), fmtDur(a.Connect.P95), ratio(a.Connect.Median, base.Connect.Median),
 				fmtDur(a.Teardown.Median), fmtDur(a.Teardown.P95), ratio(a.Teardown.Median, base.Teardown.Median),
 				a.ProcsPerAttach, fmtKiB(a.Connect.MaxRSS))
@@ -389,6 +444,13 @@ func writeMemory(b *strings.Builder, res *Results) {
 	w("\n")
 }
 
+func orDash(s string) string {
+	if s == "" {
+		return "–"
+	}
+	return s
+}
+
 func mdEscape(s string) string {
 	s = strings.ReplaceAll(s, "|", "\\|")
 	return strings.ReplaceAll(s, "\n", " ")
@@ -402,9 +464,21 @@ func joinInts(v []int) string {
 	return strings.Join(s, ", ")
 }
 
-// Plot draws per-operation median latency against N on log-log axes, one
-// line per tool, connect on the left and teardown on the right, as SVG.
+// Plot draws section 1's per-operation median latency against N on
+// log-log axes, one line per tool, connect on the left and teardown on the
+// right, as SVG.
 func Plot(res *Results) string {
+	return plotAttach(res, res.Attach, attachTools, "", "no attach results")
+}
+
+// PlotRouted draws the same for section 1b, the routed network.
+func PlotRouted(res *Results) string {
+	return plotAttach(res, res.AttachRouted, routedTools, "routed ", "no routed attach results")
+}
+
+// plotAttach draws one section's results; prefix starts the panels'
+// titles and empty is what an SVG without results says.
+func plotAttach(res *Results, results []AttachResult, tools []toolInfo, prefix, empty string) string {
 	const (
 		panelW, panelH = 430.0, 330.0
 		left, top      = 70.0, 40.0
@@ -417,7 +491,7 @@ func Plot(res *Results) string {
 
 	var ns []int
 	lo, hi := math.Inf(1), math.Inf(-1)
-	for _, a := range res.Attach {
+	for _, a := range results {
 		if !slices.Contains(ns, a.N) {
 			ns = append(ns, a.N)
 		}
@@ -434,7 +508,7 @@ func Plot(res *Results) string {
 	w(`<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
 	w(`<rect width="100%%" height="100%%" fill="white"/>` + "\n")
 	if len(ns) == 0 || math.IsInf(lo, 1) {
-		w(`<text x="20" y="40">no attach results</text></svg>` + "\n")
+		w(`<text x="20" y="40">%s</text></svg>`+"\n", empty)
 		return s.String()
 	}
 	ylo, yhi := math.Pow(10, math.Floor(math.Log10(lo))), math.Pow(10, math.Ceil(math.Log10(hi)))
@@ -455,7 +529,7 @@ func Plot(res *Results) string {
 		yp := func(ms float64) float64 {
 			return top + panelH - (math.Log10(ms)-math.Log10(ylo))/(math.Log10(yhi)-math.Log10(ylo))*panelH
 		}
-		w(`<text x="%.1f" y="%.1f" text-anchor="middle" font-size="14" font-weight="bold">%s: median per operation</text>`+"\n", x0+panelW/2, top-15, title)
+		w(`<text x="%.1f" y="%.1f" text-anchor="middle" font-size="14" font-weight="bold">%s%s: median per operation</text>`+"\n", x0+panelW/2, top-15, prefix, title)
 		w(`<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="#333"/>`+"\n", x0, top, panelW, panelH)
 		for dec := ylo; dec <= yhi*1.0001; dec *= 10 {
 			for _, m := range []float64{1, 2, 5} {
@@ -474,9 +548,9 @@ func Plot(res *Results) string {
 			w(`<text x="%.1f" y="%.1f" text-anchor="middle">%d</text>`+"\n", x, top+panelH+16, n)
 		}
 		w(`<text x="%.1f" y="%.1f" text-anchor="middle">N (members on the network, log scale)</text>`+"\n", x0+panelW/2, top+panelH+34)
-		for _, t := range attachTools {
+		for _, t := range tools {
 			var pts []string
-			for _, a := range res.Attach {
+			for _, a := range results {
 				if a.Tool != t.key {
 					continue
 				}
@@ -497,7 +571,7 @@ func Plot(res *Results) string {
 		}
 	}
 	ly := top + panelH + 60
-	for i, t := range attachTools {
+	for i, t := range tools {
 		x := left + float64(i)*180
 		w(`<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="3"/>`+"\n", x, x+24, ly, ly, colors[t.key])
 		w(`<text x="%.1f" y="%.1f" dominant-baseline="middle">%s</text>`+"\n", x+30, ly, t.label)

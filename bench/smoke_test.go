@@ -52,7 +52,8 @@ func skipOrFail(t *testing.T, format string, args ...any) {
 }
 
 // TestSmoke runs the smoke mode end to end and checks that every tool
-// produced numbers: attach and teardown for all five, published ports for
+// produced numbers: attach and teardown for all five on a bridge network
+// and for the four routed contenders on a routed one, published ports for
 // nsnet, CNI and netavark, data-path throughput and latency for every
 // topology built by hand and by nsnet, and the nsnet process's peak memory
 // for every command. It is a benchmark in
@@ -105,6 +106,24 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 
+	for _, ti := range routedTools {
+		var a *AttachResult
+		for i := range res.AttachRouted {
+			if res.AttachRouted[i].Tool == ti.key {
+				a = &res.AttachRouted[i]
+			}
+		}
+		switch {
+		case a == nil:
+			t.Errorf("routed attach: no result for %s", ti.key)
+		case a.Connect.Count != a.N || a.Teardown.Count != a.N || a.Connect.Median <= 0 || a.Teardown.Median <= 0:
+			t.Errorf("routed attach %s: want %d timed connects and teardowns, got %d and %d (medians %s, %s)",
+				ti.key, a.N, a.Connect.Count, a.Teardown.Count, a.Connect.Median, a.Teardown.Median)
+		case a.Connect.MaxRSS <= 0:
+			t.Errorf("routed attach %s: no peak memory recorded", ti.key)
+		}
+	}
+
 	for _, key := range portTools {
 		for _, k := range cfg.PortCounts {
 			var p *PortResult
@@ -149,13 +168,15 @@ func TestSmoke(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	report := Report(res, "attach-latency.svg")
-	svg := Plot(res)
-	if !strings.Contains(report, "## 1. Attach and teardown") || !strings.Contains(svg, "<svg") {
-		t.Error("report or plot is missing its sections")
+	report := Report(res, PlotPaths{Attach: "attach-latency.svg", AttachRouted: "attach-routed-latency.svg"})
+	svg, routedSVG := Plot(res), PlotRouted(res)
+	if !strings.Contains(report, "## 1. Attach and teardown") || !strings.Contains(report, "## 1b. Routed attach and teardown") ||
+		!strings.Contains(svg, "<circle") || !strings.Contains(routedSVG, "<circle") {
+		t.Error("report or plots are missing their sections")
 	}
 	os.WriteFile(filepath.Join(dir, "benchmarks.md"), []byte(report), 0o644)
 	os.WriteFile(filepath.Join(dir, "attach-latency.svg"), []byte(svg), 0o644)
+	os.WriteFile(filepath.Join(dir, "attach-routed-latency.svg"), []byte(routedSVG), 0o644)
 	if testing.Verbose() {
 		t.Logf("report:\n%s", report)
 	}

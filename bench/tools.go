@@ -10,9 +10,10 @@ import (
 	"strings"
 )
 
-// Tool is one way of attaching namespaces to a bridge network with a
-// gateway and masquerade. A new value is made for every host, so a tool may
-// keep per-run state.
+// Tool is one way of attaching namespaces to a network: a bridge network
+// with a gateway and masquerade (section 1), or a routed one (section 1b,
+// see routed.go). A new value is made for every host, so a tool may keep
+// per-run state.
 type Tool interface {
 	// Key is a short stable name used in results and file names.
 	Key() string
@@ -199,6 +200,12 @@ func (t *cniTool) portmapConf(ports []portMapping, prev json.RawMessage) []byte 
 }
 
 func (t *cniTool) plugin(h *host, m member, op, name string, conf []byte) command {
+	return cniCommand(h, m, op, name, conf)
+}
+
+// cniCommand invokes a CNI plugin as a runtime does: the operation and the
+// container in CNI_* variables, the network configuration on stdin.
+func cniCommand(h *host, m member, op, name string, conf []byte) command {
 	return command{
 		argv: []string{filepath.Join(h.bin.CNIDir, name)},
 		env: []string{

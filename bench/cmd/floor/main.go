@@ -1,14 +1,27 @@
 // Command floor is the benchmark's lower bound for attaching a namespace to
-// a bridge network: one process that makes only the netlink requests the
-// topology needs, with no state, no checks and no IPAM. It builds the same
-// kernel end state as nsnet's connect: a veth whose host end is born on the
-// bridge, up, with no IPv6 address generation, and whose peer is born in the
-// member's namespace with the member's address, up, and a default route via
-// the gateway.
+// a network: one process that makes only the netlink requests the topology
+// needs, with no state, no checks and no IPAM.
+//
+// "attach" joins a bridge network, with the same kernel end state as
+// nsnet's connect: a veth whose host end is born on the bridge, up, with no
+// IPv6 address generation, and whose peer is born in the member's namespace
+// with the member's address, up, and a default route via the gateway.
+//
+// "attach-routed" joins a routed network (article 003), with the same end
+// state as nsnet's routed connect: a veth whose host end is born up, with
+// no IPv6 address generation and no address, answers ARP for the gateway
+// by proxy without delay (two writes to /proc/sys, which has no netlink
+// equivalent) and carries a /32 route to the member; whose peer is born in
+// the member's namespace with the member's /32, up, an on-link route to the
+// gateway and a default route via it. (nsnet, when this was written, also
+// set route_localnet on the host end for its DNS redirect to a loopback
+// address; that belongs to its resolver, not to the routed topology, and
+// the floor leaves it out as the article does.)
 //
 // Usage:
 //
 //	floor attach NSPATH BRIDGE HOSTIF IFNAME ADDR/BITS GATEWAY
+//	floor attach-routed NSPATH HOSTIF IFNAME ADDR/32 GATEWAY
 //	floor detach HOSTIF
 package main
 
@@ -30,13 +43,15 @@ func main() {
 	switch {
 	case len(os.Args) == 8 && os.Args[1] == "attach":
 		err = attach(os.Args[2], os.Args[3], os.Args[4], os.Args[5], os.Args[6], os.Args[7])
+	case len(os.Args) == 7 && os.Args[1] == "attach-routed":
+		err = attachRouted(os.Args[2], os.Args[3], os.Args[4], os.Args[5], os.Args[6])
 	case len(os.Args) == 3 && os.Args[1] == "detach":
 		err = netlink.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: os.Args[2]}})
 		if err != nil {
 			err = fmt.Errorf("delete %s: %w", os.Args[2], err)
 		}
 	default:
-		err = fmt.Errorf("usage: floor attach NSPATH BRIDGE HOSTIF IFNAME ADDR/BITS GATEWAY | floor detach HOSTIF")
+		err = fmt.Errorf("usage: floor attach NSPATH BRIDGE HOSTIF IFNAME ADDR/BITS GATEWAY | floor attach-routed NSPATH HOSTIF IFNAME ADDR/32 GATEWAY | floor detach HOSTIF")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
@@ -94,6 +109,96 @@ func attach(nsPath, bridge, hostIf, ifName, cidr, gateway string) error {
 	}
 	if err := in.RouteAdd(&netlink.Route{LinkIndex: peer.Attrs().Index, Gw: gw}); err != nil {
 		return fmt.Errorf("default route via %s: %w", gateway, err)
+	}
+	return nil
+}
+
+func attachRouted(nsPath, hostIf, ifName, cidr, gateway string) error {
+	ip, ipnet, err := net.ParseCIDR(cidr)
+	if err != nil {
+		return fmt.Errorf("address %q: %w", cidr, err)
+	}
+	gw := net.ParseIP(gateway).To4()
+	if gw == nil {
+		return fmt.Errorf("gateway %q is not an IPv4 address", gateway)
+	}
+	ns, err := vnetns.GetFromPath(nsPath)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", nsPath, err)
+	}
+	defer ns.Close()
+	in, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("netlink in %s: %w", nsPath, err)
+	}
+	defer in.Close()
+
+	// Born up: the /32 route below needs an up device, and without a
+	// carrier (the peer is still down) the kernel generates no IPv6
+	// address before address generation is switched off.
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{Name: hostIf, Flags: net.FlagUp},
+		PeerName:  ifName, PeerNamespace: netlink.NsFd(int(ns)),
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create veth %s: %w", hostIf, err)
+	}
+	if err := netlink.LinkSetIP6AddrGenMode(veth, addrGenModeNone); err != nil {
+		return fmt.Errorf("%s: %w", hostIf, err)
+	}
+	// The kernel delays proxy answers by up to 0.8 s unless told not to.
+	for _, s := range []struct{ key, value string }{
+		{"net/ipv4/conf/" + hostIf + "/proxy_arp", "1"},
+		{"net/ipv4/neigh/" + hostIf + "/proxy_delay", "0"},
+	} {
+		if err := writeSysctl(s.key, s.value); err != nil {
+			return err
+		}
+	}
+	host := &net.IPNet{IP: ip, Mask: net.CIDRMask(32, 32)}
+	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: veth.Attrs().Index, Dst: host, Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("route to %s on %s: %w", ip, hostIf, err)
+	}
+
+	peer, err := in.LinkByName(ifName)
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", ifName, nsPath, err)
+	}
+	if err := in.LinkSetIP6AddrGenMode(peer, addrGenModeNone); err != nil {
+		return fmt.Errorf("%s: %w", ifName, err)
+	}
+	ipnet.IP = ip
+	if err := in.AddrAdd(peer, &netlink.Addr{IPNet: ipnet}); err != nil {
+		return fmt.Errorf("address %s on %s: %w", cidr, ifName, err)
+	}
+	if err := in.LinkSetUp(peer); err != nil {
+		return fmt.Errorf("bring up %s: %w", ifName, err)
+	}
+	// nsnet adds both the on-link /32 to the gateway and an on-link
+	// default route; the floor builds the same end state.
+	idx := peer.Attrs().Index
+	if err := in.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("route to %s: %w", gateway, err)
+	}
+	if err := in.RouteAdd(&netlink.Route{LinkIndex: idx, Gw: gw, Flags: int(netlink.FLAG_ONLINK)}); err != nil {
+		return fmt.Errorf("default route via %s: %w", gateway, err)
+	}
+	return nil
+}
+
+// writeSysctl writes one value under /proc/sys, which belongs to the
+// network namespace of the process writing it: the host's.
+func writeSysctl(key, value string) error {
+	f, err := os.OpenFile("/proc/sys/"+key, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("sysctl %s: %w", key, err)
+	}
+	if _, err := f.WriteString(value); err != nil {
+		f.Close()
+		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@
 //	go run ./bench/cmd/nsbench                  # full run, writes docs/benchmarks.md
 //	go run ./bench/cmd/nsbench -rev HEAD        # nsnet as committed, not the work tree
 //	go run ./bench/cmd/nsbench -smoke -out /tmp/smoke.md
+//	go run ./bench/cmd/nsbench -sections attach-routed -out /tmp/rt/benchmarks.md -assets /tmp/rt
 package main
 
 import (
@@ -36,8 +37,8 @@ func run() error {
 	out := flag.String("out", "docs/benchmarks.md", "report to write (relative to the module root)")
 	assets := flag.String("assets", "bench/results", "directory for the plot and raw results (relative to the module root)")
 	ns := flag.String("n", "", "comma-separated network sizes (default 10,100,1000; smoke: 10)")
-	tools := flag.String("tools", "", "comma-separated tool keys to measure (nsnet,iproute2,cni,netavark,floor); default all")
-	sections := flag.String("sections", "", "comma-separated sections (attach,ports,datapath,memory); default all")
+	tools := flag.String("tools", "", "comma-separated tool keys to measure (nsnet,iproute2,cni,netavark,floor; cni is the ptp plugin in attach-routed); default all")
+	sections := flag.String("sections", "", "comma-separated sections (attach,attach-routed,ports,datapath,memory); default all")
 	noInstall := flag.Bool("no-install", false, "do not apt-get install missing packages")
 	prebuilt := flag.String("nsnet", "", "use this nsnet binary instead of building ./cmd/nsnet")
 	rev := flag.String("rev", "", "build nsnet from this git revision (via git archive) instead of the work tree")
@@ -133,14 +134,28 @@ func run() error {
 	if err := os.WriteFile(filepath.Join(assetDir, "results.json"), append(raw, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write raw results: %w", err)
 	}
-	rel, err := filepath.Rel(filepath.Dir(outPath), svgPath)
-	if err != nil {
-		rel = svgPath
+	// The routed plot is written only when its section ran, so a run of
+	// other sections leaves the last one in place.
+	written := []string{svgPath}
+	routedPath := filepath.Join(assetDir, "attach-routed-latency.svg")
+	if len(res.AttachRouted) > 0 {
+		if err := os.WriteFile(routedPath, []byte(bench.PlotRouted(res)), 0o644); err != nil {
+			return fmt.Errorf("write routed plot: %w", err)
+		}
+		written = append(written, routedPath)
 	}
-	if err := os.WriteFile(outPath, []byte(bench.Report(res, rel)), 0o644); err != nil {
+	rel := func(p string) string {
+		r, err := filepath.Rel(filepath.Dir(outPath), p)
+		if err != nil {
+			return p
+		}
+		return r
+	}
+	report := bench.Report(res, bench.PlotPaths{Attach: rel(svgPath), AttachRouted: rel(routedPath)})
+	if err := os.WriteFile(outPath, []byte(report), 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "wrote %s, %s and results.json in %s (run took %s)\n", outPath, svgPath, assetDir, res.Elapsed.Round(time.Second))
+	fmt.Fprintf(os.Stderr, "wrote %s, %s and results.json in %s (run took %s)\n", outPath, strings.Join(written, ", "), assetDir, res.Elapsed.Round(time.Second))
 	// A tool failing at some size is a result, reported in the document;
 	// it is listed here too, but the run itself succeeded.
 	if probs := bench.Problems(res); len(probs) > 0 {
