@@ -231,6 +231,9 @@ func TestDefaultRouteRestored(t *testing.T) {
 			l.must("net", "create", "first", "--subnet", "10.84.0.0/24", "--subnet", "fd00:84::/64")
 			l.must("net", "create", "second", "--driver", driver, "--subnet", "10.85.0.0/24", "--subnet", "fd00:85::/64")
 			l.must("net", "connect", "first", a)
+			// A second default of another metric, which the connect leaves
+			// alone, must not come back twice.
+			l.fixture("ip", "-n", a, "route", "add", "default", "via", "10.84.0.1", "metric", "100")
 			before := l.fixture("ip", "-n", a, "-4", "route", "show", "default") + l.fixture("ip", "-n", a, "-6", "route", "show", "default")
 			_, err := l.runEnv([]string{"NSNET_CRASH_AT=connect/plugged"}, "net", "connect", "second", a, "--default-route")
 			if err == nil || !strings.Contains(err.Error(), "signal: killed") {

@@ -71,6 +71,15 @@ func TestRoutedForwardingPath(t *testing.T) {
 	if _, err := l.run("exec", r1, "--", "getent", "hosts", r1); err != nil {
 		t.Errorf("DNS at 169.254.1.1 from a routed member: %v", err)
 	}
+	// The host's 169.254.1.1 is for its routed members only: the uplink's
+	// LAN gets no ARP answer for it, and no packet through.
+	l.fixture("ip", "-n", out, "route", "add", "169.254.1.1/32", "dev", "eth0")
+	l.mustNotPing(out, "169.254.1.1")
+	if n := l.fixture("ip", "-n", out, "neigh", "show", "169.254.1.1"); strings.Contains(n, "lladdr") {
+		t.Errorf("the host answered ARP for 169.254.1.1 on its uplink: %s", n)
+	}
+	l.fixture("ip", "-n", out, "route", "replace", "169.254.1.1/32", "via", uplinkHost)
+	l.mustNotPing(out, "169.254.1.1")
 
 	// A published port brings DNAT, and with it conntrack.
 	l.must("net", "connect", "rt", r2, "-p", "8080:80")
@@ -115,7 +124,8 @@ func TestGCRebuildsTable(t *testing.T) {
 	l.must("net", "create", "one", "--subnet", "10.0.23.0/24")
 	l.must("net", "create", "two", "--subnet", "10.0.24.0/24")
 	l.must("net", "connect", "one", a)
-	l.must("net", "connect", "two", b)
+	l.must("net", "connect", "two", b, "-p", "8081:81")
+	published := listen(t, b, "0.0.0.0:81")
 	l.fixture("ip", "netns", "exec", l.host, "nft", "delete", "table", "inet", "nsnet")
 	l.mustPing(a, l.addrOf("two", b, false)) // nothing isolates them now
 
@@ -125,5 +135,11 @@ func TestGCRebuildsTable(t *testing.T) {
 		t.Errorf("after gc, a member cannot reach the outside: %v", err)
 	} else if <-seen; src != uplinkHost {
 		t.Errorf("after gc the outside saw %s, want the masqueraded %s", src, uplinkHost)
+	}
+	// The port maps come back from the store.
+	if _, err := dial(out, net.JoinHostPort(uplinkHost, "8081")); err != nil {
+		t.Errorf("after gc the published port is not reachable: %v", err)
+	} else {
+		<-published
 	}
 }

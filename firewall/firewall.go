@@ -1,9 +1,10 @@
-// Package firewall keeps nsnet's nftables state: one table of its own,
-// "inet nsnet", changed in one netlink transaction per call. Every rule it
-// adds carries a comment naming the network that owns it, so removing a
-// network removes exactly its rules. The only rules it ever puts in another
-// table are narrowly scoped accepts in forward chains whose policy is drop
-// (see OpenForward), tagged the same way.
+// Package firewall keeps nsnet's nftables state in a host namespace: the
+// table "inet nsnet", rebuilt by Sync from the host's whole state in one
+// netlink transaction, and while routed networks have DNS a one-rule
+// "arp nsnet" table. Rules carry a comment naming the network they serve,
+// or nsnet:shared. The only rules it ever puts in another table are
+// narrowly scoped accepts in forward chains whose policy is drop (see
+// OpenForward), tagged the same way.
 package firewall
 
 import (
@@ -54,7 +55,20 @@ type Host struct {
 	Networks []Network
 	// Ports says some port is published in this host.
 	Ports bool
+	// Published, when not nil, is every port published in this host:
+	// Sync then refills the port maps with exactly these (after someone
+	// deleted the table, say). When nil the maps keep their elements.
+	Published []Port
+	// RoutedDNS says the host holds the routed gateway address for DNS,
+	// which only routed members may reach.
+	RoutedDNS bool
 }
+
+// routedGateway is the link-local gateway of routed networks.
+var routedGateway = netip.MustParseAddr("169.254.1.1")
+
+// HostIfPrefix starts the name of every host end of a member's veth.
+const HostIfPrefix = "nsv"
 
 // Firewall is a connection to nftables in one network namespace.
 type Firewall struct {
@@ -134,6 +148,16 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 		return nil
 	}
 
+	if h.RoutedDNS {
+		// 169.254.1.1 is on the host's lo for routed members' DNS; from
+		// any other interface it is nobody's business.
+		add(chainInput, static, matchAddr(netip.PrefixFrom(routedGateway, 32), false, expr.CmpOpEq, true),
+			[]expr.Any{
+				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname("lo")},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(HostIfPrefix)},
+			}, drop)
+	}
 	if h.Ports {
 		host4, any4, host6, any6 := f.portMaps()
 		for _, r := range dnatRules(host4, any4, host6, any6) {
@@ -215,16 +239,26 @@ func (f *Firewall) Sync(h Host) error {
 	if err != nil {
 		return err
 	}
+	haveARP, err := f.hasTable(f.arpTable())
+	if err != nil {
+		return err
+	}
 	if len(h.Networks) == 0 {
-		if have == nil {
+		if have == nil && !haveARP {
 			return nil
 		}
-		f.conn.DelTable(f.table)
+		if have != nil {
+			f.conn.DelTable(f.table)
+		}
+		if haveARP {
+			f.conn.DelTable(f.arpTable())
+		}
 		if err := f.conn.Flush(); err != nil {
 			return fmt.Errorf("delete nftables table %s: %w", TableName, err)
 		}
 		return nil
 	}
+	f.syncARP(h.RoutedDNS, haveARP)
 	f.conn.AddTable(f.table)
 	host4, any4, host6, any6 := f.portMaps()
 	iso4, iso6 := f.isolationSets()
@@ -235,6 +269,11 @@ func (f *Firewall) Sync(h Host) error {
 	}
 	f.conn.FlushSet(iso4)
 	f.conn.FlushSet(iso6)
+	if h.Published != nil {
+		for _, s := range []*nftables.Set{host4, any4, host6, any6} {
+			f.conn.FlushSet(s)
+		}
+	}
 	for _, n := range h.Networks {
 		if !n.Isolate {
 			continue
@@ -280,7 +319,59 @@ func (f *Firewall) Sync(h Host) error {
 	if err := f.conn.Flush(); err != nil {
 		return fmt.Errorf("nftables table %s: %w", TableName, err)
 	}
+	if len(h.Published) > 0 {
+		return f.Publish(h.Published, nil)
+	}
 	return nil
+}
+
+// arpTable holds the one ARP rule nsnet needs; ARP has a family of its own.
+func (f *Firewall) arpTable() *nftables.Table {
+	return &nftables.Table{Family: nftables.TableFamilyARP, Name: TableName}
+}
+
+// syncARP queues the ARP table: while the routed gateway is a local
+// address, the host would answer ARP for it on every interface (with the
+// default arp_ignore), claiming 169.254.1.1 on the uplink's LAN too. Only
+// routed host ends may answer, and their members have permanent entries
+// anyway.
+func (f *Firewall) syncARP(want, have bool) {
+	t := f.arpTable()
+	if !want {
+		if have {
+			f.conn.DelTable(t)
+		}
+		return
+	}
+	f.conn.AddTable(t)
+	accept := nftables.ChainPolicyAccept
+	// The ARP family numbers its hooks apart: NF_ARP_IN is 0, the value
+	// the inet family calls prerouting.
+	c := &nftables.Chain{Name: chainInput, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityFilter, Policy: &accept}
+	f.conn.AddChain(c)
+	if have {
+		f.conn.FlushChain(c)
+	}
+	f.conn.AddRule(&nftables.Rule{Table: t, Chain: c, UserData: userdata.AppendString(nil, userdata.TypeComment, tagStatic), Exprs: []expr.Any{
+		// The target protocol address of an Ethernet/IPv4 ARP packet.
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: routedGateway.AsSlice()},
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(HostIfPrefix)},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
+}
+
+// hasTable reports whether table t exists.
+func (f *Firewall) hasTable(t *nftables.Table) (bool, error) {
+	if _, err := f.conn.ListTableOfFamily(t.Name, t.Family); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil
+		}
+		return false, fmt.Errorf("look up nftables table %s: %w", t.Name, err)
+	}
+	return true, nil
 }
 
 // chainNames lists the chains of nsnet's table; nil if there is no table.

@@ -156,7 +156,7 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 		}
 		return tx.PutAttachment(a)
 	}, func(op store.Op) error {
-		return errors.Join(m.unpublish(op), m.unplug(op), setResolver(a.Namespace, n, false), restoreRoutes(op))
+		return errors.Join(m.unpublish(op), m.unplug(op), setResolver(a.Namespace, n, false), restoreRoutes(op), m.resyncPorts(op))
 	})
 	return a, err
 }

@@ -227,14 +227,15 @@ func defaultRoutes(ns *kernel.NS) ([]store.Route, error) {
 		if err != nil {
 			return nil, fmt.Errorf("interface %d: %w", r.LinkIndex, err)
 		}
-		out = append(out, store.Route{Gateway: gw.Unmap(), Dev: l.Attrs().Name})
+		out = append(out, store.Route{Gateway: gw.Unmap(), Dev: l.Attrs().Name, Priority: r.Priority, Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0})
 	}
 	return out, nil
 }
 
 // restoreRoutes puts back the default routes an undone connect replaced,
-// those whose interface is still there. The new default route went with
-// the connect's own device.
+// those whose interface is still there; routes still there (of another
+// metric, which the connect left alone) stay as they are. The new default
+// route went with the connect's own device.
 func restoreRoutes(op store.Op) error {
 	if len(op.Routes) == 0 {
 		return nil
@@ -257,7 +258,12 @@ func restoreRoutes(op store.Op) error {
 		if l == nil {
 			continue
 		}
-		if err := defaultRouteVia(ns, l, r.Gateway, true); err != nil {
+		route := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: r.Gateway.AsSlice(), Priority: r.Priority,
+			Dst: kernel.PrefixNet(netip.PrefixFrom(unspecified(r.Gateway), 0))}
+		if r.Onlink {
+			route.Flags = int(netlink.FLAG_ONLINK)
+		}
+		if err := ns.NL.RouteAdd(route); err != nil && !errors.Is(err, unix.EEXIST) {
 			errs = append(errs, fmt.Errorf("restore default route via %s dev %s in %s: %w", r.Gateway, r.Dev, op.Namespace, err))
 		}
 	}

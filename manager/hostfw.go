@@ -38,12 +38,17 @@ func hostNetworks(tx *store.Tx, host, except string) ([]store.Network, error) {
 // a whole: nsnet's nftables table, and the routed gateway address that the
 // resolver for routed networks listens on. Every call may be repeated.
 func syncHost(h *kernel.NS, nets []store.Network, ports bool) error {
-	state := firewall.Host{Ports: ports}
+	return syncHostState(h, nets, firewall.Host{Ports: ports})
+}
+
+// syncHostState is syncHost with the firewall state's other fields given.
+func syncHostState(h *kernel.NS, nets []store.Network, state firewall.Host) error {
 	routedDNS := false
 	for _, n := range nets {
 		state.Networks = append(state.Networks, firewallNetwork(n))
 		routedDNS = routedDNS || (n.Driver == DriverRouted && n.DNS)
 	}
+	state.RoutedDNS = routedDNS
 	fw, err := firewall.New(int(h.Fd()))
 	if err != nil {
 		return err
@@ -94,23 +99,34 @@ func setRoutedDNSAddr(h *kernel.NS, want bool) error {
 }
 
 // resyncHost rebuilds the host namespace at path from the store, leaving
-// out the network called except. It must not run inside a store
-// transaction. A host namespace that is gone needs nothing.
+// out the network called except, port maps included. It must not run
+// inside a store transaction. A host namespace that is gone needs nothing.
 func (m *Manager) resyncHost(path, except string) error {
 	h, err := m.liveHost(path)
 	if err != nil || h == nil {
 		return err
 	}
 	var nets []store.Network
-	var ports bool
+	state := firewall.Host{Published: []firewall.Port{}}
 	if err := m.st.View(func(tx *store.Tx) (err error) {
-		ports = tx.HostHasPorts(path)
-		nets, err = hostNetworks(tx, path, except)
-		return err
+		state.Ports = tx.HostHasPorts(path)
+		if nets, err = hostNetworks(tx, path, except); err != nil {
+			return err
+		}
+		for _, n := range nets {
+			members, err := tx.Members(n.Name)
+			if err != nil {
+				return err
+			}
+			for _, a := range members {
+				state.Published = append(state.Published, expandPorts(a.Ports, a.Addrs)...)
+			}
+		}
+		return nil
 	}); err != nil {
 		return err
 	}
-	return syncHost(h, nets, ports)
+	return syncHostState(h, nets, state)
 }
 
 // hostsInUse lists the host namespaces that have networks.

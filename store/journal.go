@@ -46,8 +46,10 @@ type Op struct {
 
 // Route is a default route through a gateway on a named interface.
 type Route struct {
-	Gateway netip.Addr `json:"gateway"`
-	Dev     string     `json:"dev"`
+	Gateway  netip.Addr `json:"gateway"`
+	Dev      string     `json:"dev"`
+	Priority int        `json:"priority,omitempty"`
+	Onlink   bool       `json:"onlink,omitempty"`
 }
 
 // Operation kinds.
