@@ -71,6 +71,15 @@ func TestRoutedForwardingPath(t *testing.T) {
 	if _, err := l.run("exec", r1, "--", "getent", "hosts", r1); err != nil {
 		t.Errorf("DNS at 169.254.1.1 from a routed member: %v", err)
 	}
+	// The member knows its gateway without asking; gc puts the entry back
+	// if someone flushed it.
+	for _, step := range []string{"connect", "gc"} {
+		if n := l.fixture("ip", "-n", r1, "neigh", "show", "169.254.1.1"); !strings.Contains(n, "PERMANENT") {
+			t.Errorf("after %s the member has no permanent entry for its gateway: %q", step, n)
+		}
+		l.fixture("ip", "-n", r1, "neigh", "del", "169.254.1.1", "dev", "eth0")
+		l.must("gc")
+	}
 	// The host's 169.254.1.1 is for its routed members only: the uplink's
 	// LAN gets no ARP answer for it, and no packet through.
 	l.fixture("ip", "-n", out, "route", "add", "169.254.1.1/32", "dev", "eth0")

@@ -3,6 +3,7 @@ package manager
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -102,15 +103,10 @@ func (m *Manager) plugRouted(h, ns *kernel.NS, n store.Network, a store.Attachme
 			return fmt.Errorf("host route to %s: %w", p.Addr(), err)
 		}
 		gw := routedGateway4
-		family := netlink.FAMILY_V4
 		if p.Addr().Is6() {
-			gw, family = routedGateway6, netlink.FAMILY_V6
+			gw = routedGateway6
 		}
-		// A permanent neighbour entry for the gateway: the member never
-		// has to ask, and the host needs no ARP answer for an address it
-		// may own (whatever its arp_ignore says).
-		neigh := &netlink.Neigh{LinkIndex: peer.Attrs().Index, Family: family, State: netlink.NUD_PERMANENT, IP: gw.AsSlice(), HardwareAddr: veth.Attrs().HardwareAddr}
-		if err := ns.NL.NeighSet(neigh); err != nil {
+		if err := gatewayNeighbour(ns, peer, gw, veth.Attrs().HardwareAddr); err != nil {
 			return fmt.Errorf("neighbour %s in %s: %w", gw, a.Namespace, err)
 		}
 		if p.Addr().Is4() {
@@ -205,6 +201,51 @@ func defaultRouteVia(ns *kernel.NS, link netlink.Link, gw netip.Addr, replace bo
 		r.Flags = int(netlink.FLAG_ONLINK)
 	}
 	return ns.NL.RouteReplace(r)
+}
+
+// gatewayNeighbour gives a routed member a permanent neighbour entry for
+// its gateway, with the host end's MAC: the member never has to ask, and
+// the host needs no ARP answer for an address it may own (whatever its
+// arp_ignore says).
+func gatewayNeighbour(ns *kernel.NS, peer netlink.Link, gw netip.Addr, mac net.HardwareAddr) error {
+	return ns.NL.NeighSet(&netlink.Neigh{LinkIndex: peer.Attrs().Index, Family: kernel.Family(gw),
+		State: netlink.NUD_PERMANENT, IP: gw.AsSlice(), HardwareAddr: mac})
+}
+
+// repairRouted gives a routed member back its gateway neighbour entries,
+// which someone may have flushed (or an older nsnet never made). A member
+// whose namespace or devices are gone is left to the rest of gc.
+func (m *Manager) repairRouted(a store.Attachment, host string) error {
+	h, err := m.liveHost(host)
+	if err != nil || h == nil {
+		return err
+	}
+	hostEnd, err := h.LinkByName(a.HostIf)
+	if err != nil || hostEnd == nil {
+		return err
+	}
+	ns, err := openNamespace(a.Namespace)
+	if gone(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	peer, err := ns.LinkByName(a.IfName)
+	if err != nil || peer == nil {
+		return err
+	}
+	for _, p := range a.Addrs {
+		gw := routedGateway4
+		if p.Addr().Is6() {
+			gw = routedGateway6
+		}
+		if err := gatewayNeighbour(ns, peer, gw, hostEnd.Attrs().HardwareAddr); err != nil {
+			return fmt.Errorf("neighbour %s of %s in network %s: %w", gw, a.Namespace, a.Network, err)
+		}
+	}
+	return nil
 }
 
 // defaultRoutes lists the namespace's default routes through a gateway,

@@ -344,6 +344,33 @@ func (m *Manager) GC() ([]string, error) {
 			return done, fmt.Errorf("rebuild host namespace %s: %w", h, err)
 		}
 	}
+	var routed []store.Attachment
+	hostOf := map[string]string{}
+	if err := m.st.View(func(tx *store.Tx) error {
+		nets, err := tx.Networks()
+		if err != nil {
+			return err
+		}
+		for _, n := range nets {
+			if n.Driver != DriverRouted {
+				continue
+			}
+			members, err := tx.Members(n.Name)
+			if err != nil {
+				return err
+			}
+			routed = append(routed, members...)
+			hostOf[n.Name] = n.HostNetns
+		}
+		return nil
+	}); err != nil {
+		return done, err
+	}
+	for _, a := range routed {
+		if err := m.repairRouted(a, hostOf[a.Network]); err != nil {
+			return done, err
+		}
+	}
 	var links []store.Link
 	var nss []store.Namespace
 	if err := m.st.View(func(tx *store.Tx) (err error) {
