@@ -68,3 +68,34 @@ func TestHostFirewallDrop(t *testing.T) {
 		t.Errorf("iptables FORWARD after teardown = %q", fwd)
 	}
 }
+
+// TestHostReplaced deletes the lab's host namespace and makes a new one
+// under the same name: nsnet must not mistake it for the host its network
+// was made in, and must still let that network be removed.
+func TestHostReplaced(t *testing.T) {
+	l := newLab(t)
+	a, b := l.ns("a"), l.ns("b")
+	l.must("net", "create", "old", "--subnet", "10.0.31.0/24")
+	l.must("net", "connect", "old", a)
+	l.fixture("ip", "netns", "del", l.host)
+	l.fixture("ip", "netns", "add", l.host)
+
+	_, err := l.run("net", "connect", "old", b)
+	if err == nil || !strings.Contains(err.Error(), "not the namespace nsnet's networks were made in") {
+		t.Errorf("connect on a replaced host: %v, want it refused", err)
+	}
+	if links := l.hostLinks(); len(links) != 1 {
+		t.Errorf("the new namespace got links: %v", links)
+	}
+	l.must("net", "rm", "--force", "old")
+	if out := l.must("net", "ls"); strings.Contains(out, "old") {
+		t.Errorf("network still listed after rm: %s", out)
+	}
+	if got := l.nftTables(); got != "" {
+		t.Errorf("the new namespace got nftables tables: %s", got)
+	}
+	// The new namespace is a host like any other.
+	l.must("net", "create", "new", "--subnet", "10.0.32.0/24")
+	l.must("net", "connect", "new", b)
+	l.mustPing(b, "10.0.32.1")
+}

@@ -39,6 +39,9 @@ type Manager struct {
 	// could not.
 	recovered  []string
 	recoverErr error
+	// hostInos are the namespaces each host path stood for when networks
+	// were made there.
+	hostInos map[string]map[uint64]bool
 }
 
 // RecoverErr reports the interrupted operations Open could not recover.
@@ -69,7 +72,25 @@ func open(cfg Config, readOnly bool) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Manager{cfg: cfg, st: st, hosts: map[string]*kernel.NS{}, pid: os.Getpid()}, nil
+	m := &Manager{cfg: cfg, st: st, hosts: map[string]*kernel.NS{}, pid: os.Getpid(), hostInos: map[string]map[uint64]bool{}}
+	err = st.View(func(tx *store.Tx) error {
+		nets, err := tx.Networks()
+		for _, n := range nets {
+			if n.HostIno == 0 {
+				continue
+			}
+			if m.hostInos[n.HostNetns] == nil {
+				m.hostInos[n.HostNetns] = map[uint64]bool{}
+			}
+			m.hostInos[n.HostNetns][n.HostIno] = true
+		}
+		return err
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return m, nil
 }
 
 // Close releases kernel handles and the store.
@@ -89,8 +110,30 @@ func (m *Manager) host(path string) (*kernel.NS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host namespace %s: %w", path, err)
 	}
+	if want := m.hostInos[path]; len(want) > 0 {
+		ino, err := h.Fd().Inode()
+		if err == nil && !want[ino] {
+			err = errHostReplaced
+		}
+		if err != nil {
+			h.Close()
+			return nil, fmt.Errorf("host namespace %s: %w", describeHost(path), err)
+		}
+	}
 	m.hosts[path] = h
 	return h, nil
+}
+
+// errHostReplaced means a host path now leads to another namespace than
+// the one nsnet's networks were made in: that one is gone, and this one
+// is not nsnet's to change.
+var errHostReplaced = errors.New("it is not the namespace nsnet's networks were made in any more (deleted and made anew?); nsnet net rm forgets networks whose host is gone")
+
+func describeHost(path string) string {
+	if path == "" {
+		return "(the one nsnet runs in)"
+	}
+	return path
 }
 
 // liveHost returns a handle on the host namespace at path, or nil if that
@@ -98,7 +141,7 @@ func (m *Manager) host(path string) (*kernel.NS, error) {
 // teardown paths then have nothing left to do there.
 func (m *Manager) liveHost(path string) (*kernel.NS, error) {
 	h, err := m.host(path)
-	if gone(err) {
+	if gone(err) || errors.Is(err, errHostReplaced) {
 		return nil, nil
 	}
 	return h, err

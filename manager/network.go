@@ -357,6 +357,9 @@ func (m *Manager) buildNetwork(tx *store.Tx, n *store.Network) error {
 	if err != nil {
 		return err
 	}
+	if n.HostIno, err = h.Fd().Inode(); err != nil {
+		return fmt.Errorf("host namespace %s: %w", describeHost(n.HostNetns), err)
+	}
 	switch n.Driver {
 	case DriverBridge:
 		if err := m.buildBridge(h, *n); err != nil {

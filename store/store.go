@@ -43,8 +43,11 @@ type Network struct {
 	ForwardAccepts []ChainRef `json:"forward_accepts,omitempty"`
 	// HostNetns is the namespace file of the host the network lives in;
 	// empty means the namespace nsnet ran in when it created the network.
-	HostNetns string    `json:"host_netns,omitempty"`
-	Created   time.Time `json:"created"`
+	HostNetns string `json:"host_netns,omitempty"`
+	// HostIno identifies that namespace: a path can come to mean another
+	// one (a reused PID in /proc/PID/ns/net, a name deleted and made anew).
+	HostIno uint64    `json:"host_ino,omitempty"`
+	Created time.Time `json:"created"`
 }
 
 // ChainRef names an nftables chain of another table.
