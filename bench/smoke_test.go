@@ -88,39 +88,27 @@ func TestSmoke(t *testing.T) {
 		t.Error(p)
 	}
 
-	for _, ti := range attachTools {
-		var a *AttachResult
-		for i := range res.Attach {
-			if res.Attach[i].Tool == ti.key {
-				a = &res.Attach[i]
+	for _, sec := range []struct {
+		name    string
+		tools   []toolInfo
+		results []AttachResult
+	}{{"attach", attachTools, res.Attach}, {"routed attach", routedTools, res.AttachRouted}} {
+		for _, ti := range sec.tools {
+			var a *AttachResult
+			for i := range sec.results {
+				if sec.results[i].Tool == ti.key {
+					a = &sec.results[i]
+				}
 			}
-		}
-		switch {
-		case a == nil:
-			t.Errorf("attach: no result for %s", ti.key)
-		case a.Connect.Count != a.N || a.Teardown.Count != a.N || a.Connect.Median <= 0 || a.Teardown.Median <= 0:
-			t.Errorf("attach %s: want %d timed connects and teardowns, got %d and %d (medians %s, %s)",
-				ti.key, a.N, a.Connect.Count, a.Teardown.Count, a.Connect.Median, a.Teardown.Median)
-		case a.Connect.MaxRSS <= 0:
-			t.Errorf("attach %s: no peak memory recorded", ti.key)
-		}
-	}
-
-	for _, ti := range routedTools {
-		var a *AttachResult
-		for i := range res.AttachRouted {
-			if res.AttachRouted[i].Tool == ti.key {
-				a = &res.AttachRouted[i]
+			switch {
+			case a == nil:
+				t.Errorf("%s: no result for %s", sec.name, ti.key)
+			case a.Connect.Count != a.N || a.Teardown.Count != a.N || a.Connect.Median <= 0 || a.Teardown.Median <= 0:
+				t.Errorf("%s %s: want %d timed connects and teardowns, got %d and %d (medians %s, %s)",
+					sec.name, ti.key, a.N, a.Connect.Count, a.Teardown.Count, a.Connect.Median, a.Teardown.Median)
+			case a.Connect.MaxRSS <= 0:
+				t.Errorf("%s %s: no peak memory recorded", sec.name, ti.key)
 			}
-		}
-		switch {
-		case a == nil:
-			t.Errorf("routed attach: no result for %s", ti.key)
-		case a.Connect.Count != a.N || a.Teardown.Count != a.N || a.Connect.Median <= 0 || a.Teardown.Median <= 0:
-			t.Errorf("routed attach %s: want %d timed connects and teardowns, got %d and %d (medians %s, %s)",
-				ti.key, a.N, a.Connect.Count, a.Teardown.Count, a.Connect.Median, a.Teardown.Median)
-		case a.Connect.MaxRSS <= 0:
-			t.Errorf("routed attach %s: no peak memory recorded", ti.key)
 		}
 	}
 

@@ -376,11 +376,8 @@ func (f *Firewall) hasTable(t *nftables.Table) (bool, error) {
 
 // chainNames lists the chains of nsnet's table; nil if there is no table.
 func (f *Firewall) chainNames() (map[string]bool, error) {
-	if _, err := f.conn.ListTableOfFamily(TableName, nftables.TableFamilyINet); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("look up nftables table %s: %w", TableName, err)
+	if ok, err := f.hasTable(f.table); err != nil || !ok {
+		return nil, err
 	}
 	chains, err := f.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {

@@ -236,7 +236,7 @@ func pickHostIf(tx *store.Tx, h *kernel.NS, network, ns string) (string, error) 
 	for attempt := 0; attempt < 64; attempt++ {
 		f := fnv.New32a()
 		fmt.Fprintf(f, "%s\x00%s\x00%d", network, ns, attempt)
-		name := fmt.Sprintf("nsv%08x", f.Sum32())
+		name := fmt.Sprintf("%s%08x", firewall.HostIfPrefix, f.Sum32())
 		if _, taken := tx.IfNameOwner(name); taken {
 			continue
 		}

@@ -102,10 +102,7 @@ func (m *Manager) plugRouted(h, ns *kernel.NS, n store.Network, a store.Attachme
 		if err := h.NL.RouteReplace(host); err != nil {
 			return fmt.Errorf("host route to %s: %w", p.Addr(), err)
 		}
-		gw := routedGateway4
-		if p.Addr().Is6() {
-			gw = routedGateway6
-		}
+		gw := routedGatewayFor(p.Addr())
 		if err := gatewayNeighbour(ns, peer, gw, veth.Attrs().HardwareAddr); err != nil {
 			return fmt.Errorf("neighbour %s in %s: %w", gw, a.Namespace, err)
 		}
@@ -203,6 +200,14 @@ func defaultRouteVia(ns *kernel.NS, link netlink.Link, gw netip.Addr, replace bo
 	return ns.NL.RouteReplace(r)
 }
 
+// routedGatewayFor is a routed member's gateway for its address a.
+func routedGatewayFor(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		return routedGateway6
+	}
+	return routedGateway4
+}
+
 // gatewayNeighbour gives a routed member a permanent neighbour entry for
 // its gateway, with the host end's MAC: the member never has to ask, and
 // the host needs no ARP answer for an address it may own (whatever its
@@ -224,11 +229,8 @@ func (m *Manager) repairRouted(a store.Attachment, host string) error {
 	if err != nil || hostEnd == nil {
 		return err
 	}
-	ns, err := openNamespace(a.Namespace)
-	if gone(err) {
-		return nil
-	}
-	if err != nil {
+	ns, err := openLiveNamespace(a.Namespace)
+	if err != nil || ns == nil {
 		return err
 	}
 	defer ns.Close()
@@ -237,10 +239,7 @@ func (m *Manager) repairRouted(a store.Attachment, host string) error {
 		return err
 	}
 	for _, p := range a.Addrs {
-		gw := routedGateway4
-		if p.Addr().Is6() {
-			gw = routedGateway6
-		}
+		gw := routedGatewayFor(p.Addr())
 		if err := gatewayNeighbour(ns, peer, gw, hostEnd.Attrs().HardwareAddr); err != nil {
 			return fmt.Errorf("neighbour %s of %s in network %s: %w", gw, a.Namespace, a.Network, err)
 		}
@@ -281,11 +280,8 @@ func restoreRoutes(op store.Op) error {
 	if len(op.Routes) == 0 {
 		return nil
 	}
-	ns, err := openNamespace(op.Namespace)
-	if gone(err) {
-		return nil
-	}
-	if err != nil {
+	ns, err := openLiveNamespace(op.Namespace)
+	if err != nil || ns == nil {
 		return err
 	}
 	defer ns.Close()
@@ -317,11 +313,8 @@ func unplugMember(op store.Op) error {
 	if op.IfName == "" {
 		return nil
 	}
-	ns, err := openNamespace(op.Namespace)
-	if gone(err) {
-		return nil
-	}
-	if err != nil {
+	ns, err := openLiveNamespace(op.Namespace)
+	if err != nil || ns == nil {
 		return err
 	}
 	defer ns.Close()

@@ -129,23 +129,6 @@ func (m *Manager) resyncHost(path, except string) error {
 	return syncHostState(h, nets, state)
 }
 
-// hostsInUse lists the host namespaces that have networks.
-func hostsInUse(tx *store.Tx) ([]string, error) {
-	all, err := tx.Networks()
-	if err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{}
-	var out []string
-	for _, n := range all {
-		if !seen[n.HostNetns] {
-			seen[n.HostNetns] = true
-			out = append(out, n.HostNetns)
-		}
-	}
-	return out, nil
-}
-
 // resyncPorts rebuilds the host of an interrupted connect or disconnect
 // that published ports, whose table may still carry the chains for ports
 // that are gone.

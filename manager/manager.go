@@ -376,42 +376,37 @@ func (m *Manager) GC() ([]string, error) {
 		}
 		done = append(done, fmt.Sprintf("removed membership of vanished namespace %s in network %s", a.Namespace, a.Network))
 	}
-	// Rebuild every host's table and routed DNS address, in case someone
-	// deleted or changed them.
-	var hosts []string
-	if err := m.st.View(func(tx *store.Tx) (err error) { hosts, err = hostsInUse(tx); return err }); err != nil {
-		return done, err
-	}
-	for _, h := range hosts {
-		if err := m.resyncHost(h, ""); err != nil {
-			return done, fmt.Errorf("rebuild host namespace %s: %w", h, err)
-		}
-	}
-	var routed []store.Attachment
-	hostOf := map[string]string{}
-	if err := m.st.View(func(tx *store.Tx) error {
-		nets, err := tx.Networks()
-		if err != nil {
+	// Rebuild every host's table and routed DNS address, and routed
+	// members' gateway entries, in case someone deleted or changed them.
+	var nets []store.Network
+	routed := map[string][]store.Attachment{}
+	if err := m.st.View(func(tx *store.Tx) (err error) {
+		if nets, err = tx.Networks(); err != nil {
 			return err
 		}
 		for _, n := range nets {
-			if n.Driver != DriverRouted {
-				continue
+			if n.Driver == DriverRouted {
+				if routed[n.Name], err = tx.Members(n.Name); err != nil {
+					return err
+				}
 			}
-			members, err := tx.Members(n.Name)
-			if err != nil {
-				return err
-			}
-			routed = append(routed, members...)
-			hostOf[n.Name] = n.HostNetns
 		}
 		return nil
 	}); err != nil {
 		return done, err
 	}
-	for _, a := range routed {
-		if err := m.repairRouted(a, hostOf[a.Network]); err != nil {
-			return done, err
+	rebuilt := map[string]bool{}
+	for _, n := range nets {
+		if !rebuilt[n.HostNetns] {
+			rebuilt[n.HostNetns] = true
+			if err := m.resyncHost(n.HostNetns, ""); err != nil {
+				return done, fmt.Errorf("rebuild host namespace %s: %w", describeHost(n.HostNetns), err)
+			}
+		}
+		for _, a := range routed[n.Name] {
+			if err := m.repairRouted(a, n.HostNetns); err != nil {
+				return done, err
+			}
 		}
 	}
 	var links []store.Link

@@ -419,6 +419,16 @@ func gone(err error) bool {
 	return errors.Is(err, errNoNamespace) || errors.Is(err, os.ErrNotExist)
 }
 
+// openLiveNamespace is openNamespace for teardown paths: a namespace that is
+// gone took everything nsnet made in it along, and gives nil, nil.
+func openLiveNamespace(name string) (*kernel.NS, error) {
+	ns, err := openNamespace(name)
+	if gone(err) {
+		return nil, nil
+	}
+	return ns, err
+}
+
 // openNamespace binds a handle to a named namespace.
 func openNamespace(name string) (*kernel.NS, error) {
 	if !netns.Exists(name) {

@@ -59,6 +59,20 @@ func main() {
 	}
 }
 
+// openMember opens the member's namespace and a netlink handle inside it.
+func openMember(nsPath string) (vnetns.NsHandle, *netlink.Handle, error) {
+	ns, err := vnetns.GetFromPath(nsPath)
+	if err != nil {
+		return ns, nil, fmt.Errorf("open %s: %w", nsPath, err)
+	}
+	in, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return ns, nil, fmt.Errorf("netlink in %s: %w", nsPath, err)
+	}
+	return ns, in, nil
+}
+
 func attach(nsPath, bridge, hostIf, ifName, cidr, gateway string) error {
 	ip, ipnet, err := net.ParseCIDR(cidr)
 	if err != nil {
@@ -68,15 +82,11 @@ func attach(nsPath, bridge, hostIf, ifName, cidr, gateway string) error {
 	if gw == nil {
 		return fmt.Errorf("gateway %q is not an address", gateway)
 	}
-	ns, err := vnetns.GetFromPath(nsPath)
+	ns, in, err := openMember(nsPath)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", nsPath, err)
+		return err
 	}
 	defer ns.Close()
-	in, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("netlink in %s: %w", nsPath, err)
-	}
 	defer in.Close()
 
 	br, err := netlink.LinkByName(bridge)
@@ -122,15 +132,11 @@ func attachRouted(nsPath, hostIf, ifName, cidr, gateway string) error {
 	if gw == nil {
 		return fmt.Errorf("gateway %q is not an IPv4 address", gateway)
 	}
-	ns, err := vnetns.GetFromPath(nsPath)
+	ns, in, err := openMember(nsPath)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", nsPath, err)
+		return err
 	}
 	defer ns.Close()
-	in, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("netlink in %s: %w", nsPath, err)
-	}
 	defer in.Close()
 
 	// Born up: the /32 route below needs an up device, and without a
