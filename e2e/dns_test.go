@@ -12,7 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/internal/netns"
 )
 
 // upstream runs a DNS server standing for the outside world's resolver

@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nsnet/nsnet/netns"
-	"github.com/nsnet/nsnet/nstest"
+	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/nstest"
 )
 
 var nsnetBin string

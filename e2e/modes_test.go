@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/internal/netns"
 )
 
 // TestMacvlan puts members straight on a LAN segment: a parent veth in the

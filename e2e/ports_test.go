@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/internal/netns"
 )
 
 // listenUDP starts a UDP echo server inside namespace ns that answers each

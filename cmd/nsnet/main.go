@@ -1,6 +1,6 @@
 // Command nsnet wires network namespaces together: namespaces, bridge
 // networks with a gateway and NAT, and the state that keeps them consistent.
-// This file holds only flags and output; the work is in package manager.
+// This file holds only flags and output; the work is in package engine.
 package main
 
 import (
@@ -15,10 +15,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/nsnet/nsnet/agent"
-	"github.com/nsnet/nsnet/manager"
-	"github.com/nsnet/nsnet/netns"
-	"github.com/nsnet/nsnet/store"
+	"github.com/nsnet/nsnet/internal/agent"
+	"github.com/nsnet/nsnet/internal/engine"
+	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/store"
 )
 
 type globals struct {
@@ -43,7 +43,7 @@ func main() {
 	}
 	def := os.Getenv("NSNET_STATE_DIR")
 	if def == "" {
-		def = manager.DefaultStateDir
+		def = engine.DefaultStateDir
 	}
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", def, "state directory (env NSNET_STATE_DIR)")
 	root.PersistentFlags().StringVar(&g.hostNetns, "host-netns", "", "namespace (name or path) to treat as the host; default: the one nsnet runs in")
@@ -58,8 +58,8 @@ func main() {
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
-func (g *globals) config() (manager.Config, error) {
-	cfg := manager.Config{StateDir: g.stateDir}
+func (g *globals) config() (engine.Config, error) {
+	cfg := engine.Config{StateDir: g.stateDir}
 	if g.hostNetns != "" {
 		p, err := netns.Resolve(g.hostNetns)
 		if err != nil {
@@ -71,14 +71,14 @@ func (g *globals) config() (manager.Config, error) {
 }
 
 // withManager opens the store (exclusively unless readOnly) around fn.
-func (g *globals) withManager(readOnly bool, fn func(*manager.Manager) error) error {
+func (g *globals) withManager(readOnly bool, fn func(*engine.Manager) error) error {
 	cfg, err := g.config()
 	if err != nil {
 		return err
 	}
-	open := manager.Open
+	open := engine.Open
 	if readOnly {
-		open = manager.OpenReadOnly
+		open = engine.OpenReadOnly
 	}
 	m, err := open(cfg)
 	if err != nil {
@@ -129,19 +129,19 @@ func nsCmd(g *globals) *cobra.Command {
 	create := &cobra.Command{
 		Use: "create NAME [--share OTHER]", Short: "Create a namespace with only lo, up", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withManager(false, func(m *manager.Manager) error { return m.CreateNamespace(args[0], share) })
+			return g.withManager(false, func(m *engine.Manager) error { return m.CreateNamespace(args[0], share) })
 		},
 	}
 	create.Flags().StringVar(&share, "share", "", "give NAME the very same network namespace as OTHER (Docker's container:OTHER)")
 	c.AddCommand(create, &cobra.Command{
 		Use: "rm NAME", Short: "Disconnect a namespace from every network and delete it", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withManager(false, func(m *manager.Manager) error { return m.RemoveNamespace(args[0]) })
+			return g.withManager(false, func(m *engine.Manager) error { return m.RemoveNamespace(args[0]) })
 		},
 	}, &cobra.Command{
 		Use: "ls", Short: "List named namespaces", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withManager(true, func(m *manager.Manager) error {
+			return g.withManager(true, func(m *engine.Manager) error {
 				list, err := m.Namespaces()
 				if err != nil {
 					return err
@@ -157,7 +157,7 @@ func nsCmd(g *globals) *cobra.Command {
 	}, &cobra.Command{
 		Use: "inspect NAME", Short: "Show a namespace's interfaces, addresses, routes and networks", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withManager(true, func(m *manager.Manager) error {
+			return g.withManager(true, func(m *engine.Manager) error {
 				info, err := m.Namespace(args[0])
 				if err != nil {
 					return err
@@ -190,7 +190,7 @@ func nsCmd(g *globals) *cobra.Command {
 
 func netCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "net", Short: "Networks"}
-	var spec manager.NetworkSpec
+	var spec engine.NetworkSpec
 	var subnets, gateways []string
 	var isolate, dns *bool
 	var upstreams []string
@@ -223,7 +223,7 @@ func netCmd(g *globals) *cobra.Command {
 				}
 				spec.Gateways = append(spec.Gateways, a)
 			}
-			return g.withManager(false, func(m *manager.Manager) error {
+			return g.withManager(false, func(m *engine.Manager) error {
 				n, err := m.CreateNetwork(spec)
 				if err != nil {
 					return err
@@ -244,7 +244,7 @@ func netCmd(g *globals) *cobra.Command {
 	f := create.Flags()
 	f.StringArrayVar(&subnets, "subnet", nil, "subnet in CIDR form; repeat once for the other IP family")
 	f.StringArrayVar(&gateways, "gateway", nil, "gateway address (default: the subnet's first usable address)")
-	f.StringVar(&spec.Driver, "driver", manager.DriverBridge, "network driver: bridge, routed or macvlan")
+	f.StringVar(&spec.Driver, "driver", engine.DriverBridge, "network driver: bridge, routed or macvlan")
 	f.StringVar(&spec.BridgeName, "bridge-name", "", "name of the bridge (default nsbr-NAME)")
 	f.BoolVar(&spec.NoNAT, "no-nat", false, "do not masquerade traffic leaving the network")
 	f.BoolVar(&spec.NAT, "nat", false, "masquerade traffic leaving a routed network (bridge networks do by default)")
@@ -260,12 +260,12 @@ func netCmd(g *globals) *cobra.Command {
 	rm := &cobra.Command{
 		Use: "rm NAME", Short: "Remove a network", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withManager(false, func(m *manager.Manager) error { return m.RemoveNetwork(args[0], force) })
+			return g.withManager(false, func(m *engine.Manager) error { return m.RemoveNetwork(args[0], force) })
 		},
 	}
 	rm.Flags().BoolVar(&force, "force", false, "disconnect members first")
 
-	var cs manager.ConnectSpec
+	var cs engine.ConnectSpec
 	var ip4, ip6 string
 	var publish []string
 	connect := &cobra.Command{
@@ -280,13 +280,13 @@ func netCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("connect %s to %s: --ip6 %w", cs.Namespace, cs.Network, err)
 			}
 			for _, p := range publish {
-				pm, err := manager.ParsePort(p)
+				pm, err := engine.ParsePort(p)
 				if err != nil {
 					return fmt.Errorf("connect %s to %s: %w", cs.Namespace, cs.Network, err)
 				}
 				cs.Ports = append(cs.Ports, pm)
 			}
-			return g.withManager(false, func(m *manager.Manager) error {
+			return g.withManager(false, func(m *engine.Manager) error {
 				a, err := m.Connect(cs)
 				if err != nil {
 					return err
@@ -307,18 +307,18 @@ func netCmd(g *globals) *cobra.Command {
 	c.AddCommand(create, rm, connect, &cobra.Command{
 		Use: "disconnect NET NS", Short: "Disconnect a namespace from a network", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withManager(false, func(m *manager.Manager) error { return m.Disconnect(args[0], args[1]) })
+			return g.withManager(false, func(m *engine.Manager) error { return m.Disconnect(args[0], args[1]) })
 		},
 	}, &cobra.Command{
 		Use: "ls", Short: "List networks", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withManager(true, func(m *manager.Manager) error {
+			return g.withManager(true, func(m *engine.Manager) error {
 				nets, err := m.Networks()
 				if err != nil {
 					return err
 				}
 				if nets == nil {
-					nets = []manager.NetworkInfo{}
+					nets = []engine.NetworkInfo{}
 				}
 				return g.print(cmd.OutOrStdout(), nets, func(w io.Writer) {
 					fmt.Fprintln(w, "NAME\tDRIVER\tSUBNETS\tGATEWAYS\tBRIDGE\tNAT\tINTERNAL\tMEMBERS")
@@ -331,7 +331,7 @@ func netCmd(g *globals) *cobra.Command {
 	}, &cobra.Command{
 		Use: "inspect NAME", Short: "Show a network and its members", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withManager(true, func(m *manager.Manager) error {
+			return g.withManager(true, func(m *engine.Manager) error {
 				n, err := m.Network(args[0])
 				if err != nil {
 					return err
@@ -390,7 +390,7 @@ func gcCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use: "gc", Short: "Finish or roll back what interrupted commands left", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withManager(false, func(m *manager.Manager) error {
+			return g.withManager(false, func(m *engine.Manager) error {
 				done, err := m.GC()
 				for _, d := range done {
 					fmt.Fprintln(cmd.OutOrStdout(), d)
@@ -428,7 +428,7 @@ func joinAddrs(as []netip.Addr) string {
 
 func linkCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "link", Short: "Point-to-point veth links between two namespaces (either may be \"host\")"}
-	var spec manager.LinkSpec
+	var spec engine.LinkSpec
 	var subnet, names string
 	var addrs []string
 	create := &cobra.Command{
@@ -467,7 +467,7 @@ func linkCmd(g *globals) *cobra.Command {
 				}
 				spec.If1, spec.If2 = a, b
 			}
-			return g.withManager(false, func(m *manager.Manager) error {
+			return g.withManager(false, func(m *engine.Manager) error {
 				l, err := m.CreateLink(spec)
 				if err != nil {
 					return err
@@ -485,12 +485,12 @@ func linkCmd(g *globals) *cobra.Command {
 	c.AddCommand(create, &cobra.Command{
 		Use: "rm NS1 NS2", Short: "Remove the link between two namespaces", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withManager(false, func(m *manager.Manager) error { return m.RemoveLink(args[0], args[1]) })
+			return g.withManager(false, func(m *engine.Manager) error { return m.RemoveLink(args[0], args[1]) })
 		},
 	}, &cobra.Command{
 		Use: "ls", Short: "List links", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withManager(true, func(m *manager.Manager) error {
+			return g.withManager(true, func(m *engine.Manager) error {
 				links, err := m.Links()
 				if err != nil {
 					return err
@@ -509,7 +509,7 @@ func linkCmd(g *globals) *cobra.Command {
 
 func tapCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "tap", Short: "Persistent TAP devices on bridge networks, for virtual machines"}
-	var spec manager.TapSpec
+	var spec engine.TapSpec
 	var ip string
 	create := &cobra.Command{
 		Use: "create NAME --net NET [--ip IP]", Short: "Create a TAP device on a bridge network", Args: cobra.ExactArgs(1),
@@ -522,7 +522,7 @@ func tapCmd(g *globals) *cobra.Command {
 			if spec.Network == "" {
 				return fmt.Errorf("tap %s: --net is required", spec.Name)
 			}
-			return g.withManager(false, func(m *manager.Manager) error {
+			return g.withManager(false, func(m *engine.Manager) error {
 				d, err := m.CreateTap(spec)
 				if err != nil {
 					return err
@@ -538,12 +538,12 @@ func tapCmd(g *globals) *cobra.Command {
 	c.AddCommand(create, &cobra.Command{
 		Use: "rm NAME", Short: "Remove a TAP device", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withManager(false, func(m *manager.Manager) error { return m.RemoveTap(args[0]) })
+			return g.withManager(false, func(m *engine.Manager) error { return m.RemoveTap(args[0]) })
 		},
 	}, &cobra.Command{
 		Use: "ls", Short: "List TAP devices", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withManager(true, func(m *manager.Manager) error {
+			return g.withManager(true, func(m *engine.Manager) error {
 				taps, err := m.Taps()
 				if err != nil {
 					return err

@@ -1,4 +1,4 @@
-package manager
+package engine
 
 import (
 	"errors"
@@ -8,9 +8,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/nsnet/nsnet/firewall"
-	"github.com/nsnet/nsnet/kernel"
-	"github.com/nsnet/nsnet/store"
+	"github.com/nsnet/nsnet/internal/firewall"
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/store"
 )
 
 // dnsLabel marks the routed gateway address nsnet puts on the host's lo,

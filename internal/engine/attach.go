@@ -1,4 +1,4 @@
-package manager
+package engine
 
 import (
 	"errors"
@@ -10,12 +10,12 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/nsnet/nsnet/crash"
-	"github.com/nsnet/nsnet/firewall"
-	"github.com/nsnet/nsnet/ipam"
-	"github.com/nsnet/nsnet/kernel"
-	"github.com/nsnet/nsnet/netns"
-	"github.com/nsnet/nsnet/store"
+	"github.com/nsnet/nsnet/internal/crash"
+	"github.com/nsnet/nsnet/internal/firewall"
+	"github.com/nsnet/nsnet/internal/ipam"
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/store"
 )
 
 // ConnectSpec is what `net connect` asks for.

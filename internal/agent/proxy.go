@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/internal/netns"
 )
 
 // The kernel cannot DNAT connections to ::1 (IPv6 has no route_localnet:

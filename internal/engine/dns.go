@@ -1,4 +1,4 @@
-package manager
+package engine
 
 import (
 	"errors"
@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/nsnet/nsnet/agent"
-	"github.com/nsnet/nsnet/netns"
-	"github.com/nsnet/nsnet/store"
+	"github.com/nsnet/nsnet/internal/agent"
+	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/store"
 )
 
 // checkAliases refuses aliases that are not names or that another member

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/nsnet/nsnet/ipam"
+	"github.com/nsnet/nsnet/internal/ipam"
 )
 
 // allocate mirrors how the manager leases the first free address.

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
-	"github.com/nsnet/nsnet/nstest"
+	"github.com/nsnet/nsnet/internal/nstest"
 )
 
 func TestMain(m *testing.M) { nstest.Main(m) }

@@ -1,4 +1,4 @@
-package manager
+package engine
 
 import (
 	"errors"
@@ -10,9 +10,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/nsnet/nsnet/crash"
-	"github.com/nsnet/nsnet/kernel"
-	"github.com/nsnet/nsnet/store"
+	"github.com/nsnet/nsnet/internal/crash"
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/store"
 )
 
 // checkParent refuses a macvlan parent that is missing, is a bridge port

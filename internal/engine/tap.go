@@ -1,4 +1,4 @@
-package manager
+package engine
 
 import (
 	"errors"
@@ -7,9 +7,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/nsnet/nsnet/crash"
-	"github.com/nsnet/nsnet/kernel"
-	"github.com/nsnet/nsnet/store"
+	"github.com/nsnet/nsnet/internal/crash"
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/store"
 )
 
 // TapSpec is what `tap create` asks for.

@@ -1,4 +1,4 @@
-package manager
+package engine
 
 import (
 	"fmt"
@@ -10,10 +10,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/nsnet/nsnet/kernel"
-	"github.com/nsnet/nsnet/netns"
-	"github.com/nsnet/nsnet/nstest"
-	"github.com/nsnet/nsnet/store"
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/nstest"
+	"github.com/nsnet/nsnet/internal/store"
 )
 
 func TestMain(m *testing.M) { nstest.Main(m) }

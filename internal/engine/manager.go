@@ -3,7 +3,7 @@
 // in idempotent steps, then clears the marker. A marker found when the store
 // is opened belongs to a process that died mid-way (the store is exclusive to
 // one live process), and Recover finishes or rolls back its operation.
-package manager
+package engine
 
 import (
 	"errors"
@@ -12,10 +12,10 @@ import (
 	"sort"
 	"time"
 
-	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/internal/netns"
 
-	"github.com/nsnet/nsnet/kernel"
-	"github.com/nsnet/nsnet/store"
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/store"
 )
 
 // DefaultStateDir is where state lives unless told otherwise.

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/nsnet/nsnet/nstest"
+	"github.com/nsnet/nsnet/internal/nstest"
 )
 
 // BenchmarkResolve measures a member lookup over UDP on loopback, from query

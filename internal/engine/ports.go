@@ -1,4 +1,4 @@
-package manager
+package engine
 
 import (
 	"errors"
@@ -10,9 +10,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/nsnet/nsnet/firewall"
-	"github.com/nsnet/nsnet/kernel"
-	"github.com/nsnet/nsnet/store"
+	"github.com/nsnet/nsnet/internal/firewall"
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/store"
 )
 
 var protocols = map[string]uint8{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "sctp": unix.IPPROTO_SCTP}

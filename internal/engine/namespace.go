@@ -1,4 +1,4 @@
-package manager
+package engine
 
 import (
 	"errors"
@@ -12,10 +12,10 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/nsnet/nsnet/crash"
-	"github.com/nsnet/nsnet/kernel"
-	"github.com/nsnet/nsnet/netns"
-	"github.com/nsnet/nsnet/store"
+	"github.com/nsnet/nsnet/internal/crash"
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/store"
 )
 
 // CreateNamespace makes a named network namespace with only lo, up, or,

@@ -22,9 +22,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nsnet/nsnet/netns"
-	"github.com/nsnet/nsnet/resolver"
-	"github.com/nsnet/nsnet/store"
+	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/resolver"
+	"github.com/nsnet/nsnet/internal/store"
 )
 
 // RoutedGateway is the link-local gateway routed members ask for DNS.

@@ -1,4 +1,4 @@
-package manager
+package engine
 
 import (
 	"errors"
@@ -7,11 +7,11 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/nsnet/nsnet/crash"
-	"github.com/nsnet/nsnet/ipam"
-	"github.com/nsnet/nsnet/kernel"
-	"github.com/nsnet/nsnet/netns"
-	"github.com/nsnet/nsnet/store"
+	"github.com/nsnet/nsnet/internal/crash"
+	"github.com/nsnet/nsnet/internal/ipam"
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/store"
 )
 
 // HostName stands for the host namespace at either end of a link.
