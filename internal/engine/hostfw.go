@@ -48,7 +48,9 @@ func syncHostState(h *kernel.NS, nets []store.Network, state firewall.Host) erro
 		state.Networks = append(state.Networks, firewallNetwork(n))
 		routedDNS = routedDNS || (n.Driver == DriverRouted && n.DNS)
 	}
-	state.RoutedDNS = routedDNS
+	if routedDNS {
+		state.LocalDNS = routedGateway4
+	}
 	fw, err := firewall.New(int(h.Fd()))
 	if err != nil {
 		return err

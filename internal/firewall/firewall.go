@@ -59,13 +59,10 @@ type Host struct {
 	// Sync then refills the port maps with exactly these (after someone
 	// deleted the table, say). When nil the maps keep their elements.
 	Published []Port
-	// RoutedDNS says the host holds the routed gateway address for DNS,
-	// which only routed members may reach.
-	RoutedDNS bool
+	// LocalDNS, when valid, is the link-local address the host holds on
+	// its lo for routed members' DNS, which only routed members may reach.
+	LocalDNS netip.Addr
 }
-
-// routedGateway is the link-local gateway of routed networks.
-var routedGateway = netip.MustParseAddr("169.254.1.1")
 
 // HostIfPrefix starts the name of every host end of a member's veth.
 const HostIfPrefix = "nsv"
@@ -148,10 +145,10 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 		return nil
 	}
 
-	if h.RoutedDNS {
+	if h.LocalDNS.IsValid() {
 		// 169.254.1.1 is on the host's lo for routed members' DNS; from
 		// any other interface it is nobody's business.
-		add(chainInput, static, matchAddr(netip.PrefixFrom(routedGateway, 32), false, expr.CmpOpEq, true),
+		add(chainInput, static, matchAddr(netip.PrefixFrom(h.LocalDNS, 32), false, expr.CmpOpEq, true),
 			[]expr.Any{
 				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname("lo")},
@@ -258,7 +255,7 @@ func (f *Firewall) Sync(h Host) error {
 		}
 		return nil
 	}
-	f.syncARP(h.RoutedDNS, haveARP)
+	f.syncARP(h.LocalDNS, haveARP)
 	f.conn.AddTable(f.table)
 	host4, any4, host6, any6 := f.portMaps()
 	iso4, iso6 := f.isolationSets()
@@ -335,9 +332,9 @@ func (f *Firewall) arpTable() *nftables.Table {
 // default arp_ignore), claiming 169.254.1.1 on the uplink's LAN too. Only
 // routed host ends may answer, and their members have permanent entries
 // anyway.
-func (f *Firewall) syncARP(want, have bool) {
+func (f *Firewall) syncARP(addr netip.Addr, have bool) {
 	t := f.arpTable()
-	if !want {
+	if !addr.IsValid() {
 		if have {
 			f.conn.DelTable(t)
 		}
@@ -356,7 +353,7 @@ func (f *Firewall) syncARP(want, have bool) {
 	f.conn.AddRule(&nftables.Rule{Table: t, Chain: c, UserData: userdata.AppendString(nil, userdata.TypeComment, tagStatic), Exprs: []expr.Any{
 		// The target protocol address of an Ethernet/IPv4 ARP packet.
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 4},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: routedGateway.AsSlice()},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr.AsSlice()},
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(HostIfPrefix)},
 		&expr.Verdict{Kind: expr.VerdictDrop},
