@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 		}
 		nsnetBin = filepath.Join(dir, "nsnet")
 		if nstest.Isolated() {
-			out, err := exec.Command("go", "build", "-o", nsnetBin, "github.com/nsnet/nsnet/cmd/nsnet").CombinedOutput()
+			out, err := exec.Command("go", "build", "-tags", "nsnetcrash", "-o", nsnetBin, "github.com/nsnet/nsnet/cmd/nsnet").CombinedOutput()
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "FAIL: build nsnet: %v\n%s", err, out)
 				os.Exit(1)

@@ -18,7 +18,6 @@ import (
 	"github.com/nsnet/nsnet/internal/agent"
 	"github.com/nsnet/nsnet/internal/engine"
 	"github.com/nsnet/nsnet/internal/netns"
-	"github.com/nsnet/nsnet/internal/store"
 )
 
 type globals struct {
@@ -194,11 +193,18 @@ func netCmd(g *globals) *cobra.Command {
 	var subnets, gateways []string
 	var isolate, dns *bool
 	var upstreams []string
+	var bridgeName, parent string
 	create := &cobra.Command{
 		Use: "create NAME --subnet CIDR", Short: "Create a network", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec.Name = args[0]
 			spec.NoIsolate = !*isolate
+			spec.Options = map[string]string{}
+			for k, v := range map[string]*string{"bridge-name": &bridgeName, "parent": &parent} {
+				if cmd.Flags().Changed(k) {
+					spec.Options[k] = *v
+				}
+			}
 			if cmd.Flags().Changed("dns") {
 				spec.DNS = dns
 			}
@@ -229,12 +235,14 @@ func netCmd(g *globals) *cobra.Command {
 					return err
 				}
 				return g.print(cmd.OutOrStdout(), n, func(w io.Writer) {
-					dev := "bridge " + n.Bridge
-					switch {
-					case n.Driver == "macvlan":
-						dev = "macvlan on " + n.Parent
-					case n.Bridge == "":
-						dev = n.Driver
+					dev := n.Driver
+					if n.Bridge != "" {
+						dev = "bridge " + n.Bridge
+					}
+					for _, k := range n.OptionKeys() {
+						if n.Options[k] != n.Bridge {
+							dev += ", " + k + " " + n.Options[k]
+						}
 					}
 					fmt.Fprintf(w, "network %s: %s, subnets %s, gateways %s\n", n.Name, dev, joinPrefixes(n.Subnets), joinAddrs(n.Gateways))
 				})
@@ -244,11 +252,11 @@ func netCmd(g *globals) *cobra.Command {
 	f := create.Flags()
 	f.StringArrayVar(&subnets, "subnet", nil, "subnet in CIDR form; repeat once for the other IP family")
 	f.StringArrayVar(&gateways, "gateway", nil, "gateway address (default: the subnet's first usable address)")
-	f.StringVar(&spec.Driver, "driver", engine.DriverBridge, "network driver: bridge, routed or macvlan")
-	f.StringVar(&spec.BridgeName, "bridge-name", "", "name of the bridge (default nsbr-NAME)")
+	f.StringVar(&spec.Driver, "driver", engine.DefaultDriver, "network driver: "+strings.Join(engine.DriverNames(), ", "))
+	f.StringVar(&bridgeName, "bridge-name", "", "name of the bridge (default nsbr-NAME)")
 	f.BoolVar(&spec.NoNAT, "no-nat", false, "do not masquerade traffic leaving the network")
 	f.BoolVar(&spec.NAT, "nat", false, "masquerade traffic leaving a routed network (bridge networks do by default)")
-	f.StringVar(&spec.Parent, "parent", "", "parent interface of a macvlan network")
+	f.StringVar(&parent, "parent", "", "parent interface of a macvlan network")
 	f.BoolVar(&spec.NoHostFirewall, "no-host-firewall", false, "never add accept rules to other tables' forward chains that drop")
 	dns = f.Bool("dns", true, "run a resolver for members (default on, but off for macvlan)")
 	f.StringArrayVar(&upstreams, "dns-upstream", nil, "upstream DNS server for other names (default: the host's resolv.conf)")
@@ -317,9 +325,6 @@ func netCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if nets == nil {
-					nets = []engine.NetworkInfo{}
-				}
 				return g.print(cmd.OutOrStdout(), nets, func(w io.Writer) {
 					fmt.Fprintln(w, "NAME\tDRIVER\tSUBNETS\tGATEWAYS\tBRIDGE\tNAT\tINTERNAL\tMEMBERS")
 					for _, n := range nets {
@@ -336,12 +341,15 @@ func netCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if n.Members == nil {
-					n.Members = []store.Attachment{}
-				}
 				return g.print(cmd.OutOrStdout(), n, func(w io.Writer) {
-					fmt.Fprintf(w, "network %s\ndriver\t%s\nsubnets\t%s\ngateways\t%s\nbridge\t%s\nparent\t%s\nnat\t%v\ninternal\t%v\nhost\t%s\n",
-						n.Name, n.Driver, joinPrefixes(n.Subnets), dash(joinAddrs(n.Gateways)), dash(n.Bridge), dash(n.Parent), n.NAT, n.Internal, dash(n.HostNetns))
+					fmt.Fprintf(w, "network %s\ndriver\t%s\nsubnets\t%s\ngateways\t%s\nbridge\t%s\n",
+						n.Name, n.Driver, joinPrefixes(n.Subnets), dash(joinAddrs(n.Gateways)), dash(n.Bridge))
+					for _, k := range n.OptionKeys() {
+						if n.Options[k] != n.Bridge {
+							fmt.Fprintf(w, "%s\t%s\n", k, n.Options[k])
+						}
+					}
+					fmt.Fprintf(w, "nat\t%v\ninternal\t%v\nhost\t%s\n", n.NAT, n.Internal, dash(n.Host))
 					for _, c := range n.ForwardAccepts {
 						fmt.Fprintf(w, "host forward accepts\t%s %s %s\n", c.Family, c.Table, c.Chain)
 					}
@@ -560,7 +568,7 @@ func tapCmd(g *globals) *cobra.Command {
 	return c
 }
 
-func joinPorts(ps []store.PortMap) string {
+func joinPorts(ps []engine.PortMap) string {
 	var s []string
 	for _, p := range ps {
 		s = append(s, p.String())
@@ -568,7 +576,7 @@ func joinPorts(ps []store.PortMap) string {
 	return strings.Join(s, ",")
 }
 
-func portsSuffix(ps []store.PortMap) string {
+func portsSuffix(ps []engine.PortMap) string {
 	if len(ps) == 0 {
 		return ""
 	}

@@ -22,15 +22,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nsnet/nsnet/internal/driver"
+	"github.com/nsnet/nsnet/internal/drivers"
 	"github.com/nsnet/nsnet/internal/netns"
 	"github.com/nsnet/nsnet/internal/resolver"
 	"github.com/nsnet/nsnet/internal/store"
 )
-
-// RoutedGateway is the link-local gateway routed members ask for DNS.
-// nsnet puts it on the host's lo while a routed network has DNS, and the
-// resolver for a host's routed networks listens on it.
-var RoutedGateway = netip.MustParseAddr("169.254.1.1")
 
 const (
 	lockFile = "agent.lock"
@@ -43,8 +40,10 @@ func Servers(n store.Network) []netip.Addr {
 	if !n.DNS {
 		return nil
 	}
-	if n.Driver == "routed" {
-		return []netip.Addr{RoutedGateway}
+	// A link-local resolver is on the host's lo while such a network has
+	// DNS; one serves all of a host's networks of that kind.
+	if drivers.Caps(n).DNS == driver.DNSLinkLocal {
+		return []netip.Addr{driver.LinkLocal4}
 	}
 	var out []netip.Addr
 	for i, gw := range n.Gateways {
@@ -284,11 +283,11 @@ func (a *agent) refresh() (bool, error) {
 		if len(upstreams) == 0 {
 			upstreams = hostUpstreams(n.HostNetns)
 		}
-		if n.Driver == "routed" {
-			key := "routed@" + n.HostNetns
+		if drivers.Caps(n).DNS == driver.DNSLinkLocal {
+			key := "link-local@" + n.HostNetns
 			r := want[key]
 			if r == nil {
-				r = &running{host: n.HostNetns, listen: []netip.AddrPort{netip.AddrPortFrom(RoutedGateway, 53)}}
+				r = &running{host: n.HostNetns, listen: []netip.AddrPort{netip.AddrPortFrom(driver.LinkLocal4, 53)}}
 				want[key] = r
 			}
 			r.upstreams = appendNew(r.upstreams, upstreams...)

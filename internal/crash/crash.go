@@ -1,6 +1,10 @@
+//go:build nsnetcrash
+
 // Package crash lets tests kill an nsnet process with SIGKILL at a named
 // point of an operation, to prove that whatever it leaves half done is
-// finished or rolled back by the next command.
+// finished or rolled back by the next command. Points do something only in
+// binaries built with the nsnetcrash tag (e2e builds its nsnet so); in the
+// product they compile to nothing.
 package crash
 
 import (

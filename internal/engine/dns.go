@@ -48,16 +48,16 @@ func checkAliases(tx *store.Tx, n store.Network, ns string, aliases []string) er
 
 // resolvConf is the namespace's own resolv.conf, which `nsnet exec` and
 // `ip netns exec` mount over /etc/resolv.conf.
-func resolvConf(ns string) string { return filepath.Join(netns.EtcDir, ns, "resolv.conf") }
+func (m *Manager) resolvConf(ns string) string { return filepath.Join(m.etcDir, ns, "resolv.conf") }
 
 // setResolver adds (or with add unset, removes) network n's block of
 // nameserver lines in the namespace's resolv.conf. Blocks of other
 // networks stay, in the order joined.
-func setResolver(ns string, n store.Network, add bool) error {
+func (m *Manager) setResolver(ns string, n store.Network, add bool) error {
 	if !n.DNS {
 		return nil
 	}
-	p := resolvConf(ns)
+	p := m.resolvConf(ns)
 	old, err := os.ReadFile(p)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("read %s: %w", p, err)
@@ -108,6 +108,6 @@ func (m *Manager) AgentNeeded() (bool, error) {
 
 // forgetResolver drops a membership's resolv.conf block, knowing only the
 // journal's names; a block that is not there is no error.
-func forgetResolver(o store.Op) error {
-	return setResolver(o.Namespace, store.Network{Name: o.Network, DNS: true}, false)
+func (m *Manager) forgetResolver(o store.Op) error {
+	return m.setResolver(o.Namespace, store.Network{Name: o.Network, DNS: true}, false)
 }

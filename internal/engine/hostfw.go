@@ -8,6 +8,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/nsnet/nsnet/internal/driver"
+	"github.com/nsnet/nsnet/internal/drivers"
 	"github.com/nsnet/nsnet/internal/firewall"
 	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/store"
@@ -18,8 +20,8 @@ import (
 const dnsLabel = "lo:nsnet"
 
 // hostNetworks lists the networks of one host namespace that the host's
-// firewall serves (macvlan networks have nothing in the host), leaving
-// out the one called except.
+// firewall serves (some drivers have nothing in the host), leaving out the
+// one called except.
 func hostNetworks(tx *store.Tx, host, except string) ([]store.Network, error) {
 	all, err := tx.Networks()
 	if err != nil {
@@ -27,7 +29,7 @@ func hostNetworks(tx *store.Tx, host, except string) ([]store.Network, error) {
 	}
 	var out []store.Network
 	for _, n := range all {
-		if n.HostNetns == host && n.Name != except && n.Driver != DriverMacvlan {
+		if n.HostNetns == host && n.Name != except && drivers.Caps(n).Firewall {
 			out = append(out, n)
 		}
 	}
@@ -37,21 +39,21 @@ func hostNetworks(tx *store.Tx, host, except string) ([]store.Network, error) {
 // syncHost makes the host namespace match what its networks need of it as
 // a whole: nsnet's nftables table, and the routed gateway address that the
 // resolver for routed networks listens on. Every call may be repeated.
-func syncHost(h *kernel.NS, nets []store.Network, ports bool) error {
-	return syncHostState(h, nets, firewall.Host{Ports: ports})
+func (m *Manager) syncHost(h *kernel.NS, nets []store.Network, ports bool) error {
+	return m.syncHostState(h, nets, firewall.Host{Ports: ports})
 }
 
 // syncHostState is syncHost with the firewall state's other fields given.
-func syncHostState(h *kernel.NS, nets []store.Network, state firewall.Host) error {
+func (m *Manager) syncHostState(h *kernel.NS, nets []store.Network, state firewall.Host) error {
 	routedDNS := false
 	for _, n := range nets {
 		state.Networks = append(state.Networks, firewallNetwork(n))
-		routedDNS = routedDNS || (n.Driver == DriverRouted && n.DNS)
+		routedDNS = routedDNS || (drivers.Caps(n).DNS == driver.DNSLinkLocal && n.DNS)
 	}
 	if routedDNS {
-		state.LocalDNS = routedGateway4
+		state.LocalDNS = driver.LinkLocal4
 	}
-	fw, err := firewall.New(int(h.Fd()))
+	fw, err := m.firewall(h)
 	if err != nil {
 		return err
 	}
@@ -62,7 +64,7 @@ func syncHostState(h *kernel.NS, nets []store.Network, state firewall.Host) erro
 }
 
 func firewallNetwork(n store.Network) firewall.Network {
-	return firewall.Network{Name: n.Name, Bridge: n.Bridge, Subnets: n.Subnets, Masquerade: n.NAT, Internal: n.Internal, Isolate: !n.NoIsolate}
+	return firewall.Network{Name: n.Name, Bridge: deviceOf(n), Subnets: n.Subnets, Masquerade: n.NAT, Internal: n.Internal, Isolate: !n.NoIsolate}
 }
 
 // setRoutedDNSAddr adds (or removes) 169.254.1.1/32 on the host's lo. Routed
@@ -79,10 +81,10 @@ func setRoutedDNSAddr(h *kernel.NS, want bool) error {
 	if lo == nil {
 		return errors.New("the host namespace has no lo")
 	}
-	addr := &netlink.Addr{IPNet: kernel.PrefixNet(netip.PrefixFrom(routedGateway4, 32)), Scope: unix.RT_SCOPE_HOST, Label: dnsLabel}
+	addr := &netlink.Addr{IPNet: kernel.PrefixNet(netip.PrefixFrom(driver.LinkLocal4, 32)), Scope: unix.RT_SCOPE_HOST, Label: dnsLabel}
 	if want {
 		if err := h.NL.AddrReplace(lo, addr); err != nil {
-			return fmt.Errorf("add %s to lo for routed networks' DNS: %w", routedGateway4, err)
+			return fmt.Errorf("add %s to lo for routed networks' DNS: %w", driver.LinkLocal4, err)
 		}
 		return nil
 	}
@@ -91,9 +93,9 @@ func setRoutedDNSAddr(h *kernel.NS, want bool) error {
 		return fmt.Errorf("read addresses of lo: %w", err)
 	}
 	for _, a := range have {
-		if p, ok := kernel.ToPrefix(a.IPNet); ok && p.Addr() == routedGateway4 && a.Label == dnsLabel {
+		if p, ok := kernel.ToPrefix(a.IPNet); ok && p.Addr() == driver.LinkLocal4 && a.Label == dnsLabel {
 			if err := h.NL.AddrDel(lo, addr); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-				return fmt.Errorf("remove %s from lo: %w", routedGateway4, err)
+				return fmt.Errorf("remove %s from lo: %w", driver.LinkLocal4, err)
 			}
 		}
 	}
@@ -128,7 +130,7 @@ func (m *Manager) resyncHost(path, except string) error {
 	}); err != nil {
 		return err
 	}
-	return syncHostState(h, nets, state)
+	return m.syncHostState(h, nets, state)
 }
 
 // resyncPorts rebuilds the host of an interrupted connect or disconnect

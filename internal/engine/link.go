@@ -11,6 +11,7 @@ import (
 	"github.com/nsnet/nsnet/internal/ipam"
 	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/plumb"
 	"github.com/nsnet/nsnet/internal/store"
 )
 
@@ -30,26 +31,33 @@ type LinkSpec struct {
 }
 
 // openEnd binds a handle to one end of a link: a named namespace, or the
-// host.
-func (m *Manager) openEnd(name string) (*kernel.NS, error) {
+// host, checked to be the namespace the host's links were made in. The
+// returned function releases it.
+func (m *Manager) openEnd(name string) (*kernel.NS, func(), error) {
 	if name == HostName {
-		return kernel.Open(m.cfg.HostNetns)
+		h, err := m.host(m.cfg.HostNetns)
+		return h, func() {}, err // the manager keeps host handles
 	}
-	if !netns.Exists(name) {
+	if !m.nsExists(name) {
 		if err := netns.ValidateName(name); err != nil {
-			return nil, fmt.Errorf("namespace %q: %w", name, err)
+			return nil, nil, fmt.Errorf("namespace %q: %w", name, err)
 		}
+		return nil, nil, fmt.Errorf("namespace %q: %w", name, errNoNamespace)
 	}
-	return openNamespace(name)
+	ns, err := m.openNamespace(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ns, ns.Close, nil
 }
 
 // CreateLink joins two namespaces with one veth pair, no host in between.
-func (m *Manager) CreateLink(spec LinkSpec) (store.Link, error) {
+func (m *Manager) CreateLink(spec LinkSpec) (LinkInfo, error) {
 	l, err := m.createLink(spec)
 	if err != nil {
-		return l, fmt.Errorf("link %s-%s: %w", spec.NS1, spec.NS2, err)
+		return LinkInfo{}, fmt.Errorf("link %s-%s: %w", spec.NS1, spec.NS2, err)
 	}
-	return l, nil
+	return linkInfo(l), nil
 }
 
 func (m *Manager) createLink(spec LinkSpec) (store.Link, error) {
@@ -67,27 +75,34 @@ func (m *Manager) createLink(spec LinkSpec) (store.Link, error) {
 	if l.Addrs1, l.Addrs2, err = linkAddrs(spec); err != nil {
 		return l, err
 	}
-	ns1, err := m.openEnd(spec.NS1)
+	ns1, close1, err := m.openEnd(spec.NS1)
 	if err != nil {
 		return l, err
 	}
-	defer ns1.Close()
-	ns2, err := m.openEnd(spec.NS2)
+	defer close1()
+	ns2, close2, err := m.openEnd(spec.NS2)
 	if err != nil {
 		return l, err
 	}
-	defer ns2.Close()
-	if l.If1, err = pickName(ns1, spec.If1, "veth"); err != nil {
+	defer close2()
+	for _, end := range []*kernel.NS{ns1, ns2} {
+		if l.HostNetns != "" && end.Path == l.HostNetns {
+			if l.HostIno, err = end.Fd().Inode(); err != nil {
+				return l, fmt.Errorf("host namespace %s: %w", describeHost(l.HostNetns), err)
+			}
+		}
+	}
+	if l.If1, err = plumb.FreeName(ns1, spec.If1, "veth"); err != nil {
 		return l, fmt.Errorf("%s: %w", spec.NS1, err)
 	}
-	if l.If2, err = pickName(ns2, spec.If2, "veth"); err != nil {
+	if l.If2, err = plumb.FreeName(ns2, spec.If2, "veth"); err != nil {
 		return l, fmt.Errorf("%s: %w", spec.NS2, err)
 	}
 	err = m.transact(func(tx *store.Tx) (store.Op, error) {
 		if _, ok, err := tx.Link(spec.NS1, spec.NS2); err != nil {
 			return store.Op{}, err
 		} else if ok {
-			return store.Op{}, errors.New("the two namespaces are already linked")
+			return store.Op{}, errorf(ErrExists, "the two namespaces are already linked")
 		}
 		return store.Op{Kind: store.OpLinkCreate, Namespace: spec.NS1, Peer: spec.NS2, IfName: l.If1, HostNetns: l.HostNetns}, nil
 	}, func(tx *store.Tx, op store.Op) error {
@@ -100,25 +115,16 @@ func (m *Manager) createLink(spec LinkSpec) (store.Link, error) {
 		}
 		crash.Point("link-create/created")
 		for _, end := range []struct {
-			ns    *kernel.NS
-			name  string
-			addrs []netip.Prefix
-		}{{ns1, l.If1, l.Addrs1}, {ns2, l.If2, l.Addrs2}} {
-			dev, err := end.ns.LinkByName(end.name)
-			if err != nil {
+			ns        *kernel.NS
+			name, who string
+			addrs     []netip.Prefix
+		}{{ns1, l.If1, l.NS1, l.Addrs1}, {ns2, l.If2, l.NS2, l.Addrs2}} {
+			if _, err := plumb.MemberUp(end.ns, end.name, end.who, end.addrs); err != nil {
 				return err
 			}
-			if dev == nil {
-				return fmt.Errorf("interface %s vanished", end.name)
-			}
-			for _, p := range end.addrs {
-				if err := end.ns.NL.AddrReplace(dev, kernel.AddrFor(p.Addr(), p.Bits())); err != nil {
-					return fmt.Errorf("address %s on %s: %w", p, end.name, err)
-				}
-			}
-			if err := end.ns.NL.LinkSetUp(dev); err != nil {
-				return fmt.Errorf("bring up %s: %w", end.name, err)
-			}
+		}
+		if l.HostIno != 0 {
+			m.knowHost(l.HostNetns, l.HostIno)
 		}
 		return tx.PutLink(l)
 	}, m.unlink)
@@ -173,7 +179,7 @@ func (m *Manager) RemoveLink(a, b string) error {
 			return store.Op{}, err
 		}
 		if !ok {
-			return store.Op{}, errors.New("no such link")
+			return store.Op{}, errorf(ErrNotFound, "no such link")
 		}
 		return store.Op{Kind: store.OpLinkRemove, Namespace: l.NS1, Peer: l.NS2, IfName: l.If1, HostNetns: l.HostNetns}, nil
 	}, func(tx *store.Tx, op store.Op) error {
@@ -189,31 +195,34 @@ func (m *Manager) RemoveLink(a, b string) error {
 	return nil
 }
 
-// unlink deletes a link's first end (and so the pair), if still there.
+// unlink deletes a link's first end (and so the pair), if still there. A
+// host that is gone, or whose path now leads to another namespace, took
+// its end with it: a veth of the same name there is someone else's.
 func (m *Manager) unlink(op store.Op) error {
-	var ns *kernel.NS
-	var err error
 	if op.Namespace == HostName {
-		ns, err = kernel.Open(op.HostNetns)
-	} else {
-		ns, err = openNamespace(op.Namespace)
+		h, err := m.liveHost(op.HostNetns)
+		if err != nil || h == nil {
+			return err
+		}
+		return plumb.DeleteLink(h, op.IfName, "veth", "the host")
 	}
-	if gone(err) {
-		return nil // the namespace took its end, and the pair, with it
-	}
-	if err != nil {
-		return err
+	ns, err := m.openLiveNamespace(op.Namespace)
+	if err != nil || ns == nil {
+		return err // a namespace that is gone took its end, and the pair
 	}
 	defer ns.Close()
-	return deleteLink(ns, op.IfName, "veth", op.Namespace)
+	return plumb.DeleteLink(ns, op.IfName, "veth", op.Namespace)
 }
 
 // Links lists every link.
-func (m *Manager) Links() ([]store.Link, error) {
-	var out []store.Link
-	err := m.st.View(func(tx *store.Tx) (err error) { out, err = tx.Links(); return err })
-	if out == nil {
-		out = []store.Link{}
-	}
+func (m *Manager) Links() ([]LinkInfo, error) {
+	out := []LinkInfo{}
+	err := m.st.View(func(tx *store.Tx) error {
+		links, err := tx.Links()
+		for _, l := range links {
+			out = append(out, linkInfo(l))
+		}
+		return err
+	})
 	return out, err
 }

@@ -12,9 +12,11 @@ import (
 	"sort"
 	"time"
 
-	"github.com/nsnet/nsnet/internal/netns"
-
+	"github.com/nsnet/nsnet/internal/drivers"
+	"github.com/nsnet/nsnet/internal/firewall"
 	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/plumb"
 	"github.com/nsnet/nsnet/internal/store"
 )
 
@@ -27,6 +29,19 @@ type Config struct {
 	// HostNetns is the path of the namespace treated as the host for new
 	// networks; empty means the namespace nsnet runs in.
 	HostNetns string
+}
+
+// Firewall is what the engine needs of nsnet's nftables state in one host
+// namespace: *firewall.Firewall, or firewall.Fake in unit tests.
+type Firewall interface {
+	// Sync rebuilds the host's table from its whole state.
+	Sync(firewall.Host) error
+	// Publish adds and removes port map elements.
+	Publish(add, remove []firewall.Port) error
+	// OpenForward inserts accepts for a network into other tables'
+	// forward chains that drop; CloseForward removes them.
+	OpenForward(firewall.Network) ([]firewall.ChainRef, error)
+	CloseForward(network string) error
 }
 
 // Manager is an open store plus the kernel handles an operation needs.
@@ -42,6 +57,16 @@ type Manager struct {
 	// hostInos are the namespaces each host path stood for when networks
 	// were made there.
 	hostInos map[string]map[uint64]bool
+
+	// The seams unit tests replace, so that the engine's logic runs with
+	// fakes and no privileges: how a host's firewall, a host namespace
+	// and a named namespace are opened, whether a namespace exists, and
+	// where per-namespace files (resolv.conf) go.
+	newFirewall   func(h *kernel.NS) (Firewall, error)
+	openHost      func(path string) (*kernel.NS, error)
+	openNamespace func(name string) (*kernel.NS, error)
+	nsExists      func(name string) bool
+	etcDir        string
 }
 
 // RecoverErr reports the interrupted operations Open could not recover.
@@ -72,17 +97,26 @@ func open(cfg Config, readOnly bool) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{cfg: cfg, st: st, hosts: map[string]*kernel.NS{}, pid: os.Getpid(), hostInos: map[string]map[uint64]bool{}}
+	m := &Manager{cfg: cfg, st: st, hosts: map[string]*kernel.NS{}, pid: os.Getpid(), hostInos: map[string]map[uint64]bool{},
+		newFirewall:   func(h *kernel.NS) (Firewall, error) { return firewall.New(int(h.Fd())) },
+		openHost:      kernel.Open,
+		openNamespace: plumb.OpenNamespace,
+		nsExists:      netns.Exists,
+		etcDir:        netns.EtcDir,
+	}
 	err = st.View(func(tx *store.Tx) error {
 		nets, err := tx.Networks()
+		if err != nil {
+			return err
+		}
 		for _, n := range nets {
-			if n.HostIno == 0 {
-				continue
+			m.knowHost(n.HostNetns, n.HostIno)
+		}
+		links, err := tx.Links()
+		for _, l := range links {
+			if l.NS1 == HostName || l.NS2 == HostName {
+				m.knowHost(l.HostNetns, l.HostIno)
 			}
-			if m.hostInos[n.HostNetns] == nil {
-				m.hostInos[n.HostNetns] = map[uint64]bool{}
-			}
-			m.hostInos[n.HostNetns][n.HostIno] = true
 		}
 		return err
 	})
@@ -92,6 +126,21 @@ func open(cfg Config, readOnly bool) (*Manager, error) {
 	}
 	return m, nil
 }
+
+// knowHost records that objects were made in the host namespace at path
+// while it was the one with inode ino.
+func (m *Manager) knowHost(path string, ino uint64) {
+	if ino == 0 {
+		return // made before nsnet recorded hosts' inodes
+	}
+	if m.hostInos[path] == nil {
+		m.hostInos[path] = map[uint64]bool{}
+	}
+	m.hostInos[path][ino] = true
+}
+
+// firewall connects to nftables in host h.
+func (m *Manager) firewall(h *kernel.NS) (Firewall, error) { return m.newFirewall(h) }
 
 // Close releases kernel handles and the store.
 func (m *Manager) Close() error {
@@ -106,7 +155,7 @@ func (m *Manager) host(path string) (*kernel.NS, error) {
 	if h, ok := m.hosts[path]; ok {
 		return h, nil
 	}
-	h, err := kernel.Open(path)
+	h, err := m.openHost(path)
 	if err != nil {
 		return nil, fmt.Errorf("host namespace %s: %w", path, err)
 	}
@@ -141,28 +190,10 @@ func describeHost(path string) string {
 // teardown paths then have nothing left to do there.
 func (m *Manager) liveHost(path string) (*kernel.NS, error) {
 	h, err := m.host(path)
-	if gone(err) || errors.Is(err, errHostReplaced) {
+	if plumb.Gone(err) || errors.Is(err, errHostReplaced) {
 		return nil, nil
 	}
 	return h, err
-}
-
-// deleteLink deletes the device called name in ns, if it is there. nsnet
-// reserved or checked the name before making the device, so one by that
-// name is nsnet's own if it is of the kind nsnet made (typ); a device of
-// another kind is left alone, with an error.
-func deleteLink(ns *kernel.NS, name, typ, where string) error {
-	l, err := ns.LinkByName(name)
-	if err != nil || l == nil {
-		return err
-	}
-	if l.Type() != typ {
-		return fmt.Errorf("interface %s in %s is a %s, not the %s nsnet made", name, where, l.Type(), typ)
-	}
-	if err := ns.NL.LinkDel(l); err != nil {
-		return fmt.Errorf("delete %s %s in %s: %w", typ, name, where, err)
-	}
-	return nil
 }
 
 // Recover finishes or rolls back every operation a dead process left in the
@@ -219,7 +250,7 @@ func (m *Manager) recoverOp(o store.Op) (string, error) {
 		if committed {
 			return "completed", nil
 		}
-		return "rolled back", errors.Join(m.unpublish(o), m.unplug(o), forgetResolver(o), restoreRoutes(o), m.resyncPorts(o))
+		return "rolled back", errors.Join(m.unpublish(o), m.unplug(o), m.forgetResolver(o), m.restoreRoutes(o), m.resyncPorts(o))
 	case store.OpNetCreate:
 		if committed {
 			return "completed", nil
@@ -231,7 +262,7 @@ func (m *Manager) recoverOp(o store.Op) (string, error) {
 		}
 		return "rolled back", unmountNamespace(o.Namespace)
 	case store.OpDisconnect:
-		if err := errors.Join(m.unpublish(o), m.unplug(o), forgetResolver(o)); err != nil {
+		if err := errors.Join(m.unpublish(o), m.unplug(o), m.forgetResolver(o)); err != nil {
 			return "", err
 		}
 		if err := m.st.Update(func(tx *store.Tx) error { return forgetAttachment(tx, o) }); err != nil {
@@ -311,7 +342,7 @@ func (m *Manager) transact(plan func(*store.Tx) (store.Op, error), apply func(*s
 		if op, err = plan(tx); err != nil {
 			return err
 		}
-		op.PID, op.Started = m.pid, time.Now().UTC()
+		op.ID, op.PID, op.Started = store.NewOpID(), m.pid, time.Now().UTC()
 		if err := m.st.Begin(op); err != nil {
 			return err
 		}
@@ -360,7 +391,7 @@ func (m *Manager) GC() ([]string, error) {
 				return err
 			}
 			for _, a := range members {
-				if !netns.Exists(a.Namespace) {
+				if !m.nsExists(a.Namespace) {
 					orphans = append(orphans, a)
 				}
 			}
@@ -376,19 +407,18 @@ func (m *Manager) GC() ([]string, error) {
 		}
 		done = append(done, fmt.Sprintf("removed membership of vanished namespace %s in network %s", a.Namespace, a.Network))
 	}
-	// Rebuild every host's table and routed DNS address, and routed
-	// members' gateway entries, in case someone deleted or changed them.
+	// Rebuild every host's table and routed DNS address, and let each
+	// driver repair its members (routed members' gateway entries), in
+	// case someone deleted or changed them.
 	var nets []store.Network
-	routed := map[string][]store.Attachment{}
+	members := map[string][]store.Attachment{}
 	if err := m.st.View(func(tx *store.Tx) (err error) {
 		if nets, err = tx.Networks(); err != nil {
 			return err
 		}
 		for _, n := range nets {
-			if n.Driver == DriverRouted {
-				if routed[n.Name], err = tx.Members(n.Name); err != nil {
-					return err
-				}
+			if members[n.Name], err = tx.Members(n.Name); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -403,10 +433,8 @@ func (m *Manager) GC() ([]string, error) {
 				return done, fmt.Errorf("rebuild host namespace %s: %w", describeHost(n.HostNetns), err)
 			}
 		}
-		for _, a := range routed[n.Name] {
-			if err := m.repairRouted(a, n.HostNetns); err != nil {
-				return done, err
-			}
+		if err := m.repair(n, members[n.Name]); err != nil {
+			return done, err
 		}
 	}
 	var links []store.Link
@@ -421,7 +449,7 @@ func (m *Manager) GC() ([]string, error) {
 		return done, err
 	}
 	for _, l := range links {
-		if (l.NS1 != HostName && !netns.Exists(l.NS1)) || (l.NS2 != HostName && !netns.Exists(l.NS2)) {
+		if (l.NS1 != HostName && !m.nsExists(l.NS1)) || (l.NS2 != HostName && !m.nsExists(l.NS2)) {
 			if err := m.RemoveLink(l.NS1, l.NS2); err != nil {
 				return done, err
 			}
@@ -429,7 +457,7 @@ func (m *Manager) GC() ([]string, error) {
 		}
 	}
 	for _, n := range nss {
-		if !netns.Exists(n.Name) {
+		if !m.nsExists(n.Name) {
 			if err := m.st.Update(func(tx *store.Tx) error { return tx.DeleteNamespace(n.Name) }); err != nil {
 				return done, err
 			}
@@ -437,4 +465,26 @@ func (m *Manager) GC() ([]string, error) {
 		}
 	}
 	return done, nil
+}
+
+// repair lets network n's driver restore what someone removed from its
+// members; a host that is gone needs nothing.
+func (m *Manager) repair(n store.Network, members []store.Attachment) error {
+	if len(members) == 0 {
+		return nil
+	}
+	d, err := drivers.Of(n)
+	if err != nil {
+		return err
+	}
+	h, err := m.liveHost(n.HostNetns)
+	if err != nil || h == nil {
+		return err
+	}
+	for _, a := range members {
+		if err := d.Repair(h, n, a); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/netns"
 	"github.com/nsnet/nsnet/internal/nstest"
+	"github.com/nsnet/nsnet/internal/plumb"
 	"github.com/nsnet/nsnet/internal/store"
 )
 
@@ -62,22 +64,22 @@ func TestBridgePortLimit(t *testing.T) {
 	if _, err := m.CreateNetwork(NetworkSpec{Name: "big", Subnets: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/20")}}); err != nil {
 		t.Fatal(err)
 	}
-	names := members(t, m, "lim", MaxBridgePorts+1)
-	for _, n := range names[:MaxBridgePorts] {
+	names := members(t, m, "lim", plumb.MaxBridgePorts+1)
+	for _, n := range names[:plumb.MaxBridgePorts] {
 		if _, err := m.Connect(ConnectSpec{Network: "big", Namespace: n}); err != nil {
 			t.Fatalf("connect %s: %v", n, err)
 		}
 	}
-	_, err := m.Connect(ConnectSpec{Network: "big", Namespace: names[MaxBridgePorts]})
-	if err == nil || !strings.Contains(err.Error(), "is full") {
+	_, err := m.Connect(ConnectSpec{Network: "big", Namespace: names[plumb.MaxBridgePorts]})
+	if err == nil || !strings.Contains(err.Error(), "is full") || !errors.Is(err, ErrFull) {
 		t.Fatalf("connect past the limit: %v, want a 'network is full' error", err)
 	}
 	info, err := m.Network("big")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(info.Members) != MaxBridgePorts {
-		t.Errorf("members = %d, want %d", len(info.Members), MaxBridgePorts)
+	if len(info.Members) != plumb.MaxBridgePorts {
+		t.Errorf("members = %d, want %d", len(info.Members), plumb.MaxBridgePorts)
 	}
 	// The refused connect left nothing: no veth in the host or in the
 	// namespace, and nothing in the journal.
@@ -96,10 +98,10 @@ func TestBridgePortLimit(t *testing.T) {
 			veths++
 		}
 	}
-	if veths != MaxBridgePorts {
-		t.Errorf("host has %d veths, want %d", veths, MaxBridgePorts)
+	if veths != plumb.MaxBridgePorts {
+		t.Errorf("host has %d veths, want %d", veths, plumb.MaxBridgePorts)
 	}
-	last, err := kernel.Open(netns.Path(names[MaxBridgePorts]))
+	last, err := kernel.Open(netns.Path(names[plumb.MaxBridgePorts]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +142,7 @@ func benchConnect(b *testing.B, stack string, n int) {
 	}
 	spec := NetworkSpec{Name: "bench", Subnets: subnets}
 	if stack == "routed" {
-		spec.Driver = DriverRouted
+		spec.Driver = "routed"
 	}
 	if _, err := m.CreateNetwork(spec); err != nil {
 		b.Fatal(err)

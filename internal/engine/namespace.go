@@ -15,6 +15,7 @@ import (
 	"github.com/nsnet/nsnet/internal/crash"
 	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/plumb"
 	"github.com/nsnet/nsnet/internal/store"
 )
 
@@ -111,7 +112,7 @@ func (m *Manager) RemoveNamespace(name string) error {
 		// Another name holds the same namespace, which lives on with its
 		// interfaces: its memberships and links pass to that name.
 		err := m.st.Update(func(tx *store.Tx) error {
-			if err := bequeath(tx, name, heir); err != nil {
+			if err := m.bequeath(tx, name, heir); err != nil {
 				return err
 			}
 			// What could not pass (heir already had it) goes below.
@@ -178,7 +179,7 @@ func sharingName(name string) string {
 // bequeath re-records name's memberships and links under heir. A
 // membership heir already has in the same network stays heir's, and the
 // one it would replace stays name's, to be disconnected.
-func bequeath(tx *store.Tx, name, heir string) error {
+func (m *Manager) bequeath(tx *store.Tx, name, heir string) error {
 	atts, err := tx.AttachmentsOf(name)
 	if err != nil {
 		return err
@@ -192,12 +193,12 @@ func bequeath(tx *store.Tx, name, heir string) error {
 		}
 		a.Namespace = heir
 		for _, p := range a.Addrs {
-			if err := tx.PutLease(a.Network, p.Addr(), heir); err != nil {
+			if err := tx.PutLease(a.Network, p.Addr(), store.MemberOwner(a.Network, heir)); err != nil {
 				return err
 			}
 		}
 		if a.HostIf != "" {
-			if err := tx.ReserveIfName(a.HostIf, ownerAttachment(a.Network, heir)); err != nil {
+			if err := tx.ReserveIfName(a.HostIf, store.MemberOwner(a.Network, heir)); err != nil {
 				return err
 			}
 		}
@@ -211,7 +212,7 @@ func bequeath(tx *store.Tx, name, heir string) error {
 		if err := tx.PutAttachment(a); err != nil {
 			return err
 		}
-		if err := setResolver(heir, n, true); err != nil {
+		if err := m.setResolver(heir, n, true); err != nil {
 			return err
 		}
 	}
@@ -410,29 +411,12 @@ func (m *Manager) Namespace(name string) (NamespaceInfo, error) {
 	return info, nil
 }
 
-// errNoNamespace reports a namespace name with nothing mounted under it.
-var errNoNamespace = netns.ErrNotExist
-
-// gone reports whether err means a namespace (and so everything inside it)
-// no longer exists: nothing is left to undo there.
-func gone(err error) bool {
-	return errors.Is(err, errNoNamespace) || errors.Is(err, os.ErrNotExist)
-}
-
-// openLiveNamespace is openNamespace for teardown paths: a namespace that is
-// gone took everything nsnet made in it along, and gives nil, nil.
-func openLiveNamespace(name string) (*kernel.NS, error) {
-	ns, err := openNamespace(name)
-	if gone(err) {
+// openLiveNamespace is openNamespace for teardown paths: a namespace that
+// is gone took everything nsnet made in it along, and gives nil, nil.
+func (m *Manager) openLiveNamespace(name string) (*kernel.NS, error) {
+	ns, err := m.openNamespace(name)
+	if plumb.Gone(err) {
 		return nil, nil
 	}
 	return ns, err
-}
-
-// openNamespace binds a handle to a named namespace.
-func openNamespace(name string) (*kernel.NS, error) {
-	if !netns.Exists(name) {
-		return nil, fmt.Errorf("namespace %q: %w", name, errNoNamespace)
-	}
-	return kernel.Open(netns.Path(name))
 }

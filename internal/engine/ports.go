@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/nsnet/nsnet/internal/driver"
 	"github.com/nsnet/nsnet/internal/firewall"
 	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/store"
@@ -114,15 +115,15 @@ func expandPorts(maps []store.PortMap, addrs []netip.Prefix) []firewall.Port {
 
 // checkPorts refuses mappings the network cannot carry or another member
 // holds, in the transaction that will record them.
-func checkPorts(tx *store.Tx, h *kernel.NS, n store.Network, a store.Attachment, maps []store.PortMap) error {
+func checkPorts(tx *store.Tx, h *kernel.NS, n store.Network, caps driver.Capabilities, a store.Attachment, maps []store.PortMap) error {
 	if len(maps) == 0 {
 		return nil
 	}
 	switch {
 	case n.Internal:
 		return fmt.Errorf("network %q is internal: nothing outside it could reach a published port", n.Name)
-	case n.Driver == DriverMacvlan:
-		return fmt.Errorf("network %q is a macvlan network: its members are on the LAN, not behind the host", n.Name)
+	case !caps.Ports:
+		return fmt.Errorf("network %q is a %s network: its members are not behind the host, so it publishes no ports", n.Name, n.Driver)
 	}
 	var local []netlink.Addr
 	for _, m := range maps {
@@ -148,11 +149,11 @@ func checkPorts(tx *store.Tx, h *kernel.NS, n store.Network, a store.Attachment,
 			port := m.HostPort + uint16(i)
 			key := fmt.Sprintf("%s/%d/%s", m.Proto, port, m.HostIP)
 			if seen[key] {
-				return fmt.Errorf("published port %s/%d is given twice", m.Proto, port)
+				return errorf(ErrExists, "published port %s/%d is given twice", m.Proto, port)
 			}
 			seen[key] = true
 			if owner, ok := tx.PortHolder(n.HostNetns, m.Proto, port, m.HostIP); ok {
-				return fmt.Errorf("host port %s/%d is already published by %s", m.Proto, port, describeOwner(owner))
+				return errorf(ErrInUse, "host port %s/%d is already published by %s", m.Proto, port, owner)
 			}
 		}
 	}
@@ -172,7 +173,7 @@ func hasAddr(list []netlink.Addr, a netip.Addr) bool {
 func recordPorts(tx *store.Tx, host, network, ns string, maps []store.PortMap) error {
 	for _, m := range maps {
 		for i := 0; i < m.Count(); i++ {
-			if err := tx.PutPort(host, m.Proto, m.HostPort+uint16(i), m.HostIP, ownerAttachment(network, ns)); err != nil {
+			if err := tx.PutPort(host, m.Proto, m.HostPort+uint16(i), m.HostIP, store.MemberOwner(network, ns)); err != nil {
 				return err
 			}
 		}
@@ -185,7 +186,7 @@ func forgetPorts(tx *store.Tx, host, network, ns string, maps []store.PortMap) e
 	for _, m := range maps {
 		for i := 0; i < m.Count(); i++ {
 			port := m.HostPort + uint16(i)
-			if owner, ok := tx.PortHolder(host, m.Proto, port, m.HostIP); ok && owner == ownerAttachment(network, ns) {
+			if owner, ok := tx.PortHolder(host, m.Proto, port, m.HostIP); ok && owner == store.MemberOwner(network, ns) {
 				if err := tx.DeletePort(host, m.Proto, port, m.HostIP); err != nil {
 					return err
 				}
@@ -207,7 +208,7 @@ func (m *Manager) unpublish(op store.Op) error {
 	if err != nil || h == nil {
 		return err
 	}
-	fw, err := firewall.New(int(h.Fd()))
+	fw, err := m.firewall(h)
 	if err != nil {
 		return err
 	}
@@ -215,7 +216,7 @@ func (m *Manager) unpublish(op store.Op) error {
 		return err
 	}
 	for _, p := range ports {
-		fw, err := firewall.New(int(h.Fd()))
+		fw, err := m.firewall(h)
 		if err != nil {
 			return err
 		}

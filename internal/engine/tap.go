@@ -1,14 +1,13 @@
 package engine
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/nsnet/nsnet/internal/crash"
+	"github.com/nsnet/nsnet/internal/drivers"
 	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/plumb"
 	"github.com/nsnet/nsnet/internal/store"
 )
 
@@ -20,15 +19,10 @@ type TapSpec struct {
 	IP netip.Addr
 }
 
-func ownerTap(name string) string { return "tap\x00" + name }
-
-// tapLeaseOwner holds a TAP's guest addresses in the network's leases.
-func tapLeaseOwner(name string) string { return "tap:" + name }
-
 // CreateTap makes a persistent TAP device on a bridge network, with an
 // address reserved for the guest that will open it (a VM started with
 // -netdev tap,ifname=NAME,script=no).
-func (m *Manager) CreateTap(spec TapSpec) (store.Tap, error) {
+func (m *Manager) CreateTap(spec TapSpec) (TapInfo, error) {
 	d := store.Tap{Name: spec.Name, Network: spec.Network}
 	var n store.Network
 	var h *kernel.NS
@@ -41,13 +35,13 @@ func (m *Manager) CreateTap(spec TapSpec) (store.Tap, error) {
 		if n, ok, err = tx.Network(spec.Network); err != nil {
 			return store.Op{}, err
 		} else if !ok {
-			return store.Op{}, fmt.Errorf("network %q: no such network", spec.Network)
+			return store.Op{}, fmt.Errorf("network %q: %w", spec.Network, ErrNoNetwork)
 		}
-		if n.Driver != DriverBridge {
+		if !drivers.Caps(n).Taps {
 			return store.Op{}, fmt.Errorf("network %q is a %s network; TAP devices join bridge networks", n.Name, n.Driver)
 		}
 		if owner, ok := tx.IfNameOwner(spec.Name); ok {
-			return store.Op{}, fmt.Errorf("name %s is already used by %s", spec.Name, describeOwner(owner))
+			return store.Op{}, errorf(ErrExists, "name %s is already used by %s", spec.Name, owner)
 		}
 		if h, err = m.host(n.HostNetns); err != nil {
 			return store.Op{}, err
@@ -55,74 +49,48 @@ func (m *Manager) CreateTap(spec TapSpec) (store.Tap, error) {
 		if l, err := h.LinkByName(spec.Name); err != nil {
 			return store.Op{}, err
 		} else if l != nil {
-			return store.Op{}, fmt.Errorf("a %s device called %s already exists in the host", l.Type(), spec.Name)
+			return store.Op{}, errorf(ErrExists, "a %s device called %s already exists in the host", l.Type(), spec.Name)
 		}
 		if d.Addrs, err = leaseAddrs(tx, n, ConnectSpec{Network: n.Name, IPv4: spec.IP}); err != nil {
 			return store.Op{}, err
 		}
-		return store.Op{Kind: store.OpTapCreate, Network: n.Name, HostNetns: n.HostNetns, HostIf: d.Name, Addrs: d.Addrs}, nil
+		return store.Op{Kind: store.OpTapCreate, Driver: n.Driver, Network: n.Name, HostNetns: n.HostNetns, HostIf: d.Name, Addrs: d.Addrs}, nil
 	}, func(tx *store.Tx, op store.Op) error {
-		if err := makeTap(h, n, d); err != nil {
+		if err := makeTap(h, n, d.Name); err != nil {
 			return err
 		}
 		crash.Point("tap-create/created")
 		for _, p := range d.Addrs {
-			if err := tx.PutLease(n.Name, p.Addr(), tapLeaseOwner(d.Name)); err != nil {
+			if err := tx.PutLease(n.Name, p.Addr(), store.TapOwner(n.Name, d.Name)); err != nil {
 				return err
 			}
 		}
-		if err := tx.ReserveIfName(d.Name, ownerTap(d.Name)); err != nil {
+		if err := tx.ReserveIfName(d.Name, store.TapOwner(n.Name, d.Name)); err != nil {
 			return err
 		}
 		return tx.PutTap(d)
 	}, m.unplugTap)
 	if err != nil {
-		return d, fmt.Errorf("tap %s: %w", spec.Name, err)
+		return TapInfo{}, fmt.Errorf("tap %s: %w", spec.Name, err)
 	}
-	return d, nil
+	return tapInfo(d), nil
 }
 
-// makeTap creates the persistent TAP in the host and puts it on the bridge.
-// TUNSETIFF acts in the calling thread's namespace, hence the switch.
-func makeTap(h *kernel.NS, n store.Network, d store.Tap) error {
-	br, err := h.LinkByName(n.Bridge)
+// makeTap creates the persistent TAP in the host and makes it a port of
+// the network's device.
+func makeTap(h *kernel.NS, n store.Network, name string) error {
+	br, err := plumb.Bridge(h, deviceOf(n), n.Name)
 	if err != nil {
 		return err
 	}
-	if br == nil {
-		return fmt.Errorf("bridge %s of network %q is missing (run nsnet gc)", n.Bridge, n.Name)
-	}
-	tap := &netlink.Tuntap{
-		LinkAttrs: netlink.LinkAttrs{Name: d.Name, MTU: n.MTU, TxQLen: -1},
-		Mode:      netlink.TUNTAP_MODE_TAP, Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_ONE_QUEUE,
-	}
-	err = h.Do(func() error { return netlink.LinkAdd(tap) })
-	for _, f := range tap.Fds {
-		f.Close() // the guest opens it; until then it has no carrier
-	}
-	if err != nil {
-		return fmt.Errorf("create TAP %s: %w", d.Name, err)
-	}
-	l, err := h.LinkByName(d.Name)
+	tap, err := plumb.Tap(h, name, n.MTU, "nsnet "+n.Name+" tap "+name)
 	if err != nil {
 		return err
 	}
-	if l == nil {
-		return fmt.Errorf("TAP %s vanished", d.Name)
+	if err := plumb.BridgePort(h, tap, br, n.Name); err != nil {
+		return err
 	}
-	if err := h.NL.LinkSetIP6AddrGenMode(l, in6AddrGenModeNone); err != nil {
-		return fmt.Errorf("configure %s: %w", d.Name, err)
-	}
-	if err := h.NL.LinkSetAlias(l, "nsnet "+n.Name+" tap "+d.Name); err != nil {
-		return fmt.Errorf("label %s: %w", d.Name, err)
-	}
-	if err := h.NL.LinkSetMaster(l, br); err != nil {
-		return fmt.Errorf("attach %s to bridge %s: %w", d.Name, n.Bridge, err)
-	}
-	if err := h.NL.LinkSetUp(l); err != nil {
-		return fmt.Errorf("bring up %s: %w", d.Name, err)
-	}
-	return nil
+	return plumb.Up(h, tap)
 }
 
 // unplugTap deletes the TAP device, if it is still there.
@@ -131,7 +99,7 @@ func (m *Manager) unplugTap(op store.Op) error {
 	if err != nil || h == nil {
 		return err
 	}
-	return deleteLink(h, op.HostIf, "tuntap", "the host")
+	return plumb.DeleteLink(h, op.HostIf, "tuntap", "the host")
 }
 
 // RemoveTap deletes a TAP device and frees its guest's addresses.
@@ -142,13 +110,13 @@ func (m *Manager) RemoveTap(name string) error {
 			return store.Op{}, err
 		}
 		if !ok {
-			return store.Op{}, errors.New("no such TAP device")
+			return store.Op{}, errorf(ErrNotFound, "no such TAP device")
 		}
 		n, _, err := tx.Network(d.Network)
 		if err != nil {
 			return store.Op{}, err
 		}
-		return store.Op{Kind: store.OpTapRemove, Network: d.Network, HostNetns: n.HostNetns, HostIf: name, Addrs: d.Addrs}, nil
+		return store.Op{Kind: store.OpTapRemove, Driver: n.Driver, Network: d.Network, HostNetns: n.HostNetns, HostIf: name, Addrs: d.Addrs}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		if err := m.unplugTap(op); err != nil {
 			return err
@@ -164,13 +132,13 @@ func (m *Manager) RemoveTap(name string) error {
 
 func forgetTap(tx *store.Tx, op store.Op) error {
 	for _, p := range op.Addrs {
-		if owner, ok := tx.LeaseOwner(op.Network, p.Addr()); ok && owner == tapLeaseOwner(op.HostIf) {
+		if owner, ok := tx.LeaseOwner(op.Network, p.Addr()); ok && owner.Same(store.TapOwner(op.Network, op.HostIf)) {
 			if err := tx.DeleteLease(op.Network, p.Addr()); err != nil {
 				return err
 			}
 		}
 	}
-	if owner, ok := tx.IfNameOwner(op.HostIf); ok && owner == ownerTap(op.HostIf) {
+	if owner, ok := tx.IfNameOwner(op.HostIf); ok && owner.Same(store.TapOwner(op.Network, op.HostIf)) {
 		if err := tx.ReleaseIfName(op.HostIf); err != nil {
 			return err
 		}
@@ -179,11 +147,14 @@ func forgetTap(tx *store.Tx, op store.Op) error {
 }
 
 // Taps lists every TAP device.
-func (m *Manager) Taps() ([]store.Tap, error) {
-	var out []store.Tap
-	err := m.st.View(func(tx *store.Tx) (err error) { out, err = tx.Taps(); return err })
-	if out == nil {
-		out = []store.Tap{}
-	}
+func (m *Manager) Taps() ([]TapInfo, error) {
+	out := []TapInfo{}
+	err := m.st.View(func(tx *store.Tx) error {
+		taps, err := tx.Taps()
+		for _, d := range taps {
+			out = append(out, tapInfo(d))
+		}
+		return err
+	})
 	return out, err
 }

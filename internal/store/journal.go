@@ -1,14 +1,16 @@
 package store
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -21,7 +23,12 @@ import (
 // wipes the kernel state it describes: network namespaces, links and rules
 // do not survive a reboot.
 type Op struct {
-	Kind      string `json:"kind"`
+	// ID names the operation's journal entry, unique to it, so that two
+	// operations in flight never share an entry whatever they are about.
+	ID   string `json:"id"`
+	Kind string `json:"kind"`
+	// Driver is the driver of the network the operation is about.
+	Driver    string `json:"driver,omitempty"`
 	Network   string `json:"network,omitempty"`
 	Namespace string `json:"namespace,omitempty"`
 	HostNetns string `json:"host_netns,omitempty"`
@@ -30,8 +37,9 @@ type Op struct {
 	// device, or a link's first end).
 	IfName string `json:"ifname,omitempty"`
 	// Peer is a link's second namespace.
-	Peer   string         `json:"peer,omitempty"`
-	Bridge string         `json:"bridge,omitempty"`
+	Peer string `json:"peer,omitempty"`
+	// Device is the host device a network owns (its bridge).
+	Device string         `json:"bridge,omitempty"`
 	Addrs  []netip.Prefix `json:"addrs,omitempty"`
 	// Subnets are a network's, for undoing its isolation entries.
 	Subnets []netip.Prefix `json:"subnets,omitempty"`
@@ -67,13 +75,21 @@ const (
 )
 
 func (s *Store) journalPath(o Op) string {
-	h := fnv.New64a()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s", o.Kind, o.Network, o.Namespace, o.Peer)
-	return filepath.Join(s.dir, "journal", fmt.Sprintf("%016x.json", h.Sum64()))
+	return filepath.Join(s.dir, "journal", o.ID+".json")
 }
 
-// Begin records o as in flight.
+// NewOpID returns a fresh operation id.
+func NewOpID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Begin records o as in flight; o must have an ID (NewOpID).
 func (s *Store) Begin(o Op) error {
+	if o.ID == "" {
+		return fmt.Errorf("journal %s: operation without an id", o.Kind)
+	}
 	raw, err := json.Marshal(o)
 	if err != nil {
 		return err
@@ -115,6 +131,9 @@ func (s *Store) Pending() ([]Op, error) {
 			}
 			continue
 		}
+		// The entry's name is its id (entries written before ops had ids
+		// are named by a hash of what they were about).
+		o.ID = strings.TrimSuffix(e.Name(), ".json")
 		ops = append(ops, o)
 	}
 	sort.Slice(ops, func(i, j int) bool { return ops[i].Started.Before(ops[j].Started) })

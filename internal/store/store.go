@@ -24,12 +24,12 @@ type Network struct {
 	Driver   string         `json:"driver"`
 	Subnets  []netip.Prefix `json:"subnets"`
 	Gateways []netip.Addr   `json:"gateways"`
-	Bridge   string         `json:"bridge,omitempty"`
 	NAT      bool           `json:"nat"`
 	Internal bool           `json:"internal"`
 	MTU      int            `json:"mtu,omitempty"`
-	// Parent is the macvlan driver's parent interface in the host.
-	Parent string `json:"parent,omitempty"`
+	// Options are the driver's own settings, by flag name (the bridge
+	// driver's bridge-name, the macvlan driver's parent).
+	Options map[string]string `json:"options,omitempty"`
 	// NoHostFirewall keeps nsnet out of other tables' forward chains.
 	NoHostFirewall bool `json:"no_host_firewall,omitempty"`
 	// NoIsolate lets members reach other networks' members directly.
@@ -50,6 +50,30 @@ type Network struct {
 	Created time.Time `json:"created"`
 }
 
+// UnmarshalJSON reads a network record, moving the driver settings that
+// records written before drivers had options kept as fields of their own.
+func (n *Network) UnmarshalJSON(raw []byte) error {
+	type plain Network
+	var rec struct {
+		plain
+		Bridge string `json:"bridge"`
+		Parent string `json:"parent"`
+	}
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return err
+	}
+	*n = Network(rec.plain)
+	for k, v := range map[string]string{"bridge-name": rec.Bridge, "parent": rec.Parent} {
+		if v != "" {
+			if n.Options == nil {
+				n.Options = map[string]string{}
+			}
+			n.Options[k] = v
+		}
+	}
+	return nil
+}
+
 // ChainRef names an nftables chain of another table.
 type ChainRef struct {
 	Family string `json:"family"`
@@ -67,8 +91,10 @@ type Link struct {
 	Addrs1 []netip.Prefix `json:"addrs1,omitempty"`
 	Addrs2 []netip.Prefix `json:"addrs2,omitempty"`
 	MTU    int            `json:"mtu,omitempty"`
-	// HostNetns is the host namespace's file when either end is "host".
+	// HostNetns is the host namespace's file when either end is "host",
+	// and HostIno identifies that namespace, as a network's does.
 	HostNetns string `json:"host_netns,omitempty"`
+	HostIno   uint64 `json:"host_ino,omitempty"`
 }
 
 // Tap is a persistent TAP device on a bridge network, for a virtual machine.
@@ -416,14 +442,17 @@ func (t *Tx) AttachmentsOf(ns string) ([]Attachment, error) {
 }
 
 // IfNameOwner returns who reserved a host interface name, if anyone.
-func (t *Tx) IfNameOwner(name string) (string, bool) {
+func (t *Tx) IfNameOwner(name string) (Owner, bool) {
 	v := t.bucket(bIfNames).Get([]byte(name))
-	return string(v), v != nil
+	if v == nil {
+		return Owner{}, false
+	}
+	return decodeOwner("", v), true
 }
 
 // ReserveIfName records that owner holds the host interface name.
-func (t *Tx) ReserveIfName(name, owner string) error {
-	return t.bucket(bIfNames).Put([]byte(name), []byte(owner))
+func (t *Tx) ReserveIfName(name string, owner Owner) error {
+	return t.bucket(bIfNames).Put([]byte(name), owner.encode())
 }
 
 // ReleaseIfName frees a host interface name.
@@ -444,22 +473,25 @@ func (t *Tx) leases(network string, create bool) (*bolt.Bucket, error) {
 }
 
 // LeaseOwner returns who holds address a in network.
-func (t *Tx) LeaseOwner(network string, a netip.Addr) (string, bool) {
+func (t *Tx) LeaseOwner(network string, a netip.Addr) (Owner, bool) {
 	b, _ := t.leases(network, false)
 	if b == nil {
-		return "", false
+		return Owner{}, false
 	}
 	v := b.Get(leaseKey(a))
-	return string(v), v != nil
+	if v == nil {
+		return Owner{}, false
+	}
+	return decodeOwner(network, v), true
 }
 
 // PutLease records that owner holds address a in network.
-func (t *Tx) PutLease(network string, a netip.Addr, owner string) error {
+func (t *Tx) PutLease(network string, a netip.Addr, owner Owner) error {
 	b, err := t.leases(network, true)
 	if err != nil {
 		return err
 	}
-	return b.Put(leaseKey(a), []byte(owner))
+	return b.Put(leaseKey(a), owner.encode())
 }
 
 // DeleteLease frees address a in network.
@@ -582,22 +614,22 @@ func portKey(host, proto string, port uint16, hostIP netip.Addr) []byte {
 // PortHolder returns who holds a host port that a new mapping of hostIP
 // (zero: any address) would collide with: the same address, or any address
 // on either side.
-func (t *Tx) PortHolder(host, proto string, port uint16, hostIP netip.Addr) (string, bool) {
+func (t *Tx) PortHolder(host, proto string, port uint16, hostIP netip.Addr) (Owner, bool) {
 	b := t.bucket(bPorts)
 	prefix := portKey(host, proto, port, netip.Addr{})
 	c := b.Cursor()
 	for k, v := c.Seek(prefix); k != nil && len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix); k, v = c.Next() {
 		rest := k[len(prefix):]
 		if !hostIP.IsValid() || len(rest) == 0 || string(rest) == string(hostIP.AsSlice()) {
-			return string(v), true
+			return decodeOwner("", v), true
 		}
 	}
-	return "", false
+	return Owner{}, false
 }
 
 // PutPort records that owner holds a host port.
-func (t *Tx) PutPort(host, proto string, port uint16, hostIP netip.Addr, owner string) error {
-	return t.bucket(bPorts).Put(portKey(host, proto, port, hostIP), []byte(owner))
+func (t *Tx) PutPort(host, proto string, port uint16, hostIP netip.Addr, owner Owner) error {
+	return t.bucket(bPorts).Put(portKey(host, proto, port, hostIP), owner.encode())
 }
 
 // DeletePort frees a host port.

@@ -19,7 +19,7 @@ func allocate(t *testing.T, tx *Tx, network string, p netip.Prefix, owner string
 	if err := tx.SetFreeHint(network, a.Next()); err != nil {
 		t.Fatal(err)
 	}
-	if err := tx.PutLease(network, a, owner); err != nil {
+	if err := tx.PutLease(network, a, MemberOwner(network, owner)); err != nil {
 		t.Fatal(err)
 	}
 	return a
@@ -57,7 +57,7 @@ func TestLeasesFirstFree(t *testing.T) {
 		err := s.Update(func(tx *Tx) error {
 			switch st.op {
 			case "put":
-				return tx.PutLease("n", netip.MustParseAddr(st.addr), "x")
+				return tx.PutLease("n", netip.MustParseAddr(st.addr), MemberOwner("n", "x"))
 			case "del":
 				return tx.DeleteLease("n", netip.MustParseAddr(st.addr))
 			case "alloc", "alloc6":
@@ -94,8 +94,8 @@ func TestJournal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	a := Op{Kind: OpConnect, Network: "n", Namespace: "a", HostIf: "nsv1"}
-	b := Op{Kind: OpDisconnect, Network: "n", Namespace: "b"}
+	a := Op{ID: NewOpID(), Kind: OpConnect, Network: "n", Namespace: "a", HostIf: "nsv1"}
+	b := Op{ID: NewOpID(), Kind: OpDisconnect, Network: "n", Namespace: "b"}
 	for _, o := range []Op{a, b} {
 		if err := s.Begin(o); err != nil {
 			t.Fatal(err)

@@ -1,0 +1,154 @@
+// Package macvlan puts members straight on a parent interface's segment
+// (Docker's macvlan driver): each member's macvlan device, in bridge mode,
+// is born inside its namespace, and the host has nothing of the network:
+// no address, no firewall, no resolver.
+package macvlan
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/nsnet/nsnet/internal/crash"
+	"github.com/nsnet/nsnet/internal/driver"
+	"github.com/nsnet/nsnet/internal/ipam"
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/plumb"
+	"github.com/nsnet/nsnet/internal/store"
+)
+
+// OptParent is the option (and flag) naming the parent interface.
+const OptParent = "parent"
+
+// Driver is the macvlan driver.
+type Driver struct{}
+
+// Name implements driver.Driver.
+func (Driver) Name() string { return "macvlan" }
+
+// Caps implements driver.Driver: members are on the LAN, not behind the
+// host.
+func (Driver) Caps() driver.Capabilities { return driver.Capabilities{DNS: driver.NoDNS} }
+
+// Plan implements driver.Driver. A macvlan network may have no gateway:
+// members then have no default route, and its slot stays zero.
+func (Driver) Plan(spec driver.Spec, n *store.Network) error {
+	parent := spec.Options[OptParent]
+	for k := range spec.Options {
+		if k != OptParent {
+			return fmt.Errorf("--%s does not apply to the macvlan driver", k)
+		}
+	}
+	if parent == "" {
+		return fmt.Errorf("the macvlan driver needs --parent")
+	}
+	if err := kernel.ValidateIfName(parent); err != nil {
+		return fmt.Errorf("parent: %w", err)
+	}
+	if spec.Internal || spec.NAT {
+		return fmt.Errorf("--internal and --nat are for bridge and routed networks")
+	}
+	n.NAT = false
+	for _, p := range spec.Subnets {
+		var gw netip.Addr
+		for _, g := range spec.Gateways {
+			if g.Is4() == p.Addr().Is4() {
+				if err := ipam.CheckHost(p, g); err != nil {
+					return fmt.Errorf("gateway %s: %w", g, err)
+				}
+				gw = g
+			}
+		}
+		n.Gateways = append(n.Gateways, gw)
+	}
+	n.Options = map[string]string{OptParent: parent}
+	return nil
+}
+
+// Device implements driver.Driver: the parent is not the network's own.
+func (Driver) Device(store.Network) string { return "" }
+
+// Check implements driver.Driver: the parent must exist, not be a bridge
+// port (its frames belong to the bridge), and not be a device nsnet made.
+func (Driver) Check(h *kernel.NS, n store.Network, taken func(string) (string, bool)) error {
+	name := n.Options[OptParent]
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		return fmt.Errorf("parent %s does not exist in the host namespace", name)
+	}
+	if owner, ok := taken(name); ok {
+		return fmt.Errorf("parent %s is nsnet's own device (%s)", name, owner)
+	}
+	if strings.HasPrefix(l.Attrs().Alias, "nsnet ") {
+		return fmt.Errorf("parent %s is nsnet's own device", name)
+	}
+	if l.Attrs().MasterIndex != 0 {
+		return fmt.Errorf("parent %s is a port of another device (a bridge or bond); use that device instead", name)
+	}
+	return nil
+}
+
+// Build implements driver.Driver: members hang off the parent; the host
+// needs nothing.
+func (Driver) Build(*kernel.NS, store.Network) error { return nil }
+
+// Unbuild implements driver.Driver.
+func (Driver) Unbuild(*kernel.NS, store.Op) error { return nil }
+
+// Plug implements driver.Driver: the member's macvlan, born inside its
+// namespace under its final name.
+func (Driver) Plug(h, ns *kernel.NS, n store.Network, a store.Attachment, defaultRoute bool) error {
+	name := n.Options[OptParent]
+	parent, err := h.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	if parent == nil {
+		return fmt.Errorf("parent %s of network %q is gone", name, n.Name)
+	}
+	mv := &netlink.Macvlan{
+		LinkAttrs: netlink.LinkAttrs{Name: a.IfName, ParentIndex: parent.Attrs().Index, MTU: n.MTU, TxQLen: -1, Namespace: netlink.NsFd(int(ns.Fd()))},
+		Mode:      netlink.MACVLAN_MODE_BRIDGE,
+	}
+	if err := h.NL.LinkAdd(mv); err != nil {
+		return fmt.Errorf("create macvlan %s on %s: %w", a.IfName, name, err)
+	}
+	crash.Point("connect/veth-created")
+	peer, err := plumb.MemberUp(ns, a.IfName, a.Namespace, a.Addrs)
+	if err != nil {
+		return err
+	}
+	crash.Point("connect/addressed")
+	for _, gw := range n.Gateways {
+		if gw.IsValid() {
+			if err := plumb.DefaultRouteVia(ns, peer, gw, defaultRoute, false); err != nil {
+				return fmt.Errorf("default route in %s via %s: %w", a.Namespace, gw, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Unplug implements driver.Driver: the member's device lives only inside
+// its namespace; it goes if the namespace and the device are still there.
+func (Driver) Unplug(_ *kernel.NS, op store.Op) error {
+	if op.IfName == "" {
+		return nil
+	}
+	ns, err := plumb.OpenLiveNamespace(op.Namespace)
+	if err != nil || ns == nil {
+		return err
+	}
+	defer ns.Close()
+	return plumb.DeleteLink(ns, op.IfName, "macvlan", op.Namespace)
+}
+
+// Repair implements driver.Driver: nothing to restore.
+func (Driver) Repair(*kernel.NS, store.Network, store.Attachment) error { return nil }
+
+var _ driver.Driver = Driver{}

@@ -1,0 +1,180 @@
+// Package routed is the pure-L3 driver of article 003, Calico's model: no
+// bridge, each member on its own veth with a /32 (/128) address, the host
+// routing to it through the host end, which answers for the link-local
+// gateway (169.254.1.1, fe80::1) by proxy. No NAT unless asked.
+package routed
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/nsnet/nsnet/internal/crash"
+	"github.com/nsnet/nsnet/internal/driver"
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/plumb"
+	"github.com/nsnet/nsnet/internal/store"
+)
+
+// Driver is the routed driver.
+type Driver struct{}
+
+// Name implements driver.Driver.
+func (Driver) Name() string { return "routed" }
+
+// Caps implements driver.Driver.
+func (Driver) Caps() driver.Capabilities {
+	return driver.Capabilities{HostEnd: true, HostRoutes: true, Firewall: true, Ports: true, DNS: driver.DNSLinkLocal}
+}
+
+// Plan implements driver.Driver.
+func (Driver) Plan(spec driver.Spec, n *store.Network) error {
+	for k := range spec.Options {
+		return fmt.Errorf("--%s does not apply to the routed driver", k)
+	}
+	if spec.Internal {
+		return fmt.Errorf("--internal is for bridge networks")
+	}
+	if len(spec.Gateways) > 0 {
+		return fmt.Errorf("a routed network's gateway is link-local (%s, %s); --gateway does not apply", driver.LinkLocal4, driver.LinkLocal6)
+	}
+	n.NAT = spec.NAT && !spec.NoNAT
+	for _, p := range spec.Subnets {
+		n.Gateways = append(n.Gateways, gateway(p.Addr()))
+	}
+	return nil
+}
+
+// gateway is a routed member's gateway for its address a.
+func gateway(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		return driver.LinkLocal6
+	}
+	return driver.LinkLocal4
+}
+
+// Device implements driver.Driver: a routed network has none.
+func (Driver) Device(store.Network) string { return "" }
+
+// Check implements driver.Driver: nothing in the host can be in the way.
+func (Driver) Check(*kernel.NS, store.Network, func(string) (string, bool)) error { return nil }
+
+// Build implements driver.Driver: the host forwards.
+func (Driver) Build(h *kernel.NS, n store.Network) error { return plumb.Forwarding(h, n.Subnets) }
+
+// Unbuild implements driver.Driver: forwarding stays on, as other
+// networks or the admin may need it.
+func (Driver) Unbuild(*kernel.NS, store.Op) error { return nil }
+
+// Plug implements driver.Driver. The host end has no address of its own:
+// it answers ARP for 169.254.1.1 by proxy (and NDP for fe80::1), and the
+// host reaches the member through a /32 (/128) route on it.
+func (Driver) Plug(h, ns *kernel.NS, n store.Network, a store.Attachment, defaultRoute bool) error {
+	veth, err := plumb.Veth(h, ns, a.HostIf, a.IfName, n.MTU, "nsnet "+n.Name+" "+a.Namespace)
+	if err != nil {
+		return err
+	}
+	has6 := false
+	var sysctls []kernel.Sysctl
+	for _, p := range a.Addrs {
+		// The kernel delays proxy answers by up to 0.8 s unless told not to.
+		if p.Addr().Is4() {
+			sysctls = append(sysctls,
+				kernel.Sysctl{Key: "net/ipv4/conf/" + a.HostIf + "/route_localnet", Value: "1"},
+				kernel.Sysctl{Key: "net/ipv4/conf/" + a.HostIf + "/proxy_arp", Value: "1"},
+				kernel.Sysctl{Key: "net/ipv4/neigh/" + a.HostIf + "/proxy_delay", Value: "0"})
+		} else {
+			has6 = true
+			// The proxy's neighbour advertisements need the host end's
+			// own link-local address usable at once.
+			sysctls = append(sysctls,
+				kernel.Sysctl{Key: "net/ipv6/conf/" + a.HostIf + "/proxy_ndp", Value: "1"},
+				kernel.Sysctl{Key: "net/ipv6/neigh/" + a.HostIf + "/proxy_delay", Value: "0"},
+				kernel.Sysctl{Key: "net/ipv6/conf/" + a.HostIf + "/accept_dad", Value: "0"})
+		}
+	}
+	if !has6 {
+		if err := plumb.NoIPv6(h, veth); err != nil {
+			return err
+		}
+	}
+	if err := h.SetSysctls(sysctls...); err != nil {
+		return fmt.Errorf("configure %s: %w", a.HostIf, err)
+	}
+	if has6 {
+		proxy := &netlink.Neigh{LinkIndex: veth.Index, Family: netlink.FAMILY_V6, Flags: netlink.NTF_PROXY, IP: driver.LinkLocal6.AsSlice()}
+		if err := h.NL.NeighSet(proxy); err != nil {
+			return fmt.Errorf("proxy NDP for %s on %s: %w", driver.LinkLocal6, a.HostIf, err)
+		}
+	}
+	if err := plumb.Up(h, veth); err != nil {
+		return err
+	}
+	peer, err := plumb.MemberUp(ns, a.IfName, a.Namespace, a.Addrs)
+	if err != nil {
+		return err
+	}
+	crash.Point("connect/addressed")
+	for _, p := range a.Addrs {
+		host := &netlink.Route{LinkIndex: veth.Index, Dst: kernel.PrefixNet(netip.PrefixFrom(p.Addr(), p.Addr().BitLen())), Scope: netlink.SCOPE_LINK}
+		if err := h.NL.RouteReplace(host); err != nil {
+			return fmt.Errorf("host route to %s: %w", p.Addr(), err)
+		}
+		gw := gateway(p.Addr())
+		// A permanent entry with the host end's MAC: the member never
+		// asks, and the host needs no ARP answer for an address it may
+		// own, whatever its arp_ignore says.
+		if err := plumb.Neighbour(ns, peer, gw, veth.Attrs().HardwareAddr); err != nil {
+			return fmt.Errorf("neighbour %s in %s: %w", gw, a.Namespace, err)
+		}
+		if p.Addr().Is4() {
+			onlink := &netlink.Route{LinkIndex: peer.Attrs().Index, Dst: kernel.PrefixNet(netip.PrefixFrom(gw, 32)), Scope: netlink.SCOPE_LINK}
+			if err := ns.NL.RouteReplace(onlink); err != nil {
+				return fmt.Errorf("route to %s in %s: %w", gw, a.Namespace, err)
+			}
+		}
+		if err := plumb.DefaultRouteVia(ns, peer, gw, defaultRoute, gw.Is4()); err != nil {
+			return fmt.Errorf("default route in %s: %w", a.Namespace, err)
+		}
+	}
+	return nil
+}
+
+// Unplug implements driver.Driver: deleting the host end takes the peer,
+// the host routes and the member's routes along.
+func (Driver) Unplug(h *kernel.NS, op store.Op) error {
+	if h == nil {
+		return nil
+	}
+	return plumb.DeleteLink(h, op.HostIf, "veth", "the host")
+}
+
+// Repair implements driver.Driver: it gives a member back its gateway
+// neighbour entries, which someone may have flushed (or an older nsnet
+// never made). A member whose namespace or devices are gone is left to
+// the rest of gc.
+func (Driver) Repair(h *kernel.NS, n store.Network, a store.Attachment) error {
+	hostEnd, err := h.LinkByName(a.HostIf)
+	if err != nil || hostEnd == nil {
+		return err
+	}
+	ns, err := plumb.OpenLiveNamespace(a.Namespace)
+	if err != nil || ns == nil {
+		return err
+	}
+	defer ns.Close()
+	peer, err := ns.LinkByName(a.IfName)
+	if err != nil || peer == nil {
+		return err
+	}
+	for _, p := range a.Addrs {
+		gw := gateway(p.Addr())
+		if err := plumb.Neighbour(ns, peer, gw, hostEnd.Attrs().HardwareAddr); err != nil {
+			return fmt.Errorf("neighbour %s of %s in network %s: %w", gw, a.Namespace, n.Name, err)
+		}
+	}
+	return nil
+}
+
+var _ driver.Driver = Driver{}

@@ -1,0 +1,351 @@
+// Package plumb is the kernel plumbing every driver, link and TAP shares:
+// veth pairs born in their target namespace, bridge ports, member
+// interfaces brought up with IPv6 kept quiet, default routes, gateway
+// neighbours and forwarding sysctls. Keeping one copy of each step keeps
+// their fixes in one place (a bridge port that hits the kernel's port limit
+// says "full" whoever made it).
+package plumb
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsnet/nsnet/internal/crash"
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/store"
+)
+
+// ErrFull reports a bridge that has as many ports as the kernel allows.
+var ErrFull = errors.New("full")
+
+// MaxBridgePorts is the most ports the kernel lets one bridge have: port
+// numbers are 10 bits wide and port 0 is reserved. The kernel enforces it
+// (EXFULL); nsnet only names it in the error.
+const MaxBridgePorts = 1023
+
+// in6AddrGenModeNone stops the kernel from generating a link-local address.
+const in6AddrGenModeNone = 1
+
+// NoIPv6 keeps a device nsnet owns in the host from generating an IPv6
+// link-local address: without one it sends no DAD, router solicitation or
+// MLD traffic.
+func NoIPv6(ns *kernel.NS, l netlink.Link) error {
+	if err := ns.NL.LinkSetIP6AddrGenMode(l, in6AddrGenModeNone); err != nil {
+		return fmt.Errorf("configure %s: %w", l.Attrs().Name, err)
+	}
+	return nil
+}
+
+// FreeName checks a requested interface name, or finds the first free
+// prefixN (eth0, eth1, … for members; veth0, … for links).
+func FreeName(ns *kernel.NS, want, prefix string) (string, error) {
+	if want != "" {
+		if err := kernel.ValidateIfName(want); err != nil {
+			return "", err
+		}
+		if l, err := ns.LinkByName(want); err != nil {
+			return "", err
+		} else if l != nil {
+			return "", fmt.Errorf("the namespace already has an interface %s", want)
+		}
+		return want, nil
+	}
+	for i := 0; i < 1000; i++ {
+		name := fmt.Sprintf("%s%d", prefix, i)
+		l, err := ns.LinkByName(name)
+		if err != nil {
+			return "", err
+		}
+		if l == nil {
+			return name, nil
+		}
+	}
+	return "", fmt.Errorf("no free %sN interface name in the namespace", prefix)
+}
+
+// Veth creates a member's veth: the host end in h, under a MAC chosen here
+// (so that a routed member can be told it without asking the kernel), and
+// the peer born inside the member's namespace under its final name, since
+// moving a device between namespaces is slow. alias labels the host end.
+func Veth(h, ns *kernel.NS, hostIf, ifName string, mtu int, alias string) (*netlink.Veth, error) {
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{Name: hostIf, MTU: mtu, TxQLen: -1, HardwareAddr: RandomMAC()},
+		PeerName:  ifName, PeerNamespace: netlink.NsFd(int(ns.Fd())),
+	}
+	if err := h.NL.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("create veth %s: %w", hostIf, err)
+	}
+	crash.Point("connect/veth-created")
+	if err := h.NL.LinkSetAlias(veth, alias); err != nil {
+		return nil, fmt.Errorf("label %s: %w", hostIf, err)
+	}
+	return veth, nil
+}
+
+// Bridge returns the bridge called name in h, or an error saying it is
+// missing.
+func Bridge(h *kernel.NS, name, network string) (netlink.Link, error) {
+	br, err := h.LinkByName(name)
+	if err != nil {
+		return nil, err
+	}
+	if br == nil {
+		return nil, fmt.Errorf("bridge %s of network %q is missing (run nsnet gc)", name, network)
+	}
+	return br, nil
+}
+
+// BridgePort makes l a port of bridge br. The kernel's port limit counts
+// every port, TAPs and veths alike, and comes back as ErrFull.
+func BridgePort(h *kernel.NS, l, br netlink.Link, network string) error {
+	if err := h.NL.LinkSetMasterByIndex(l, br.Attrs().Index); err != nil {
+		if errors.Is(err, unix.EXFULL) {
+			return fmt.Errorf("network %q is %w: bridge %s has %d ports, the kernel's limit", network, ErrFull, br.Attrs().Name, MaxBridgePorts)
+		}
+		return fmt.Errorf("attach %s to bridge %s: %w", l.Attrs().Name, br.Attrs().Name, err)
+	}
+	return nil
+}
+
+// Tap creates a persistent TAP device in h, with no IPv6 of its own and
+// labelled alias; the guest that opens it brings its carrier. TUNSETIFF
+// acts in the calling thread's namespace, hence the switch.
+func Tap(h *kernel.NS, name string, mtu int, alias string) (netlink.Link, error) {
+	tap := &netlink.Tuntap{
+		LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, TxQLen: -1},
+		Mode:      netlink.TUNTAP_MODE_TAP, Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_ONE_QUEUE,
+	}
+	err := h.Do(func() error { return netlink.LinkAdd(tap) })
+	for _, f := range tap.Fds {
+		f.Close() // the guest opens it; until then it has no carrier
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create TAP %s: %w", name, err)
+	}
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return nil, err
+	}
+	if l == nil {
+		return nil, fmt.Errorf("TAP %s vanished", name)
+	}
+	if err := NoIPv6(h, l); err != nil {
+		return nil, err
+	}
+	if err := h.NL.LinkSetAlias(l, alias); err != nil {
+		return nil, fmt.Errorf("label %s: %w", name, err)
+	}
+	return l, nil
+}
+
+// Up brings l up in ns.
+func Up(ns *kernel.NS, l netlink.Link) error {
+	if err := ns.NL.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bring up %s: %w", l.Attrs().Name, err)
+	}
+	return nil
+}
+
+// MemberUp configures the interface called ifName inside ns (where is
+// its owner, for errors): IPv6 kept quiet, addrs, up.
+func MemberUp(ns *kernel.NS, ifName, where string, addrs []netip.Prefix) (netlink.Link, error) {
+	peer, err := ns.LinkByName(ifName)
+	if err != nil {
+		return nil, err
+	}
+	if peer == nil {
+		return nil, fmt.Errorf("interface %s vanished from namespace %s", ifName, where)
+	}
+	if err := quietIPv6(ns, peer, ifName, addrs); err != nil {
+		return nil, fmt.Errorf("configure %s in %s: %w", ifName, where, err)
+	}
+	for _, p := range addrs {
+		if err := ns.NL.AddrReplace(peer, kernel.AddrFor(p.Addr(), p.Bits())); err != nil {
+			return nil, fmt.Errorf("address %s on %s: %w", p, ifName, err)
+		}
+	}
+	if err := ns.NL.LinkSetUp(peer); err != nil {
+		return nil, fmt.Errorf("bring up %s in %s: %w", ifName, where, err)
+	}
+	return peer, nil
+}
+
+// quietIPv6 keeps a new member from flooding the bridge: each frame a port
+// sends to an unknown multicast group is copied to every other port, so DAD
+// probes and router solicitations would make every connect cost O(ports).
+// IPv4-only members generate no IPv6 address at all (a netlink attribute,
+// no thread switch); dual-stack members keep their link-local address but
+// skip DAD and router solicitation, which only sysctls can say.
+func quietIPv6(ns *kernel.NS, peer netlink.Link, ifName string, addrs []netip.Prefix) error {
+	for _, p := range addrs {
+		if p.Addr().Is6() {
+			base := "net/ipv6/conf/" + ifName + "/"
+			return ns.SetSysctls(kernel.Sysctl{Key: base + "accept_dad", Value: "0"}, kernel.Sysctl{Key: base + "accept_ra", Value: "0"})
+		}
+	}
+	return ns.NL.LinkSetIP6AddrGenMode(peer, in6AddrGenModeNone)
+}
+
+// DefaultRouteVia points the namespace's default route of gw's family at
+// gw: always when replace is set (connect --default-route), otherwise only
+// if the namespace has none yet, so the first network joined keeps it.
+// onlink says gw is not in any of the link's subnets.
+func DefaultRouteVia(ns *kernel.NS, link netlink.Link, gw netip.Addr, replace, onlink bool) error {
+	if !replace {
+		routes, err := kernel.Retry(func() ([]netlink.Route, error) {
+			return ns.NL.RouteListFiltered(kernel.Family(gw), &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			if d, ok := kernel.ToPrefix(r.Dst); !ok || d.Bits() == 0 {
+				return nil
+			}
+		}
+	}
+	r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw.AsSlice(), Dst: kernel.PrefixNet(netip.PrefixFrom(Unspecified(gw), 0))}
+	if onlink {
+		r.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return ns.NL.RouteReplace(r)
+}
+
+// DefaultRoutes lists the namespace's default routes through a gateway,
+// of both families, with their interfaces' names.
+func DefaultRoutes(ns *kernel.NS) ([]store.Route, error) {
+	routes, err := kernel.Retry(func() ([]netlink.Route, error) {
+		return ns.NL.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Route
+	for _, r := range routes {
+		d, ok := kernel.ToPrefix(r.Dst)
+		gw, gok := netip.AddrFromSlice(r.Gw)
+		if (ok && d.Bits() != 0) || !gok {
+			continue
+		}
+		l, err := ns.NL.LinkByIndex(r.LinkIndex)
+		if err != nil {
+			return nil, fmt.Errorf("interface %d: %w", r.LinkIndex, err)
+		}
+		out = append(out, store.Route{Gateway: gw.Unmap(), Dev: l.Attrs().Name, Priority: r.Priority, Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0})
+	}
+	return out, nil
+}
+
+// RestoreRoutes puts back default routes, those whose interface is still
+// there; routes still there (of another metric) stay as they are.
+func RestoreRoutes(ns *kernel.NS, routes []store.Route, where string) error {
+	var errs []error
+	for _, r := range routes {
+		l, err := ns.LinkByName(r.Dev)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if l == nil {
+			continue
+		}
+		route := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: r.Gateway.AsSlice(), Priority: r.Priority,
+			Dst: kernel.PrefixNet(netip.PrefixFrom(Unspecified(r.Gateway), 0))}
+		if r.Onlink {
+			route.Flags = int(netlink.FLAG_ONLINK)
+		}
+		if err := ns.NL.RouteAdd(route); err != nil && !errors.Is(err, unix.EEXIST) {
+			errs = append(errs, fmt.Errorf("restore default route via %s dev %s in %s: %w", r.Gateway, r.Dev, where, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Neighbour gives ns a permanent neighbour entry for ip on peer, with mac:
+// the member never has to ask.
+func Neighbour(ns *kernel.NS, peer netlink.Link, ip netip.Addr, mac net.HardwareAddr) error {
+	return ns.NL.NeighSet(&netlink.Neigh{LinkIndex: peer.Attrs().Index, Family: kernel.Family(ip),
+		State: netlink.NUD_PERMANENT, IP: ip.AsSlice(), HardwareAddr: mac})
+}
+
+// Forwarding turns on forwarding in h for the families of subnets.
+func Forwarding(h *kernel.NS, subnets []netip.Prefix) error {
+	var s []kernel.Sysctl
+	for _, p := range subnets {
+		if p.Addr().Is4() {
+			s = append(s, kernel.Sysctl{Key: "net/ipv4/ip_forward", Value: "1"})
+		} else {
+			s = append(s, kernel.Sysctl{Key: "net/ipv6/conf/all/forwarding", Value: "1"})
+		}
+	}
+	if err := h.SetSysctls(s...); err != nil {
+		return fmt.Errorf("enable forwarding: %w", err)
+	}
+	return nil
+}
+
+// DeleteLink deletes the device called name in ns, if it is there. nsnet
+// reserved or checked the name before making the device, so one by that
+// name is nsnet's own if it is of the kind nsnet made (typ); a device of
+// another kind is left alone, with an error.
+func DeleteLink(ns *kernel.NS, name, typ, where string) error {
+	l, err := ns.LinkByName(name)
+	if err != nil || l == nil {
+		return err
+	}
+	if l.Type() != typ {
+		return fmt.Errorf("interface %s in %s is a %s, not the %s nsnet made", name, where, l.Type(), typ)
+	}
+	if err := ns.NL.LinkDel(l); err != nil {
+		return fmt.Errorf("delete %s %s in %s: %w", typ, name, where, err)
+	}
+	return nil
+}
+
+// RandomMAC is a random unicast, locally administered MAC.
+func RandomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	rand.Read(mac)
+	mac[0] = mac[0]&0xfe | 0x02
+	return mac
+}
+
+// Unspecified is the zero address of a's family.
+func Unspecified(a netip.Addr) netip.Addr {
+	if a.Is4() {
+		return netip.IPv4Unspecified()
+	}
+	return netip.IPv6Unspecified()
+}
+
+// Gone reports whether err means a namespace (and so everything inside it)
+// no longer exists: nothing is left to undo there.
+func Gone(err error) bool {
+	return errors.Is(err, netns.ErrNotExist) || errors.Is(err, os.ErrNotExist)
+}
+
+// OpenNamespace binds a handle to a named namespace.
+func OpenNamespace(name string) (*kernel.NS, error) {
+	if !netns.Exists(name) {
+		return nil, fmt.Errorf("namespace %q: %w", name, netns.ErrNotExist)
+	}
+	return kernel.Open(netns.Path(name))
+}
+
+// OpenLiveNamespace is OpenNamespace for teardown paths: a namespace that
+// is gone took everything nsnet made in it along, and gives nil, nil.
+func OpenLiveNamespace(name string) (*kernel.NS, error) {
+	ns, err := OpenNamespace(name)
+	if Gone(err) {
+		return nil, nil
+	}
+	return ns, err
+}
