@@ -1,0 +1,182 @@
+package firewall
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nsnet/nsnet/internal/nstest"
+)
+
+// TestMain runs the tests in a private network namespace: the privileged
+// ones change nftables there, never in the machine's own.
+func TestMain(m *testing.M) { nstest.Main(m) }
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from what nft lists")
+
+// goldenHosts are the host states whose tables TestGolden pins.
+var goldenHosts = []struct {
+	name   string
+	before []Host // synced first, in order
+	host   Host
+}{
+	{name: "empty", before: []Host{{Networks: []Network{routedDNS}, LocalDNS: addr("169.254.1.1")}}, host: Host{}},
+	{name: "bridge-nat", host: Host{Networks: []Network{bridgeNAT}}},
+	{name: "two-isolated", host: Host{Networks: []Network{bridgeNAT, bridgeDual}}},
+	{name: "internal", host: Host{Networks: []Network{internalNet}}},
+	{name: "routed-dns", host: Host{Networks: []Network{routedDNS}, LocalDNS: addr("169.254.1.1")}},
+	{name: "ports", host: Host{Networks: []Network{bridgeNAT, bridgeDual}, Ports: true, Published: []Port{
+		{Proto: tcp, HostPort: 8080, Addr: addr("10.88.0.2"), Port: 80},
+		{Proto: udp, HostPort: 5353, Addr: addr("10.88.0.3"), Port: 53},
+		{HostIP: addr("192.0.2.10"), Proto: tcp, HostPort: 8443, Addr: addr("10.89.0.2"), Port: 443},
+		{Proto: tcp, HostPort: 8080, Addr: addr("fd00:89::2"), Port: 80},
+		{HostIP: addr("2001:db8::10"), Proto: tcp, HostPort: 8443, Addr: addr("fd00:89::2"), Port: 443},
+	}}},
+	{name: "no-isolate", host: Host{Networks: []Network{bridgeNAT, bridgeDual, openNet}}},
+}
+
+var (
+	bridgeNAT   = Network{Name: "web", Bridge: "nsbr-web", Subnets: []netip.Prefix{prefix("10.88.0.0/24")}, Masquerade: true, Isolate: true}
+	bridgeDual  = Network{Name: "db", Bridge: "nsbr-db", Subnets: []netip.Prefix{prefix("10.89.0.0/24"), prefix("fd00:89::/64")}, Masquerade: true, Isolate: true}
+	internalNet = Network{Name: "back", Bridge: "nsbr-back", Subnets: []netip.Prefix{prefix("10.90.0.0/24")}, Internal: true, Isolate: true}
+	routedDNS   = Network{Name: "lab", Subnets: []netip.Prefix{prefix("10.91.0.0/24")}, Masquerade: true, Isolate: true}
+	openNet     = Network{Name: "shared", Bridge: "nsbr-shared", Subnets: []netip.Prefix{prefix("10.92.0.0/24")}, Masquerade: true}
+)
+
+// TestGolden pins the text nft lists for nsnet's tables in each host
+// state: the rules are built as netlink bytecode, and this text is how a
+// reviewer reads them. `go test ./internal/firewall -run Golden -update`
+// rewrites the files from what the kernel holds now; review the diff.
+//
+// The text is nft's (1.0.6 when the files were made): another version of
+// nft may spell a rule differently without nsnet having changed it.
+func TestGolden(t *testing.T) {
+	nstest.Require(t)
+	seen := map[string]string{}
+	for _, tt := range goldenHosts {
+		t.Run(tt.name, func(t *testing.T) {
+			fw := cleanFirewall(t)
+			for _, h := range append(slices.Clone(tt.before), tt.host) {
+				if err := fw.Sync(h); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := listTables(t)
+			for _, r := range untagged(got) {
+				t.Errorf("rule without nsnet's comment: %s", r)
+			}
+			if other, ok := seen[got]; ok {
+				t.Errorf("lists the same tables as %s: the state is not pinned apart", other)
+			}
+			seen[got] = tt.name
+			path := filepath.Join("testdata", tt.name+".golden")
+			if *update {
+				if err := os.MkdirAll("testdata", 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("nft lists, for %s:\n%s\nwant (%s):\n%s\n(if the change is meant, run with -update and review the diff)", tt.name, got, path, want)
+			}
+		})
+	}
+}
+
+// listTables is what nft lists of nsnet's tables, normalised.
+func listTables(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("nft", "list", "tables").Output()
+	if err != nil {
+		t.Fatalf("nft list tables: %v", err)
+	}
+	have := strings.Split(strings.TrimSpace(string(out)), "\n")
+	var b strings.Builder
+	for i, fam := range []string{"inet", "arp"} {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		name := "table " + fam + " " + TableName
+		if !slices.Contains(have, name) {
+			b.WriteString("# no " + name + "\n")
+			continue
+		}
+		out, err := exec.Command("nft", "list", "table", fam, TableName).Output()
+		if err != nil {
+			t.Fatalf("nft list table %s %s: %v", fam, TableName, err)
+		}
+		b.WriteString("# nft list " + name + "\n")
+		b.WriteString(normalise(string(out)))
+	}
+	return b.String()
+}
+
+var elementsRE = regexp.MustCompile(`elements = \{([^}]*)\}`)
+
+// normalise puts set and map elements in one order, on one line: a hash
+// map lists them in the order of its buckets.
+func normalise(s string) string {
+	return elementsRE.ReplaceAllStringFunc(s, func(m string) string {
+		els := strings.Split(elementsRE.FindStringSubmatch(m)[1], ",")
+		for i := range els {
+			els[i] = strings.Join(strings.Fields(els[i]), " ")
+		}
+		slices.Sort(els)
+		return "elements = { " + strings.Join(els, ", ") + " }"
+	})
+}
+
+var commentRE = regexp.MustCompile(` comment "nsnet:(shared|network=[^"]+)"$`)
+
+// untagged lists the rules without nsnet's comment.
+func untagged(listing string) []string {
+	var out []string
+	inChain := false
+	for _, line := range strings.Split(listing, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "chain "):
+			inChain = true
+		case line == "}":
+			inChain = false
+		case !inChain || line == "" || strings.HasPrefix(line, "type "):
+		case !commentRE.MatchString(line):
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// TestNormalise checks that element order does not matter, and that
+// nothing else changes.
+func TestNormalise(t *testing.T) {
+	a := "\tmap m {\n\t\telements = { tcp . 80 : 10.0.0.2 . 80,\n\t\t\t     udp . 53 : 10.0.0.3 . 53 }\n\t}\n"
+	b := "\tmap m {\n\t\telements = { udp . 53 : 10.0.0.3 . 53, tcp . 80 : 10.0.0.2 . 80 }\n\t}\n"
+	want := "\tmap m {\n\t\telements = { tcp . 80 : 10.0.0.2 . 80, udp . 53 : 10.0.0.3 . 53 }\n\t}\n"
+	for _, in := range []string{a, b} {
+		if got := normalise(in); got != want {
+			t.Errorf("normalise(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := normalise("ip daddr 10.0.0.1 drop\n"); got != "ip daddr 10.0.0.1 drop\n" {
+		t.Errorf("normalise changed a rule: %q", got)
+	}
+	listing := "table inet nsnet {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n" +
+		"\t\tip saddr 10.0.0.0/24 drop comment \"nsnet:network=a\"\n\t\tct state established accept comment \"nsnet:shared\"\n\t\tip saddr 10.0.0.1 drop\n\t}\n}\n"
+	if got, want := untagged(listing), []string{"ip saddr 10.0.0.1 drop"}; !slices.Equal(got, want) {
+		t.Errorf("untagged = %q, want %q", got, want)
+	}
+}
