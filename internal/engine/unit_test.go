@@ -1,0 +1,406 @@
+package engine
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nsnet/nsnet/internal/driver"
+	"github.com/nsnet/nsnet/internal/drivers"
+	"github.com/nsnet/nsnet/internal/firewall"
+	"github.com/nsnet/nsnet/internal/ipam"
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/store"
+)
+
+// The tests in this file run the engine's logic without root: the host and
+// members are the test's own namespace, which nsnet only reads (through
+// kernel.Current), the firewall is firewall.Fake, and the driver is
+// fakeDriver, which records what it was asked to do instead of doing it.
+
+// fakeDriver is a bridge-like driver that touches no kernel.
+type fakeDriver struct {
+	mu sync.Mutex
+	// plugged holds members plugged and not unplugged, by namespace.
+	plugged   map[string]store.Attachment
+	built     map[string]bool
+	repaired  []string
+	failPlug  error
+	unplugged []string
+}
+
+func (*fakeDriver) Name() string { return "fake" }
+
+func (*fakeDriver) Caps() driver.Capabilities {
+	return driver.Capabilities{HostEnd: true, Firewall: true, Ports: true, DNS: driver.DNSAtGateway}
+}
+
+func (*fakeDriver) Plan(spec driver.Spec, n *store.Network) error {
+	n.NAT = !spec.NoNAT
+	for _, p := range spec.Subnets {
+		n.Gateways = append(n.Gateways, ipam.FirstUsable(p))
+	}
+	return nil
+}
+
+func (*fakeDriver) Device(store.Network) string { return "" }
+
+func (*fakeDriver) Check(*kernel.NS, store.Network, func(string) (string, bool)) error { return nil }
+
+func (d *fakeDriver) Build(_ *kernel.NS, n store.Network) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.built[n.Name] = true
+	return nil
+}
+
+func (d *fakeDriver) Unbuild(_ *kernel.NS, op store.Op) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.built, op.Network)
+	return nil
+}
+
+func (d *fakeDriver) Plug(_, _ *kernel.NS, _ store.Network, a store.Attachment, _ bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// Like a real driver, a failure may come after the device exists.
+	d.plugged[a.Namespace] = a
+	return d.failPlug
+}
+
+func (d *fakeDriver) Unplug(_ *kernel.NS, op store.Op) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.plugged, op.Namespace)
+	d.unplugged = append(d.unplugged, op.Namespace)
+	return nil
+}
+
+func (d *fakeDriver) Repair(_ *kernel.NS, _ store.Network, a store.Attachment) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.repaired = append(d.repaired, a.Namespace)
+	return nil
+}
+
+// unit is a manager wired to fakes, and the namespaces that "exist".
+type unit struct {
+	*Manager
+	fw  *firewall.Fake
+	drv *fakeDriver
+	ns  map[string]bool
+}
+
+func newUnit(t *testing.T, names ...string) *unit {
+	t.Helper()
+	m, err := Open(Config{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	u := &unit{Manager: m, fw: firewall.NewFake(), drv: &fakeDriver{plugged: map[string]store.Attachment{}, built: map[string]bool{}}, ns: map[string]bool{}}
+	for _, n := range names {
+		u.ns[n] = true
+	}
+	drivers.Register(u.drv)
+	m.newFirewall = func(*kernel.NS) (Firewall, error) { return u.fw, nil }
+	m.openHost = func(string) (*kernel.NS, error) { return kernel.Current() }
+	m.nsExists = func(name string) bool { return u.ns[name] }
+	m.openNamespace = func(name string) (*kernel.NS, error) {
+		if !u.ns[name] {
+			return nil, fmt.Errorf("namespace %q: %w", name, netns.ErrNotExist)
+		}
+		return kernel.Current()
+	}
+	m.etcDir = t.TempDir()
+	return u
+}
+
+// subnet is a benchmarking range (RFC 2544), which no machine routes.
+var subnet = netip.MustParsePrefix("198.18.0.0/24")
+
+func (u *unit) network(t *testing.T, name string) {
+	t.Helper()
+	if _, err := u.CreateNetwork(NetworkSpec{Name: name, Driver: "fake", Subnets: []netip.Prefix{subnet}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPlanNetwork(t *testing.T) {
+	v4 := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
+	dual := append(v4, netip.MustParsePrefix("fd00:1::/64"))
+	no := false
+	for _, tt := range []struct {
+		name string
+		spec NetworkSpec
+		// want is the planned network's driver, gateways, NAT, DNS and
+		// options, or wantErr a part of the error.
+		want    string
+		wantErr string
+	}{
+		{"bridge default", NetworkSpec{Subnets: v4}, "bridge [10.1.0.1] nat=true dns=true map[bridge-name:nsbr-n]", ""},
+		{"bridge dual, named", NetworkSpec{Subnets: dual, Options: map[string]string{"bridge-name": "br9"}}, "bridge [10.1.0.1 fd00:1::1] nat=true dns=true map[bridge-name:br9]", ""},
+		{"bridge gateway", NetworkSpec{Subnets: v4, Gateways: []netip.Addr{netip.MustParseAddr("10.1.0.254")}}, "bridge [10.1.0.254] nat=true dns=true map[bridge-name:nsbr-n]", ""},
+		{"bridge internal", NetworkSpec{Subnets: v4, Internal: true}, "bridge [10.1.0.1] nat=false dns=true map[bridge-name:nsbr-n]", ""},
+		{"bridge no-nat", NetworkSpec{Subnets: v4, NoNAT: true}, "bridge [10.1.0.1] nat=false dns=true map[bridge-name:nsbr-n]", ""},
+		{"bridge with parent", NetworkSpec{Subnets: v4, Options: map[string]string{"parent": "eth0"}}, "", "--parent does not apply to the bridge driver"},
+		{"bridge name too long", NetworkSpec{Subnets: v4, Options: map[string]string{"bridge-name": "abcdefghijklmnop"}}, "", "the limit is 15"},
+		{"routed", NetworkSpec{Driver: "routed", Subnets: dual}, "routed [169.254.1.1 fe80::1] nat=false dns=true map[]", ""},
+		{"routed nat", NetworkSpec{Driver: "routed", Subnets: v4, NAT: true}, "routed [169.254.1.1] nat=true dns=true map[]", ""},
+		{"routed internal", NetworkSpec{Driver: "routed", Subnets: v4, Internal: true}, "", "--internal is not for routed networks"},
+		{"routed gateway", NetworkSpec{Driver: "routed", Subnets: v4, Gateways: []netip.Addr{netip.MustParseAddr("10.1.0.1")}}, "", "--gateway does not apply"},
+		{"macvlan", NetworkSpec{Driver: "macvlan", Subnets: v4, DNS: &no, Options: map[string]string{"parent": "eth0"}}, "macvlan [invalid IP] nat=false dns=false map[parent:eth0]", ""},
+		{"macvlan gateway", NetworkSpec{Driver: "macvlan", Subnets: v4, DNS: &no, Gateways: []netip.Addr{netip.MustParseAddr("10.1.0.9")}, Options: map[string]string{"parent": "eth0"}}, "macvlan [10.1.0.9] nat=false dns=false map[parent:eth0]", ""},
+		{"macvlan without parent", NetworkSpec{Driver: "macvlan", Subnets: v4, DNS: &no}, "", "needs --parent"},
+		{"macvlan default dns", NetworkSpec{Driver: "macvlan", Subnets: v4, Options: map[string]string{"parent": "eth0"}}, "macvlan [invalid IP] nat=false dns=false map[parent:eth0]", ""},
+		{"macvlan dns", NetworkSpec{Driver: "macvlan", Subnets: v4, DNS: new(bool), Options: map[string]string{"parent": "eth0"}}, "macvlan [invalid IP] nat=false dns=false map[parent:eth0]", ""},
+		{"unknown driver", NetworkSpec{Driver: "warp", Subnets: v4}, "", `driver "warp" is not supported`},
+		{"no subnet", NetworkSpec{}, "", "a --subnet is required"},
+		{"host bits", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("10.1.0.1/24")}}, "", "has host bits set"},
+		{"two v4", NetworkSpec{Subnets: append(v4, netip.MustParsePrefix("10.2.0.0/24"))}, "", "at most one IPv4"},
+		{"bad mtu", NetworkSpec{Subnets: v4, MTU: 20}, "", "MTU 20"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.spec.Name = "n"
+			n, d, err := (&Manager{}).planNetwork(tt.spec)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := fmt.Sprintf("%s %v nat=%v dns=%v %v", d.Name(), n.Gateways, n.NAT, n.DNS, n.Options)
+			if got != tt.want {
+				t.Errorf("planned %s\nwant    %s", got, tt.want)
+			}
+		})
+	}
+	if _, _, err := (&Manager{}).planNetwork(NetworkSpec{Name: "n", Driver: "warp", Subnets: v4}); !errors.Is(err, driver.ErrUnknown) {
+		t.Errorf("unknown driver: %v, want driver.ErrUnknown", err)
+	}
+}
+
+func TestConnectUndo(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		// breaks makes the connect fail at one step.
+		breaks func(u *unit)
+		// undoFails: the cause also breaks the undo, which then stays in
+		// the journal for gc, run once the cause is gone.
+		undoFails bool
+	}{
+		{"driver fails", func(u *unit) { u.drv.failPlug = errors.New("boom") }, false},
+		{"publish fails", func(u *unit) { u.fw.FailPublish = errors.New("boom") }, true},
+		{"resolv.conf fails after the ports", func(u *unit) {
+			// A file where the namespace's directory should be.
+			os.WriteFile(filepath.Join(u.etcDir, "b"), nil, 0o644)
+		}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u := newUnit(t, "a", "b")
+			u.network(t, "n")
+			if _, err := u.Connect(ConnectSpec{Network: "n", Namespace: "a", Ports: []PortMap{{HostPort: 8080, Port: 80, Proto: "tcp"}}}); err != nil {
+				t.Fatal(err)
+			}
+			before := u.fw.Published()
+			tt.breaks(u)
+			_, err := u.Connect(ConnectSpec{Network: "n", Namespace: "b", Ports: []PortMap{{HostPort: 9090, Port: 90, Proto: "tcp"}}})
+			if err == nil {
+				t.Fatal("connect succeeded")
+			}
+			if ops, _ := u.st.Pending(); (len(ops) == 1) != tt.undoFails {
+				t.Fatalf("journal after the failed connect: %+v", ops)
+			}
+			u.drv.failPlug, u.fw.FailPublish = nil, nil
+			os.Remove(filepath.Join(u.etcDir, "b"))
+			if tt.undoFails {
+				if err == nil || !strings.Contains(err.Error(), "run nsnet gc") {
+					t.Errorf("err = %v, want it to send the user to gc", err)
+				}
+				if done, err := u.GC(); err != nil || len(done) != 1 || !strings.Contains(done[0], "rolled back interrupted connect of b to n") {
+					t.Fatalf("gc: %q, %v", done, err)
+				}
+			}
+			if _, ok := u.drv.plugged["b"]; ok {
+				t.Error("the driver's devices for b were not unplugged")
+			}
+			if got := u.fw.Published(); fmt.Sprint(got) != fmt.Sprint(before) {
+				t.Errorf("published ports after the undo: %v, want %v", got, before)
+			}
+			if ops, _ := u.st.Pending(); len(ops) != 0 {
+				t.Errorf("journal after the undo: %+v", ops)
+			}
+			if _, err := os.Stat(filepath.Join(u.etcDir, "b", "resolv.conf")); err == nil {
+				t.Error("b kept a resolv.conf")
+			}
+			info, err := u.Network("n")
+			if err != nil || len(info.Members) != 1 {
+				t.Fatalf("members after the undo: %+v, %v", info.Members, err)
+			}
+			// b's address and port were not kept: a retry gets the next
+			// address and the same port.
+			a, err := u.Connect(ConnectSpec{Network: "n", Namespace: "b", Ports: []PortMap{{HostPort: 9090, Port: 90, Proto: "tcp"}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := "198.18.0.3/24"; fmt.Sprint(a.Addrs) != "["+want+"]" {
+				t.Errorf("retry got %v, want %s", a.Addrs, want)
+			}
+		})
+	}
+}
+
+func TestGCRepairs(t *testing.T) {
+	u := newUnit(t, "a", "b")
+	u.network(t, "n")
+	for _, ns := range []string{"a", "b"} {
+		if _, err := u.Connect(ConnectSpec{Network: "n", Namespace: ns, Ports: []PortMap{{HostPort: map[string]uint16{"a": 8080, "b": 8081}[ns], Port: 80, Proto: "tcp"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Someone deletes nsnet's table, and namespace b behind nsnet's back.
+	if err := u.fw.Sync(firewall.Host{}); err != nil {
+		t.Fatal(err)
+	}
+	delete(u.ns, "b")
+	done, err := u.GC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(done) != 1 || !strings.Contains(done[0], "vanished namespace b") {
+		t.Errorf("gc said %q", done)
+	}
+	h := u.fw.Host()
+	if len(h.Networks) != 1 || h.Networks[0].Name != "n" || !h.Ports {
+		t.Errorf("table after gc: %+v", h)
+	}
+	if got := fmt.Sprint(u.fw.Published()); !strings.Contains(got, "8080") || strings.Contains(got, "8081") {
+		t.Errorf("published after gc: %s, want a's port only", got)
+	}
+	if len(u.drv.unplugged) != 1 || u.drv.unplugged[0] != "b" {
+		t.Errorf("unplugged %v, want [b]", u.drv.unplugged)
+	}
+	if len(u.drv.repaired) != 1 || u.drv.repaired[0] != "a" {
+		t.Errorf("repaired %v, want [a]", u.drv.repaired)
+	}
+	// b's address is free again.
+	u.ns["b"] = true
+	a, err := u.Connect(ConnectSpec{Network: "n", Namespace: "b"})
+	if err != nil || a.Addrs[0].Addr() != netip.MustParseAddr("198.18.0.3") {
+		t.Errorf("reconnect: %+v, %v", a, err)
+	}
+	// A second gc finds nothing to do.
+	if done, err := u.GC(); err != nil || len(done) != 0 {
+		t.Errorf("second gc: %q, %v", done, err)
+	}
+}
+
+func TestPortConflicts(t *testing.T) {
+	tcp := func(host, port uint16) PortMap { return PortMap{HostPort: host, Port: port, Proto: "tcp"} }
+	for _, tt := range []struct {
+		name  string
+		ports []PortMap
+		kind  error
+		msg   string
+	}{
+		{"same port", []PortMap{tcp(8080, 81)}, ErrInUse, `host port tcp/8080 is already published by the member "a" of network "n"`},
+		{"inside a range", []PortMap{{HostPort: 8070, HostEnd: 8090, Port: 70, Proto: "tcp"}}, ErrInUse, "host port tcp/8080"},
+		{"given twice", []PortMap{tcp(9000, 80), tcp(9000, 81)}, ErrExists, "published port tcp/9000 is given twice"},
+		{"other protocol", []PortMap{{HostPort: 8080, Port: 80, Proto: "udp"}}, nil, ""},
+		{"free port", []PortMap{tcp(8081, 80)}, nil, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u := newUnit(t, "a", "b")
+			u.network(t, "n")
+			if _, err := u.Connect(ConnectSpec{Network: "n", Namespace: "a", Ports: []PortMap{tcp(8080, 80)}}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := u.Connect(ConnectSpec{Network: "n", Namespace: "b", Ports: tt.ports})
+			if tt.kind == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, tt.kind) || !strings.Contains(err.Error(), tt.msg) {
+				t.Fatalf("err = %v, want %v containing %q", err, tt.kind, tt.msg)
+			}
+			if _, ok := u.drv.plugged["b"]; ok {
+				t.Error("a refused connect reached the driver")
+			}
+		})
+	}
+}
+
+func TestSentinels(t *testing.T) {
+	u := newUnit(t, "a")
+	u.network(t, "n")
+	_, err := u.CreateNetwork(NetworkSpec{Name: "n", Driver: "fake", Subnets: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/24")}})
+	if !errors.Is(err, ErrExists) {
+		t.Errorf("second network n: %v, want ErrExists", err)
+	}
+	if _, err := u.Connect(ConnectSpec{Network: "nope", Namespace: "a"}); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `network "nope": no such network`) {
+		t.Errorf("unknown network: %v", err)
+	}
+	if _, err := u.Connect(ConnectSpec{Network: "n", Namespace: "ghost"}); !errors.Is(err, ErrNotFound) || !errors.Is(err, netns.ErrNotExist) {
+		t.Errorf("unknown namespace: %v", err)
+	}
+	if _, err := u.Connect(ConnectSpec{Network: "n", Namespace: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Connect(ConnectSpec{Network: "n", Namespace: "a"}); !errors.Is(err, ErrExists) {
+		t.Errorf("connect twice: %v", err)
+	}
+	if err := u.RemoveNetwork("n", false); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "has 1 member(s)") {
+		t.Errorf("rm with members: %v", err)
+	}
+	if _, err := u.Connect(ConnectSpec{Network: "n", Namespace: "a", IPv4: netip.MustParseAddr("198.18.0.1")}); !errors.Is(err, ErrExists) && !errors.Is(err, ErrInUse) {
+		t.Errorf("gateway address: %v", err)
+	}
+	if err := u.Disconnect("n", "b"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("disconnect of a non-member: %v", err)
+	}
+}
+
+// The CLI's JSON is the API's view, not the store's record.
+func TestViewsHideRecords(t *testing.T) {
+	u := newUnit(t, "a")
+	u.network(t, "n")
+	if _, err := u.Connect(ConnectSpec{Network: "n", Namespace: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := u.Network("n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := jsonOf(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{"host_ino", "no_isolate", "no_host_firewall"} {
+		if strings.Contains(raw, field) {
+			t.Errorf("net inspect JSON has the record's %s: %s", field, raw)
+		}
+	}
+	for _, field := range []string{`"isolate":true`, `"members":[{`, `"addrs":["198.18.0.2/24"]`} {
+		if !strings.Contains(raw, field) {
+			t.Errorf("net inspect JSON lacks %s: %s", field, raw)
+		}
+	}
+}
+
+func jsonOf(v any) (string, error) {
+	raw, err := json.Marshal(v)
+	return string(raw), err
+}
