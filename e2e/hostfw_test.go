@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -98,4 +99,28 @@ func TestHostReplaced(t *testing.T) {
 	l.must("net", "create", "new", "--subnet", "10.0.32.0/24")
 	l.must("net", "connect", "new", b)
 	l.mustPing(b, "10.0.32.1")
+}
+
+// A link to the host records the host's namespace like a network does: once
+// the path leads to another namespace, link rm forgets the link and leaves
+// a same-named veth there alone (it is someone else's), and link create is
+// refused (issue 9, bug 2).
+func TestLinkHostReplaced(t *testing.T) {
+	l := newLab(t)
+	a := l.ns("a")
+	l.must("link", "create", "host", a, "--name", "lk0,lk1")
+	l.fixture("ip", "netns", "del", l.host)
+	l.fixture("ip", "netns", "add", l.host)
+	l.fixture("ip", "-n", l.host, "link", "add", "lk0", "type", "veth", "peer", "name", "theirs0")
+
+	if _, err := l.run("link", "create", "host", l.ns("b")); err == nil || !strings.Contains(err.Error(), "not the namespace nsnet's networks were made in") {
+		t.Errorf("link create on a replaced host: %v, want it refused", err)
+	}
+	l.must("link", "rm", "host", a)
+	if links := l.hostLinks(); !slices.Contains(links, "lk0") {
+		t.Errorf("link rm deleted the new namespace's own lk0: %v", links)
+	}
+	if out := l.must("link", "ls"); strings.Contains(out, "lk0") {
+		t.Errorf("link still listed after rm: %s", out)
+	}
 }
