@@ -334,8 +334,8 @@ func (m *Manager) unbuild(tx *store.Tx, op store.Op) error {
 	}
 	if d.Caps().Firewall {
 		if tx != nil {
-			nets, err := hostNetworks(tx, op.HostNetns, op.Network)
-			if err != nil {
+			var nets []store.Network
+			if nets, err = hostNetworks(tx, op.HostNetns, op.Network); err != nil {
 				return err
 			}
 			err = m.syncHost(h, nets, tx.HostHasPorts(op.HostNetns))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
 )
 
@@ -251,7 +252,7 @@ func OpenTimeout(dir string, readOnly bool, timeout time.Duration) (*Store, erro
 		return nil, err
 	}
 	db, err := bolt.Open(p, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: readOnly, NoFreelistSync: true})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		lock.Close()
 		return nil, fmt.Errorf("state store %s: another nsnet held it for over %s", p, timeout)
 	}
@@ -370,7 +371,7 @@ func (t *Tx) PutNetwork(n Network) error { return put(t, bNetworks, n.Name, n) }
 
 // DeleteNetwork forgets the network and every lease in it.
 func (t *Tx) DeleteNetwork(name string) error {
-	if err := t.bucket(bLeases).DeleteBucket([]byte(name)); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+	if err := t.bucket(bLeases).DeleteBucket([]byte(name)); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
 		return err
 	}
 	return del(t, bNetworks, name)
