@@ -119,6 +119,14 @@ func (m *Manager) createLink(spec LinkSpec) (store.Link, error) {
 			name, who string
 			addrs     []netip.Prefix
 		}{{ns1, l.If1, l.NS1, l.Addrs1}, {ns2, l.If2, l.NS2, l.Addrs2}} {
+			// A link given no addresses keeps its IPv6 link-local one:
+			// that is all the user has to reach the other end by.
+			if len(end.addrs) == 0 {
+				if err := upByName(end.ns, end.name); err != nil {
+					return err
+				}
+				continue
+			}
 			if _, err := plumb.MemberUp(end.ns, end.name, end.who, end.addrs); err != nil {
 				return err
 			}
@@ -225,4 +233,16 @@ func (m *Manager) Links() ([]LinkInfo, error) {
 		return err
 	})
 	return out, err
+}
+
+// upByName brings up the interface called name in ns.
+func upByName(ns *kernel.NS, name string) error {
+	dev, err := ns.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	if dev == nil {
+		return fmt.Errorf("interface %s vanished", name)
+	}
+	return plumb.Up(ns, dev)
 }
