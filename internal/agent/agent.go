@@ -227,17 +227,17 @@ func (a *agent) refresh() (bool, error) {
 		return true, err
 	}
 	var nets []store.Network
-	members := map[string][]store.Attachment{}
+	var members map[string][]store.Attachment
 	needed := false
 	err = st.View(func(tx *store.Tx) error {
 		var err error
 		if nets, err = tx.Networks(); err != nil {
 			return err
 		}
+		if members, err = tx.AllMembers(); err != nil {
+			return err
+		}
 		for _, n := range nets {
-			if members[n.Name], err = tx.Members(n.Name); err != nil {
-				return err
-			}
 			needed = needed || n.DNS && len(members[n.Name]) > 0
 		}
 		needed = needed || tx.HasPorts()

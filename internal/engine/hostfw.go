@@ -117,16 +117,13 @@ func (m *Manager) resyncHost(path, except string) error {
 		if nets, err = hostNetworks(tx, path, except); err != nil {
 			return err
 		}
+		all, err := tx.AllMembers()
 		for _, n := range nets {
-			members, err := tx.Members(n.Name)
-			if err != nil {
-				return err
-			}
-			for _, a := range members {
+			for _, a := range all[n.Name] {
 				state.Published = append(state.Published, expandPorts(a.Ports, a.Addrs)...)
 			}
 		}
-		return nil
+		return err
 	}); err != nil {
 		return err
 	}

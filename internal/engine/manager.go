@@ -381,22 +381,15 @@ func (m *Manager) GC() ([]string, error) {
 	m.recoverErr = nil
 	var orphans []store.Attachment
 	err = m.st.View(func(tx *store.Tx) error {
-		nets, err := tx.Networks()
-		if err != nil {
-			return err
-		}
-		for _, n := range nets {
-			members, err := tx.Members(n.Name)
-			if err != nil {
-				return err
-			}
+		all, err := tx.AllMembers()
+		for _, members := range all {
 			for _, a := range members {
 				if !m.nsExists(a.Namespace) {
 					orphans = append(orphans, a)
 				}
 			}
 		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return done, err
@@ -411,17 +404,13 @@ func (m *Manager) GC() ([]string, error) {
 	// driver repair its members (routed members' gateway entries), in
 	// case someone deleted or changed them.
 	var nets []store.Network
-	members := map[string][]store.Attachment{}
+	var members map[string][]store.Attachment
 	if err := m.st.View(func(tx *store.Tx) (err error) {
 		if nets, err = tx.Networks(); err != nil {
 			return err
 		}
-		for _, n := range nets {
-			if members[n.Name], err = tx.Members(n.Name); err != nil {
-				return err
-			}
-		}
-		return nil
+		members, err = tx.AllMembers()
+		return err
 	}); err != nil {
 		return done, err
 	}

@@ -287,24 +287,21 @@ func (m *Manager) Namespaces() ([]NamespaceSummary, error) {
 				s.Managed = true
 			}
 		}
-		nets, err := tx.Networks()
+		all, err := tx.AllMembers()
 		if err != nil {
 			return err
 		}
-		for _, n := range nets {
-			members, err := tx.Members(n.Name)
-			if err != nil {
-				return err
-			}
+		for _, members := range all {
 			for _, a := range members {
 				if s, ok := byName[a.Namespace]; ok {
-					s.Networks = append(s.Networks, n.Name)
+					s.Networks = append(s.Networks, a.Network)
 				}
 			}
 		}
 		return nil
 	})
 	for _, n := range names {
+		sort.Strings(byName[n].Networks)
 		out = append(out, *byName[n])
 	}
 	return out, err

@@ -384,14 +384,11 @@ func (m *Manager) Networks() ([]NetworkInfo, error) {
 		if err != nil {
 			return err
 		}
+		all, err := tx.AllMembers()
 		for _, n := range nets {
-			members, err := tx.Members(n.Name)
-			if err != nil {
-				return err
-			}
-			out = append(out, networkInfo(n, members))
+			out = append(out, networkInfo(n, all[n.Name]))
 		}
-		return nil
+		return err
 	})
 	return out, err
 }

@@ -416,6 +416,20 @@ func (t *Tx) Members(network string) ([]Attachment, error) {
 	return list[Attachment](t, bAttachments, network+"\x00")
 }
 
+// AllMembers returns every network's attachments, by network, in one pass
+// over the attachments.
+func (t *Tx) AllMembers() (map[string][]Attachment, error) {
+	all, err := list[Attachment](t, bAttachments, "")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]Attachment{}
+	for _, a := range all {
+		out[a.Network] = append(out[a.Network], a)
+	}
+	return out, nil
+}
+
 // MemberCount counts a network's attachments without decoding them.
 func (t *Tx) MemberCount(network string) int {
 	n := 0
