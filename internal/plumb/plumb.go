@@ -310,6 +310,17 @@ func DeleteLink(ns *kernel.NS, name, typ, where string) error {
 	return nil
 }
 
+// DeleteHostEnd deletes a member's veth by its host end, which takes the
+// peer and every route through it along; a host that is gone (nil) took
+// them already. The name was checked free in the host and reserved in the
+// store before the veth was made, so a veth by that name is the member's.
+func DeleteHostEnd(h *kernel.NS, name string) error {
+	if h == nil {
+		return nil
+	}
+	return DeleteLink(h, name, "veth", "the host")
+}
+
 // RandomMAC is a random unicast, locally administered MAC.
 func RandomMAC() net.HardwareAddr {
 	mac := make(net.HardwareAddr, 6)

@@ -187,16 +187,8 @@ func (d Driver) Plug(h, ns *kernel.NS, n store.Network, a store.Attachment, defa
 	return nil
 }
 
-// Unplug implements driver.Driver: deleting the host end takes the peer
-// and every route through it along. The name was checked free in the host
-// and reserved in the store before the veth was made, so a veth by that
-// name is the member's own.
-func (Driver) Unplug(h *kernel.NS, op store.Op) error {
-	if h == nil {
-		return nil
-	}
-	return plumb.DeleteLink(h, op.HostIf, "veth", "the host")
-}
+// Unplug implements driver.Driver: the member's veth goes.
+func (Driver) Unplug(h *kernel.NS, op store.Op) error { return plumb.DeleteHostEnd(h, op.HostIf) }
 
 // Repair implements driver.Driver: a bridge member has nothing gc restores.
 func (Driver) Repair(*kernel.NS, store.Network, store.Attachment) error { return nil }

@@ -141,14 +141,9 @@ func (Driver) Plug(h, ns *kernel.NS, n store.Network, a store.Attachment, defaul
 	return nil
 }
 
-// Unplug implements driver.Driver: deleting the host end takes the peer,
-// the host routes and the member's routes along.
-func (Driver) Unplug(h *kernel.NS, op store.Op) error {
-	if h == nil {
-		return nil
-	}
-	return plumb.DeleteLink(h, op.HostIf, "veth", "the host")
-}
+// Unplug implements driver.Driver: the member's veth goes, and the host
+// routes with it.
+func (Driver) Unplug(h *kernel.NS, op store.Op) error { return plumb.DeleteHostEnd(h, op.HostIf) }
 
 // Repair implements driver.Driver: it gives a member back its gateway
 // neighbour entries, which someone may have flushed (or an older nsnet
