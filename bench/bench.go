@@ -8,6 +8,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/nstest"
 )
 
 // Config says what to measure and how much.
@@ -117,18 +120,25 @@ func (r *runner) wantSection(s string) bool {
 	return len(r.cfg.Sections) == 0 || slices.Contains(r.cfg.Sections, s)
 }
 
-// Run measures everything cfg asks for. It must run inside the sandbox
-// (see PrepareSandbox) and refuses otherwise.
+// SandboxTmpfs is what the sandbox covers with a tmpfs besides nstest's
+// /run/netns and /etc/netns: /run, where every tool's state lives (in
+// memory, as on a real host) and where tools may write files of their own.
+var SandboxTmpfs = []string{"/run"}
+
+// Run measures everything cfg asks for. It must run inside the sandbox,
+// the private namespaces nstest makes with a tmpfs on SandboxTmpfs
+// (nstest.MainWithTmpfs in TestMain; nstest.Reexec then nstest.Enter in
+// cmd/nsbench), and refuses otherwise.
 func Run(cfg Config) (*Results, error) {
-	if !sandboxReady {
-		return nil, errors.New("bench: refusing to run outside the sandbox (call PrepareSandbox in a process started by Reexec)")
+	if !nstest.Isolated() {
+		return nil, errors.New("bench: refusing to run outside the sandbox (see nstest.Reexec and nstest.Enter)")
 	}
 	if cfg.Log == nil {
 		cfg.Log = os.Stderr
 	}
 	bin := cfg.Bin
 	if missing := findSystem(&bin); len(missing) > 0 {
-		return nil, fmt.Errorf("bench: missing packages: %v (run InstallPackages or apt-get install them)", missing)
+		return nil, fmt.Errorf("bench: missing Debian packages: %s (apt-get install them)", strings.Join(missing, ", "))
 	}
 	if !isExec(bin.NSNet) || !isExec(bin.Floor) || !isExec(bin.Launcher) {
 		return nil, fmt.Errorf("bench: nsnet (%q), floor (%q) and launcher (%q) must be built first (see Build)", bin.NSNet, bin.Floor, bin.Launcher)
@@ -187,7 +197,7 @@ func (r *runner) runAttachN(n int, kind attachKind) []AttachResult {
 		members[i].Addr = kind.addr(i)
 		if err := createNetns(members[i].NS, false); err != nil {
 			for _, m := range members[:i] {
-				deleteNetns(m.NS)
+				netns.Delete(m.NS)
 			}
 			for _, ti := range kind.tools {
 				if r.wantTool(ti.key) {
@@ -199,7 +209,7 @@ func (r *runner) runAttachN(n int, kind attachKind) []AttachResult {
 	}
 	defer func() {
 		for _, m := range members {
-			deleteNetns(m.NS)
+			netns.Delete(m.NS)
 		}
 	}()
 	for _, ti := range kind.tools {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/nsnet/nsnet/internal/netns"
 )
 
 // roundTrips opens a TCP listener at addr inside serverNS, connects from
@@ -198,8 +200,8 @@ type dpTopo struct {
 }
 
 func (t *dpTopo) close() {
-	deleteNetns(t.a)
-	deleteNetns(t.b)
+	netns.Delete(t.a)
+	netns.Delete(t.b)
 	t.h.close()
 }
 

@@ -19,7 +19,7 @@
 //
 // Everything runs inside a sandbox: the process re-executes itself in a
 // fresh network namespace and a private mount namespace with tmpfs on /run,
-// /run/netns and /etc/netns (see Reexec and PrepareSandbox), and every
+// /run/netns and /etc/netns (internal/nstest's, see SandboxTmpfs), and every
 // measured tool keeps its state in a temporary directory there. The
 // machine's own network namespace is never touched. Each tool run gets a
 // namespace of its own as "the host", so no tool sees another's bridges or

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Packages are the Debian packages the benchmark drives. iptables is there
-// because both the CNI plugins and netavark 1.4 program NAT through it.
+// Packages are the Debian packages the benchmark drives (.ci/run installs
+// them). iptables is there because both the CNI plugins and netavark 1.4
+// program NAT through it.
 var Packages = []string{"containernetworking-plugins", "netavark", "iperf3", "nftables", "iproute2", "iptables", "procps"}
 
 // Binaries are the programs the benchmark runs.
@@ -43,7 +43,8 @@ var (
 func findSystem(b *Binaries) (missing []string) {
 	b.CNIDir = ""
 	for _, d := range cniDirs {
-		if isExec(filepath.Join(d, "bridge")) && isExec(filepath.Join(d, "host-local")) && isExec(filepath.Join(d, "portmap")) {
+		if isExec(filepath.Join(d, "bridge")) && isExec(filepath.Join(d, "ptp")) &&
+			isExec(filepath.Join(d, "host-local")) && isExec(filepath.Join(d, "portmap")) {
 			b.CNIDir = d
 			break
 		}
@@ -89,39 +90,11 @@ func firstExec(paths ...string) string {
 }
 
 // MissingPackages lists the Debian packages whose programs are not
-// installed.
+// installed. Nothing in this package installs them: .ci/run does, and
+// cmd/nsbench does when asked to (-install).
 func MissingPackages() []string {
 	var b Binaries
 	return findSystem(&b)
-}
-
-// InstallPackages installs whatever is missing of Packages with apt-get.
-// It must run in the machine's own namespaces (it needs the network), as
-// root; it changes nothing when everything is there.
-func InstallPackages(log io.Writer) error {
-	missing := MissingPackages()
-	if len(missing) == 0 {
-		return nil
-	}
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("packages %s are missing and installing them needs root", strings.Join(missing, ", "))
-	}
-	fmt.Fprintf(log, "installing %s from Debian's packages\n", strings.Join(missing, " "))
-	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	for _, args := range [][]string{
-		{"apt-get", "update", "-q"},
-		append([]string{"apt-get", "install", "-y", "-q", "--no-install-recommends"}, Packages...),
-	} {
-		c := exec.Command(args[0], args[1:]...)
-		c.Env, c.Stdout, c.Stderr = env, log, log
-		if err := c.Run(); err != nil {
-			return fmt.Errorf("%s: %w", strings.Join(args, " "), err)
-		}
-	}
-	if still := MissingPackages(); len(still) > 0 {
-		return fmt.Errorf("after apt-get install, still missing: %s", strings.Join(still, ", "))
-	}
-	return nil
 }
 
 // ModuleRoot finds the nsnet module's root from the working directory.

@@ -9,7 +9,8 @@ import (
 	"path/filepath"
 
 	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
+
+	"github.com/nsnet/nsnet/internal/netns"
 )
 
 // Addresses. Container subnets are private ranges that exist only inside
@@ -52,7 +53,7 @@ type member struct {
 	HostIf string
 }
 
-func (m member) path() string { return nsPath(m.NS) }
+func (m member) path() string { return netns.Path(m.NS) }
 
 func (m member) cidr() string { return netip.PrefixFrom(m.Addr, benchSubnet.Bits()).String() }
 
@@ -79,13 +80,13 @@ func newHost(name string, bin *Binaries, stateRoot string) (*host, error) {
 	}
 	t, err := enterThread(name)
 	if err != nil {
-		deleteNetns(name)
+		netns.Delete(name)
 		return nil, err
 	}
 	h := &host{name: name, thread: t, dir: filepath.Join(stateRoot, name), bin: bin}
 	if h.launch, err = t.startLauncher(bin.Launcher); err != nil {
 		t.stop()
-		deleteNetns(name)
+		netns.Delete(name)
 		return nil, err
 	}
 	if err := os.MkdirAll(h.dir, 0o755); err != nil {
@@ -115,9 +116,9 @@ func (h *host) runAll(cs ...command) (Sample, error) {
 func (h *host) close() {
 	h.launch.close()
 	h.thread.stop()
-	deleteNetns(h.name)
+	netns.Delete(h.name)
 	if h.outside != "" {
-		deleteNetns(h.outside)
+		netns.Delete(h.outside)
 	}
 	os.RemoveAll(h.dir)
 }
@@ -142,9 +143,9 @@ func (h *host) addOutside(routes ...netip.Prefix) error {
 		return err
 	}
 	defer on.Close()
-	ofd, err := vnetns.GetFromPath(nsPath(name))
+	ofd, err := netns.Open(netns.Path(name))
 	if err != nil {
-		return fmt.Errorf("open %s: %w", name, err)
+		return err
 	}
 	defer ofd.Close()
 	up := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "uplink", Flags: net.FlagUp}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(ofd))}

@@ -6,6 +6,8 @@ import (
 	"math"
 	"net/netip"
 	"time"
+
+	"github.com/nsnet/nsnet/internal/netns"
 )
 
 // portTools are the contenders for published ports, nsnet first.
@@ -89,7 +91,7 @@ func (r *runner) runPortsFor(key string) []PortResult {
 	if err := createNetns(m.NS, true); err != nil {
 		return failAll(0, err.Error(), false)
 	}
-	defer deleteNetns(m.NS)
+	defer netns.Delete(m.NS)
 	tool, ok := ti.make().(Publisher)
 	if !ok {
 		return failAll(0, "the tool cannot publish ports", false)

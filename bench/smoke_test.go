@@ -4,52 +4,19 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nsnet/nsnet/internal/nstest"
 )
 
-// underCI reports whether privileged tests must run rather than skip.
-func underCI() bool { return os.Getenv("CI") == "true" }
-
-// TestMain re-executes the test binary in a sandbox (new network and mount
-// namespaces) when it runs as root, so that nothing the tests build is
-// visible to the machine. Under CI (or with NSBENCH_INSTALL=1) it first
-// installs missing packages, which needs the machine's network.
-func TestMain(m *testing.M) {
-	if InSandbox() {
-		if err := PrepareSandbox(); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
-		}
-		os.Exit(m.Run())
-	}
-	if os.Geteuid() != 0 {
-		// TestSmoke skips, or fails under CI.
-		os.Exit(m.Run())
-	}
-	if underCI() || os.Getenv("NSBENCH_INSTALL") == "1" {
-		if err := InstallPackages(os.Stderr); err != nil {
-			fmt.Fprintln(os.Stderr, "bench: install packages:", err)
-		}
-	}
-	code, err := Reexec()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
-	os.Exit(code)
-}
-
-// skipOrFail skips a test that cannot run here, except under CI, where a
-// test that cannot run is a failure.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if underCI() {
-		t.Fatalf("CI=true and this test cannot run: "+format, args...)
-	}
-	t.Skipf(format, args...)
-}
+// TestMain re-executes the test binary, as root, in nstest's private
+// namespaces with a tmpfs on /run as well, so that nothing the tests build
+// is visible to the machine. It installs nothing: a tool that is missing
+// makes TestSmoke skip, or fail under CI.
+func TestMain(m *testing.M) { nstest.MainWithTmpfs(m, SandboxTmpfs...) }
 
 // TestSmoke runs the smoke mode end to end and checks that every tool
 // produced numbers: attach and teardown for all five on a bridge network
@@ -59,14 +26,17 @@ func skipOrFail(t *testing.T, format string, args ...any) {
 // for every command. It is a benchmark in
 // miniature, not a timed assertion: no number is compared with a limit.
 func TestSmoke(t *testing.T) {
-	if testing.Short() && !underCI() {
+	if testing.Short() && !nstest.CI() {
 		t.Skip("smoke benchmark skipped in -short mode")
 	}
-	if !InSandbox() {
-		skipOrFail(t, "needs root to run in a private network namespace")
-	}
+	nstest.Require(t)
 	if missing := MissingPackages(); len(missing) > 0 {
-		skipOrFail(t, "missing Debian packages %s (make bench-smoke installs them)", strings.Join(missing, ", "))
+		msg := fmt.Sprintf("missing Debian packages: %s (apt-get install %s; .ci/run installs them)",
+			strings.Join(missing, ", "), strings.Join(missing, " "))
+		if nstest.CI() {
+			t.Fatal("CI=true forbids skipping: " + msg)
+		}
+		t.Skip(msg)
 	}
 	root, err := ModuleRoot()
 	if err != nil {
@@ -167,6 +137,21 @@ func TestSmoke(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "attach-routed-latency.svg"), []byte(routedSVG), 0o644)
 	if testing.Verbose() {
 		t.Logf("report:\n%s", report)
+	}
+}
+
+// TestCIInstallsPackages checks that .ci/run installs every package the
+// smoke test needs, since go test installs nothing.
+func TestCIInstallsPackages(t *testing.T) {
+	script, err := os.ReadFile(filepath.Join("..", ".ci", "run"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	words := strings.Fields(string(script))
+	for _, pkg := range Packages {
+		if !slices.Contains(words, pkg) {
+			t.Errorf(".ci/run does not install %s, which the smoke test needs", pkg)
+		}
 	}
 }
 

@@ -7,13 +7,17 @@
 // Use it from TestMain:
 //
 //	func TestMain(m *testing.M) { nstest.Main(m) }
+//
+// A program that is not a test gets the same namespaces from Reexec and
+// Enter.
 package nstest
 
 import (
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"syscall"
+	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -32,7 +36,12 @@ func CI() bool { return os.Getenv("CI") == "true" }
 // Main re-executes the test binary inside fresh namespaces, then runs the
 // tests there. Without root it runs them where they are; Require skips the
 // privileged ones (or fails them under CI).
-func Main(m *testing.M) {
+func Main(m *testing.M) { MainWithTmpfs(m) }
+
+// MainWithTmpfs is Main for tests that also want a fresh tmpfs on dirs
+// (bench keeps every tool's state under /run, for one). Each is mounted
+// before /run/netns and /etc/netns, so a parent of those may be among them.
+func MainWithTmpfs(m *testing.M, dirs ...string) {
 	if !Isolated() {
 		if os.Geteuid() != 0 {
 			if CI() {
@@ -41,30 +50,23 @@ func Main(m *testing.M) {
 			}
 			os.Exit(m.Run())
 		}
-		cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-		cmd.Env = append(os.Environ(), isolatedEnv+"=1")
-		// A PID namespace of its own makes the test binary its init: when
-		// it exits, the kernel ends every process it left behind, such as
-		// nsnet's DNS agents of a test that timed out.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNET | unix.CLONE_NEWNS | unix.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Run(); err != nil {
-			if ee, ok := err.(*exec.ExitError); ok {
-				os.Exit(ee.ExitCode())
-			}
+		code, err := Reexec()
+		if err != nil {
 			fmt.Fprintf(os.Stderr, "FAIL: re-execute tests in private namespaces: %v\n", err)
 			os.Exit(1)
 		}
-		os.Exit(0)
+		os.Exit(code)
 	}
-	if err := setup(); err != nil {
+	if err := setup(dirs...); err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: prepare private namespaces: %v\n", err)
 		os.Exit(1)
 	}
 	os.Exit(m.Run())
 }
 
-func setup() error {
+// setup mounts a fresh tmpfs on each of dirs, then on /run/netns and
+// /etc/netns, in a process already in namespaces of its own.
+func setup(dirs ...string) error {
 	if err := unix.Mount("", "/", "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("make / private: %w", err)
 	}
@@ -72,7 +74,11 @@ func setup() error {
 	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
-	for _, dir := range []string{"/run/netns", "/etc/netns"} {
+	// Where /etc/resolv.conf leads (/run/..., say), found before a tmpfs
+	// below hides it.
+	resolvConf := "/etc/resolv.conf"
+	resolvTarget, resolvErr := filepath.EvalSymlinks(resolvConf)
+	for _, dir := range append(slices.Clone(dirs), "/run/netns", "/etc/netns") {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
@@ -80,15 +86,34 @@ func setup() error {
 			return fmt.Errorf("tmpfs on %s: %w", dir, err)
 		}
 	}
+	if resolvErr == nil {
+		if _, err := os.Stat(resolvTarget); errors.Is(err, os.ErrNotExist) {
+			// It was there a moment ago, so one of the tmpfs mounts above
+			// hides it: this file is made on that tmpfs, not the machine's.
+			if err := os.MkdirAll(filepath.Dir(resolvTarget), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(resolvTarget, nil, 0o644); err != nil {
+				return err
+			}
+		}
+		resolvConf = resolvTarget
+	}
 	// Resolvers started by tests forward unknown names to the host's
 	// resolv.conf; make that a documentation address, never the machine's.
-	rc, err := os.CreateTemp("", "nstest-resolv-*.conf")
-	if err != nil {
-		return err
+	// Reexec made the file; a copy started some other way (by hand, with
+	// NSNET_TEST_ISOLATED=1) makes its own.
+	rc := os.Getenv(resolvEnv)
+	if rc == "" {
+		f, err := os.CreateTemp("", "nstest-resolv-*.conf")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(f, "nameserver 192.0.2.53")
+		f.Close()
+		rc = f.Name()
 	}
-	fmt.Fprintln(rc, "nameserver 192.0.2.53")
-	rc.Close()
-	if err := unix.Mount(rc.Name(), "/etc/resolv.conf", "none", unix.MS_BIND, ""); err != nil {
+	if err := unix.Mount(rc, resolvConf, "none", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind a test resolv.conf: %w", err)
 	}
 	lo, err := netlink.LinkByName("lo")

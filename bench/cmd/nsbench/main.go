@@ -1,12 +1,14 @@
 // Command nsbench runs nsnet's benchmarks against the alternatives and
-// writes docs/benchmarks.md. It installs the Debian packages it needs,
-// builds nsnet and the netlink floor program, then re-executes itself in a
-// private network and mount namespace, where everything is measured; the
+// writes docs/benchmarks.md. It checks for the Debian packages it needs
+// (with -install it apt-gets the missing ones), builds nsnet and the
+// netlink floor program, then re-executes itself in private network, mount
+// and PID namespaces (nstest's sandbox), where everything is measured; the
 // machine's own network is never touched. It must run as root.
 //
 // Usage, from the repository's root:
 //
 //	go run ./bench/cmd/nsbench                  # full run, writes docs/benchmarks.md
+//	go run ./bench/cmd/nsbench -install         # the same, installing missing packages first
 //	go run ./bench/cmd/nsbench -rev HEAD        # nsnet as committed, not the work tree
 //	go run ./bench/cmd/nsbench -smoke -out /tmp/smoke.md
 //	go run ./bench/cmd/nsbench -sections attach-routed -out /tmp/rt/benchmarks.md -assets /tmp/rt
@@ -17,12 +19,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nsnet/nsnet/bench"
+	"github.com/nsnet/nsnet/internal/nstest"
 )
 
 func main() {
@@ -39,7 +43,7 @@ func run() error {
 	ns := flag.String("n", "", "comma-separated network sizes (default 10,100,1000; smoke: 10)")
 	tools := flag.String("tools", "", "comma-separated tool keys to measure (nsnet,iproute2,cni,netavark,floor; cni is the ptp plugin in attach-routed); default all")
 	sections := flag.String("sections", "", "comma-separated sections (attach,attach-routed,ports,datapath,memory); default all")
-	noInstall := flag.Bool("no-install", false, "do not apt-get install missing packages")
+	install := flag.Bool("install", false, "apt-get install missing Debian packages first (needs the machine's network)")
 	prebuilt := flag.String("nsnet", "", "use this nsnet binary instead of building ./cmd/nsnet")
 	rev := flag.String("rev", "", "build nsnet from this git revision (via git archive) instead of the work tree")
 	flag.Parse()
@@ -48,12 +52,16 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if !bench.InSandbox() {
+	if !nstest.Isolated() {
 		if os.Geteuid() != 0 {
 			return fmt.Errorf("must run as root (it creates network namespaces, in a sandbox of its own)")
 		}
-		if !*noInstall {
-			if err := bench.InstallPackages(os.Stderr); err != nil {
+		if missing := bench.MissingPackages(); len(missing) > 0 {
+			if !*install {
+				return fmt.Errorf("missing Debian packages: %s (apt-get install %s, or run with -install)",
+					strings.Join(missing, ", "), strings.Join(missing, " "))
+			}
+			if err := installPackages(missing); err != nil {
 				return err
 			}
 		}
@@ -80,9 +88,9 @@ func run() error {
 		if err := bench.Build(root, dir, &b); err != nil {
 			return err
 		}
-		code, err := bench.Reexec("NSBENCH_NSNET="+b.NSNet, "NSBENCH_FLOOR="+b.Floor, "NSBENCH_LAUNCHER="+b.Launcher)
+		code, err := nstest.Reexec("NSBENCH_NSNET="+b.NSNet, "NSBENCH_FLOOR="+b.Floor, "NSBENCH_LAUNCHER="+b.Launcher)
 		if err != nil {
-			return err
+			return fmt.Errorf("re-execute in private namespaces: %w", err)
 		}
 		if code != 0 {
 			return fmt.Errorf("the sandboxed run exited with status %d", code)
@@ -90,7 +98,7 @@ func run() error {
 		return nil
 	}
 
-	if err := bench.PrepareSandbox(); err != nil {
+	if err := nstest.Enter(bench.SandboxTmpfs...); err != nil {
 		return err
 	}
 	cfg := bench.FullConfig()
@@ -179,4 +187,25 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// installPackages apt-gets bench.Packages, as root, in the machine's own
+// namespaces (it needs the network): only on -install, never from go test.
+func installPackages(missing []string) error {
+	fmt.Fprintf(os.Stderr, "installing %s from Debian's packages\n", strings.Join(missing, " "))
+	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	for _, args := range [][]string{
+		{"apt-get", "update", "-q"},
+		append([]string{"apt-get", "install", "-y", "-q", "--no-install-recommends"}, bench.Packages...),
+	} {
+		c := exec.Command(args[0], args[1:]...)
+		c.Env, c.Stdout, c.Stderr = env, os.Stderr, os.Stderr
+		if err := c.Run(); err != nil {
+			return fmt.Errorf("%s: %w", strings.Join(args, " "), err)
+		}
+	}
+	if still := bench.MissingPackages(); len(still) > 0 {
+		return fmt.Errorf("after apt-get install, still missing: %s", strings.Join(still, ", "))
+	}
+	return nil
 }
