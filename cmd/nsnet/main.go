@@ -193,14 +193,15 @@ func netCmd(g *globals) *cobra.Command {
 	var subnets, gateways []string
 	var isolate, dns *bool
 	var upstreams []string
-	var bridgeName, parent string
+	// Each driver's own flags (--bridge-name, --parent), by name.
+	driverFlags := map[string]*string{}
 	create := &cobra.Command{
 		Use: "create NAME --subnet CIDR", Short: "Create a network", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec.Name = args[0]
 			spec.NoIsolate = !*isolate
 			spec.Options = map[string]string{}
-			for k, v := range map[string]*string{"bridge-name": &bridgeName, "parent": &parent} {
+			for k, v := range driverFlags {
 				if cmd.Flags().Changed(k) {
 					spec.Options[k] = *v
 				}
@@ -235,16 +236,7 @@ func netCmd(g *globals) *cobra.Command {
 					return err
 				}
 				return g.print(cmd.OutOrStdout(), n, func(w io.Writer) {
-					dev := n.Driver
-					if n.Bridge != "" {
-						dev = "bridge " + n.Bridge
-					}
-					for _, k := range n.OptionKeys() {
-						if n.Options[k] != n.Bridge {
-							dev += ", " + k + " " + n.Options[k]
-						}
-					}
-					fmt.Fprintf(w, "network %s: %s, subnets %s, gateways %s\n", n.Name, dev, joinPrefixes(n.Subnets), joinAddrs(n.Gateways))
+					fmt.Fprintf(w, "network %s: %s, subnets %s, gateways %s\n", n.Name, n.Describe(), joinPrefixes(n.Subnets), joinAddrs(n.Gateways))
 				})
 			})
 		},
@@ -253,10 +245,13 @@ func netCmd(g *globals) *cobra.Command {
 	f.StringArrayVar(&subnets, "subnet", nil, "subnet in CIDR form; repeat once for the other IP family")
 	f.StringArrayVar(&gateways, "gateway", nil, "gateway address (default: the subnet's first usable address)")
 	f.StringVar(&spec.Driver, "driver", engine.DefaultDriver, "network driver: "+strings.Join(engine.DriverNames(), ", "))
-	f.StringVar(&bridgeName, "bridge-name", "", "name of the bridge (default nsbr-NAME)")
+	for _, o := range engine.DriverOptions() {
+		if driverFlags[o.Name] == nil {
+			driverFlags[o.Name] = f.String(o.Name, "", o.Usage)
+		}
+	}
 	f.BoolVar(&spec.NoNAT, "no-nat", false, "do not masquerade traffic leaving the network")
 	f.BoolVar(&spec.NAT, "nat", false, "masquerade traffic leaving a routed network (bridge networks do by default)")
-	f.StringVar(&parent, "parent", "", "parent interface of a macvlan network")
 	f.BoolVar(&spec.NoHostFirewall, "no-host-firewall", false, "never add accept rules to other tables' forward chains that drop")
 	dns = f.Bool("dns", true, "run a resolver for members (default on, but off for macvlan)")
 	f.StringArrayVar(&upstreams, "dns-upstream", nil, "upstream DNS server for other names (default: the host's resolv.conf)")
@@ -344,9 +339,9 @@ func netCmd(g *globals) *cobra.Command {
 				return g.print(cmd.OutOrStdout(), n, func(w io.Writer) {
 					fmt.Fprintf(w, "network %s\ndriver\t%s\nsubnets\t%s\ngateways\t%s\nbridge\t%s\n",
 						n.Name, n.Driver, joinPrefixes(n.Subnets), dash(joinAddrs(n.Gateways)), dash(n.Bridge))
-					for _, k := range n.OptionKeys() {
-						if n.Options[k] != n.Bridge {
-							fmt.Fprintf(w, "%s\t%s\n", k, n.Options[k])
+					for _, o := range engine.DriverOptions() {
+						if !o.Device {
+							fmt.Fprintf(w, "%s\t%s\n", o.Name, dash(n.Options[o.Name]))
 						}
 					}
 					fmt.Fprintf(w, "nat\t%v\ninternal\t%v\nhost\t%s\n", n.NAT, n.Internal, dash(n.Host))

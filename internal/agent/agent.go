@@ -161,7 +161,7 @@ type running struct {
 
 type agent struct {
 	dir     string
-	servers map[string]*running // by network name, or "routed@HOST"
+	servers map[string]*running // by network name, or "link-local@HOST" for a host's link-local resolver
 	proxies map[proxyKey]*proxy
 }
 

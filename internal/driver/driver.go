@@ -48,7 +48,8 @@ type Capabilities struct {
 	Firewall bool
 	// Ports: members may publish ports on the host.
 	Ports bool
-	// Taps: TAP devices may join the network.
+	// Taps: TAP devices may join the network, as ports of the bridge
+	// that Device names.
 	Taps bool
 	// Internal: the network may be made --internal.
 	Internal bool
@@ -65,8 +66,19 @@ type Spec struct {
 	// neither means.
 	NAT, NoNAT bool
 	Internal   bool
-	// Options are the driver's own settings (--bridge-name, --parent).
+	// Options are the driver's own settings (--bridge-name, --parent),
+	// only those the driver declares.
 	Options map[string]string
+}
+
+// Option is a setting of a driver's own, given to `net create` as a flag
+// of the same name.
+type Option struct {
+	Name  string
+	Usage string
+	// Device says the option names the device the network owns in the
+	// host (what Device returns), which views show as the bridge.
+	Device bool
 }
 
 // Driver wires members to networks of one kind.
@@ -74,6 +86,8 @@ type Driver interface {
 	// Name is what `net create --driver` calls it.
 	Name() string
 	Caps() Capabilities
+	// Options lists the driver's own settings.
+	Options() []Option
 	// Plan fills n's gateways (one per subnet, a zero address for none),
 	// NAT and options from spec, refusing what the driver cannot do. It
 	// looks at neither the kernel nor the store.
@@ -100,6 +114,3 @@ type Driver interface {
 
 // ErrUnknown reports a driver name the registry does not know.
 var ErrUnknown = errors.New("no such driver")
-
-// ErrInvalid reports settings a driver refuses.
-var ErrInvalid = errors.New("invalid")

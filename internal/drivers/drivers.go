@@ -5,7 +5,6 @@ package drivers
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/nsnet/nsnet/internal/driver"
@@ -18,7 +17,9 @@ import (
 // Default is the driver of a network made without --driver.
 const Default = "bridge"
 
-var registry = map[string]driver.Driver{}
+// registry holds the drivers in the order they were registered, which is
+// the order --help and errors list them in.
+var registry []driver.Driver
 
 func init() {
 	for _, d := range []driver.Driver{bridge.Driver{}, routed.Driver{}, macvlan.Driver{}} {
@@ -28,19 +29,34 @@ func init() {
 
 // Register adds d under its name, replacing a driver of the same name
 // (tests register fakes this way).
-func Register(d driver.Driver) { registry[d.Name()] = d }
+func Register(d driver.Driver) {
+	for i, have := range registry {
+		if have.Name() == d.Name() {
+			registry[i] = d
+			return
+		}
+	}
+	registry = append(registry, d)
+}
 
 // Lookup returns the driver called name.
 func Lookup(name string) (driver.Driver, error) {
 	if name == "" {
 		name = Default
 	}
-	d, ok := registry[name]
-	if !ok {
-		return nil, fmt.Errorf("driver %q is not supported (supported: %s): %w", name, strings.Join(Names(), ", "), driver.ErrUnknown)
+	for _, d := range registry {
+		if d.Name() == name {
+			return d, nil
+		}
 	}
-	return d, nil
+	return nil, unknownError(fmt.Sprintf("driver %q is not supported (supported: %s)", name, strings.Join(Names(), ", ")))
 }
+
+// unknownError is driver.ErrUnknown with a message of its own.
+type unknownError string
+
+func (e unknownError) Error() string        { return string(e) }
+func (e unknownError) Is(target error) bool { return target == driver.ErrUnknown }
 
 // Of returns network n's driver.
 func Of(n store.Network) (driver.Driver, error) { return Lookup(n.Driver) }
@@ -71,9 +87,23 @@ func ForOp(op store.Op) (driver.Driver, error) {
 // Names lists the registered drivers.
 func Names() []string {
 	var out []string
-	for n := range registry {
-		out = append(out, n)
+	for _, d := range registry {
+		out = append(out, d.Name())
 	}
-	sort.Strings(out)
 	return out
+}
+
+// All lists the registered drivers.
+func All() []driver.Driver { return append([]driver.Driver(nil), registry...) }
+
+// OptionOwner returns the driver that declares the option called name.
+func OptionOwner(name string) (driver.Driver, bool) {
+	for _, d := range registry {
+		for _, o := range d.Options() {
+			if o.Name == name {
+				return d, true
+			}
+		}
+	}
+	return nil, false
 }

@@ -112,8 +112,12 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 				return store.Op{}, fmt.Errorf("read default routes in %s: %w", a.Namespace, err)
 			}
 		}
+		ino, err := inode(h)
+		if err != nil {
+			return store.Op{}, err
+		}
 		return store.Op{Kind: store.OpConnect, Driver: n.Driver, Network: n.Name, Namespace: a.Namespace,
-			HostNetns: n.HostNetns, HostIf: a.HostIf, IfName: a.IfName, Addrs: a.Addrs, Ports: a.Ports, Routes: routes}, nil
+			HostNetns: n.HostNetns, HostIno: ino, HostIf: a.HostIf, IfName: a.IfName, Addrs: a.Addrs, Ports: a.Ports, Routes: routes}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("connect/recorded")
 		if err := d.Plug(h, ns, n, a, spec.DefaultRoute); err != nil {
@@ -246,7 +250,7 @@ func (m *Manager) Disconnect(network, ns string) error {
 			return store.Op{}, errorf(ErrNotFound, "namespace %q is not connected to network %q", ns, network)
 		}
 		return store.Op{Kind: store.OpDisconnect, Driver: n.Driver, Network: network, Namespace: ns,
-			HostNetns: n.HostNetns, HostIf: a.HostIf, IfName: a.IfName, Addrs: a.Addrs, Ports: a.Ports}, nil
+			HostNetns: n.HostNetns, HostIno: n.HostIno, HostIf: a.HostIf, IfName: a.IfName, Addrs: a.Addrs, Ports: a.Ports}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("disconnect/recorded")
 		if err := m.unpublish(op); err != nil {
@@ -266,7 +270,7 @@ func (m *Manager) Disconnect(network, ns string) error {
 		if len(op.Ports) == 0 || tx.HostHasPorts(op.HostNetns) {
 			return nil
 		}
-		h, err := m.liveHost(op.HostNetns)
+		h, err := m.opHost(op)
 		if err != nil || h == nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"github.com/nsnet/nsnet/internal/drivers"
+	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/plumb"
 	"github.com/nsnet/nsnet/internal/store"
 )
@@ -12,9 +13,13 @@ func (m *Manager) unplug(op store.Op) error {
 	if err != nil {
 		return err
 	}
-	h, err := m.liveHost(op.HostNetns)
-	if err != nil {
-		return err
+	// Only a driver with a host end needs the host: a macvlan member's
+	// device is in its own namespace, whatever became of the host.
+	var h *kernel.NS
+	if d.Caps().HostEnd {
+		if h, err = m.opHost(op); err != nil {
+			return err
+		}
 	}
 	return d.Unplug(h, op)
 }

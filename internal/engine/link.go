@@ -85,10 +85,15 @@ func (m *Manager) createLink(spec LinkSpec) (store.Link, error) {
 		return l, err
 	}
 	defer close2()
-	for _, end := range []*kernel.NS{ns1, ns2} {
-		if l.HostNetns != "" && end.Path == l.HostNetns {
-			if l.HostIno, err = end.Fd().Inode(); err != nil {
-				return l, fmt.Errorf("host namespace %s: %w", describeHost(l.HostNetns), err)
+	// The host end, wherever the host is (the default one too), is
+	// recorded by its inode as networks' hosts are.
+	for _, end := range []struct {
+		name string
+		ns   *kernel.NS
+	}{{spec.NS1, ns1}, {spec.NS2, ns2}} {
+		if end.name == HostName {
+			if l.HostIno, err = inode(end.ns); err != nil {
+				return l, err
 			}
 		}
 	}
@@ -104,7 +109,7 @@ func (m *Manager) createLink(spec LinkSpec) (store.Link, error) {
 		} else if ok {
 			return store.Op{}, errorf(ErrExists, "the two namespaces are already linked")
 		}
-		return store.Op{Kind: store.OpLinkCreate, Namespace: spec.NS1, Peer: spec.NS2, IfName: l.If1, HostNetns: l.HostNetns}, nil
+		return store.Op{Kind: store.OpLinkCreate, Namespace: spec.NS1, Peer: spec.NS2, IfName: l.If1, HostNetns: l.HostNetns, HostIno: l.HostIno}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		veth := &netlink.Veth{
 			LinkAttrs: netlink.LinkAttrs{Name: l.If1, MTU: l.MTU, TxQLen: -1, Namespace: netlink.NsFd(int(ns1.Fd()))},
@@ -189,7 +194,7 @@ func (m *Manager) RemoveLink(a, b string) error {
 		if !ok {
 			return store.Op{}, errorf(ErrNotFound, "no such link")
 		}
-		return store.Op{Kind: store.OpLinkRemove, Namespace: l.NS1, Peer: l.NS2, IfName: l.If1, HostNetns: l.HostNetns}, nil
+		return store.Op{Kind: store.OpLinkRemove, Namespace: l.NS1, Peer: l.NS2, IfName: l.If1, HostNetns: l.HostNetns, HostIno: l.HostIno}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		if err := m.unlink(op); err != nil {
 			return err
@@ -208,7 +213,7 @@ func (m *Manager) RemoveLink(a, b string) error {
 // its end with it: a veth of the same name there is someone else's.
 func (m *Manager) unlink(op store.Op) error {
 	if op.Namespace == HostName {
-		h, err := m.liveHost(op.HostNetns)
+		h, err := m.opHost(op)
 		if err != nil || h == nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-// Package manager carries out nsnet's operations. Each one records the
+// Package engine carries out nsnet's operations. Each one records the
 // desired state and an in-flight marker in the store, makes the kernel match
 // in idempotent steps, then clears the marker. A marker found when the store
 // is opened belongs to a process that died mid-way (the store is exclusive to
@@ -194,6 +194,33 @@ func (m *Manager) liveHost(path string) (*kernel.NS, error) {
 		return nil, nil
 	}
 	return h, err
+}
+
+// opHost returns a handle on the host namespace an operation changed, or
+// nil if it is gone or its path now leads to another namespace: either way
+// nothing of the operation's is there to undo.
+func (m *Manager) opHost(op store.Op) (*kernel.NS, error) {
+	h, err := m.liveHost(op.HostNetns)
+	if err != nil || h == nil || op.HostIno == 0 {
+		return h, err
+	}
+	ino, err := h.Fd().Inode()
+	if err != nil {
+		return nil, fmt.Errorf("host namespace %s: %w", describeHost(op.HostNetns), err)
+	}
+	if ino != op.HostIno {
+		return nil, nil
+	}
+	return h, nil
+}
+
+// inode identifies the namespace behind h.
+func inode(h *kernel.NS) (uint64, error) {
+	ino, err := h.Fd().Inode()
+	if err != nil {
+		return 0, fmt.Errorf("host namespace %s: %w", describeHost(h.Path), err)
+	}
+	return ino, nil
 }
 
 // Recover finishes or rolls back every operation a dead process left in the

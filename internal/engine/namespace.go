@@ -36,7 +36,7 @@ func (m *Manager) CreateNamespace(name, share string) error {
 		if _, ok, err := tx.Namespace(name); err != nil {
 			return store.Op{}, err
 		} else if ok || netns.Exists(name) {
-			return store.Op{}, errors.New("a namespace with this name already exists")
+			return store.Op{}, errorf(ErrExists, "a namespace with this name already exists")
 		}
 		return store.Op{Kind: store.OpNSCreate, Namespace: name}, nil
 	}, func(tx *store.Tx, op store.Op) error {
@@ -92,7 +92,7 @@ func (m *Manager) RemoveNamespace(name string) error {
 			if netns.Exists(name) {
 				return errors.New("not created by nsnet; remove it with the tool that made it")
 			}
-			return netns.ErrNotExist
+			return errNoNamespace
 		}
 		if atts, err = tx.AttachmentsOf(name); err != nil {
 			return err
@@ -326,19 +326,19 @@ type Route struct {
 
 // NamespaceInfo is what `ns inspect` shows.
 type NamespaceInfo struct {
-	Name       string             `json:"name"`
-	Managed    bool               `json:"managed"`
-	Interfaces []Interface        `json:"interfaces"`
-	Routes     []Route            `json:"routes"`
-	Networks   []store.Attachment `json:"networks"`
-	Links      []store.Link       `json:"links"`
+	Name       string       `json:"name"`
+	Managed    bool         `json:"managed"`
+	Interfaces []Interface  `json:"interfaces"`
+	Routes     []Route      `json:"routes"`
+	Networks   []MemberInfo `json:"networks"`
+	Links      []LinkInfo   `json:"links"`
 }
 
 // Namespace inspects one namespace: its kernel state and its memberships.
 func (m *Manager) Namespace(name string) (NamespaceInfo, error) {
-	info := NamespaceInfo{Name: name, Interfaces: []Interface{}, Routes: []Route{}, Networks: []store.Attachment{}, Links: []store.Link{}}
+	info := NamespaceInfo{Name: name, Interfaces: []Interface{}, Routes: []Route{}, Networks: []MemberInfo{}, Links: []LinkInfo{}}
 	if !netns.Exists(name) {
-		return info, fmt.Errorf("namespace %q: %w", name, netns.ErrNotExist)
+		return info, fmt.Errorf("namespace %q: %w", name, errNoNamespace)
 	}
 	err := m.st.View(func(tx *store.Tx) error {
 		_, ok, err := tx.Namespace(name)
@@ -350,11 +350,13 @@ func (m *Manager) Namespace(name string) (NamespaceInfo, error) {
 		if err != nil {
 			return err
 		}
-		info.Networks = append(info.Networks, atts...)
+		for _, a := range atts {
+			info.Networks = append(info.Networks, memberInfo(a))
+		}
 		links, err := tx.Links()
 		for _, l := range links {
 			if l.NS1 == name || l.NS2 == name {
-				info.Links = append(info.Links, l)
+				info.Links = append(info.Links, linkInfo(l))
 			}
 		}
 		return err

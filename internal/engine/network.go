@@ -3,7 +3,9 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -57,7 +59,15 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (NetworkInfo, error) {
 	}
 	err = m.transact(func(tx *store.Tx) (store.Op, error) {
 		op := store.Op{Kind: store.OpNetCreate, Driver: n.Driver, Network: n.Name, HostNetns: n.HostNetns, Device: d.Device(n), Subnets: n.Subnets}
-		return op, m.checkNetworkFree(tx, d, n)
+		if err := m.checkNetworkFree(tx, d, n); err != nil {
+			return op, err
+		}
+		h, err := m.host(n.HostNetns)
+		if err != nil {
+			return op, err
+		}
+		op.HostIno, err = inode(h)
+		return op, err
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("net-create/recorded")
 		if err := m.buildNetwork(tx, d, &n); err != nil {
@@ -104,9 +114,6 @@ func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, driver.Driver, e
 		NoIsolate: spec.NoIsolate,
 	}
 	caps := d.Caps()
-	if spec.Internal && !caps.Internal {
-		return n, nil, fmt.Errorf("--internal is not for %s networks", d.Name())
-	}
 	n.DNS = caps.DNS != driver.NoDNS
 	if spec.DNS != nil {
 		n.DNS = *spec.DNS
@@ -144,13 +151,25 @@ func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, driver.Driver, e
 		}
 	}
 	ds := driver.Spec{Name: n.Name, Subnets: n.Subnets, Gateways: spec.Gateways, NAT: spec.NAT, NoNAT: spec.NoNAT, Internal: spec.Internal, Options: map[string]string{}}
-	for k, v := range spec.Options {
-		if v != "" {
+	keys := slices.Sorted(maps.Keys(spec.Options))
+	for _, k := range keys {
+		if v := spec.Options[k]; v != "" {
+			if !slices.ContainsFunc(d.Options(), func(o driver.Option) bool { return o.Name == k }) {
+				if owner, ok := drivers.OptionOwner(k); ok {
+					return n, nil, fmt.Errorf("--%s is for the %s driver", k, owner.Name())
+				}
+				return n, nil, fmt.Errorf("--%s is not an option of any driver", k)
+			}
 			ds.Options[k] = v
 		}
 	}
 	if err := d.Plan(ds, &n); err != nil {
 		return n, nil, err
+	}
+	// Drivers say why they refuse --internal; this is the net for one
+	// that does not.
+	if spec.Internal && !caps.Internal {
+		return n, nil, fmt.Errorf("--internal is not for %s networks", d.Name())
 	}
 	if len(n.Gateways) != len(n.Subnets) {
 		return n, nil, fmt.Errorf("driver %s planned %d gateways for %d subnets", d.Name(), len(n.Gateways), len(n.Subnets))
@@ -293,7 +312,7 @@ func (m *Manager) RemoveNetwork(name string, force bool) error {
 		return fmt.Errorf("network %q: %w", name, err)
 	}
 	if len(members)+len(taps) > 0 && !force {
-		return fmt.Errorf("network %q has %d member(s); disconnect them or use --force: %w", name, len(members)+len(taps), ErrInUse)
+		return errorf(ErrInUse, "network %q has %d member(s); disconnect them or use --force", name, len(members)+len(taps))
 	}
 	for _, a := range members {
 		if err := m.Disconnect(a.Network, a.Namespace); err != nil {
@@ -306,7 +325,7 @@ func (m *Manager) RemoveNetwork(name string, force bool) error {
 		}
 	}
 	err = m.transact(func(*store.Tx) (store.Op, error) {
-		return store.Op{Kind: store.OpNetRemove, Driver: n.Driver, Network: name, HostNetns: n.HostNetns, Device: deviceOf(n), Subnets: n.Subnets}, nil
+		return store.Op{Kind: store.OpNetRemove, Driver: n.Driver, Network: name, HostNetns: n.HostNetns, HostIno: n.HostIno, Device: deviceOf(n), Subnets: n.Subnets}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		crash.Point("net-rm/recorded")
 		if err := m.unbuild(tx, op); err != nil {
@@ -324,7 +343,7 @@ func (m *Manager) RemoveNetwork(name string, force bool) error {
 // is rebuilt for its other networks, read from tx or, when tx is nil, from
 // the store.
 func (m *Manager) unbuild(tx *store.Tx, op store.Op) error {
-	h, err := m.liveHost(op.HostNetns)
+	h, err := m.opHost(op)
 	if err != nil || h == nil {
 		return err
 	}

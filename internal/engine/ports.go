@@ -123,7 +123,7 @@ func checkPorts(tx *store.Tx, h *kernel.NS, n store.Network, caps driver.Capabil
 	case n.Internal:
 		return fmt.Errorf("network %q is internal: nothing outside it could reach a published port", n.Name)
 	case !caps.Ports:
-		return fmt.Errorf("network %q is a %s network: its members are not behind the host, so it publishes no ports", n.Name, n.Driver)
+		return fmt.Errorf("network %q is a %s network: its members are on the LAN, not behind the host", n.Name, n.Driver)
 	}
 	var local []netlink.Addr
 	for _, m := range maps {
@@ -204,7 +204,7 @@ func (m *Manager) unpublish(op store.Op) error {
 	if len(ports) == 0 {
 		return nil
 	}
-	h, err := m.liveHost(op.HostNetns)
+	h, err := m.opHost(op)
 	if err != nil || h == nil {
 		return err
 	}

@@ -54,7 +54,8 @@ func (m *Manager) CreateTap(spec TapSpec) (TapInfo, error) {
 		if d.Addrs, err = leaseAddrs(tx, n, ConnectSpec{Network: n.Name, IPv4: spec.IP}); err != nil {
 			return store.Op{}, err
 		}
-		return store.Op{Kind: store.OpTapCreate, Driver: n.Driver, Network: n.Name, HostNetns: n.HostNetns, HostIf: d.Name, Addrs: d.Addrs}, nil
+		ino, err := inode(h)
+		return store.Op{Kind: store.OpTapCreate, Driver: n.Driver, Network: n.Name, HostNetns: n.HostNetns, HostIno: ino, HostIf: d.Name, Addrs: d.Addrs}, err
 	}, func(tx *store.Tx, op store.Op) error {
 		if err := makeTap(h, n, d.Name); err != nil {
 			return err
@@ -95,7 +96,7 @@ func makeTap(h *kernel.NS, n store.Network, name string) error {
 
 // unplugTap deletes the TAP device, if it is still there.
 func (m *Manager) unplugTap(op store.Op) error {
-	h, err := m.liveHost(op.HostNetns)
+	h, err := m.opHost(op)
 	if err != nil || h == nil {
 		return err
 	}
@@ -116,7 +117,7 @@ func (m *Manager) RemoveTap(name string) error {
 		if err != nil {
 			return store.Op{}, err
 		}
-		return store.Op{Kind: store.OpTapRemove, Driver: n.Driver, Network: d.Network, HostNetns: n.HostNetns, HostIf: name, Addrs: d.Addrs}, nil
+		return store.Op{Kind: store.OpTapRemove, Driver: n.Driver, Network: d.Network, HostNetns: n.HostNetns, HostIno: n.HostIno, HostIf: name, Addrs: d.Addrs}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		if err := m.unplugTap(op); err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nsnet/nsnet/internal/driver"
 	"github.com/nsnet/nsnet/internal/drivers"
@@ -41,6 +42,8 @@ func (*fakeDriver) Name() string { return "fake" }
 func (*fakeDriver) Caps() driver.Capabilities {
 	return driver.Capabilities{HostEnd: true, Firewall: true, Ports: true, DNS: driver.DNSAtGateway}
 }
+
+func (*fakeDriver) Options() []driver.Option { return nil }
 
 func (*fakeDriver) Plan(spec driver.Spec, n *store.Network) error {
 	n.NAT = !spec.NoNAT
@@ -76,9 +79,14 @@ func (d *fakeDriver) Plug(_, _ *kernel.NS, _ store.Network, a store.Attachment, 
 	return d.failPlug
 }
 
-func (d *fakeDriver) Unplug(_ *kernel.NS, op store.Op) error {
+func (d *fakeDriver) Unplug(h *kernel.NS, op store.Op) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// Undo works from the journal's names alone: they must be the ones
+	// the member was plugged with.
+	if a, ok := d.plugged[op.Namespace]; ok && (a.HostIf != op.HostIf || a.IfName != op.IfName || fmt.Sprint(a.Addrs) != fmt.Sprint(op.Addrs) || op.Driver != "fake" || h == nil) {
+		return fmt.Errorf("unplug of %s with names %s/%s %v (driver %q, host %v), plugged as %s/%s %v", op.Namespace, op.HostIf, op.IfName, op.Addrs, op.Driver, h != nil, a.HostIf, a.IfName, a.Addrs)
+	}
 	delete(d.plugged, op.Namespace)
 	d.unplugged = append(d.unplugged, op.Namespace)
 	return nil
@@ -151,18 +159,20 @@ func TestPlanNetwork(t *testing.T) {
 		{"bridge gateway", NetworkSpec{Subnets: v4, Gateways: []netip.Addr{netip.MustParseAddr("10.1.0.254")}}, "bridge [10.1.0.254] nat=true dns=true map[bridge-name:nsbr-n]", ""},
 		{"bridge internal", NetworkSpec{Subnets: v4, Internal: true}, "bridge [10.1.0.1] nat=false dns=true map[bridge-name:nsbr-n]", ""},
 		{"bridge no-nat", NetworkSpec{Subnets: v4, NoNAT: true}, "bridge [10.1.0.1] nat=false dns=true map[bridge-name:nsbr-n]", ""},
-		{"bridge with parent", NetworkSpec{Subnets: v4, Options: map[string]string{"parent": "eth0"}}, "", "--parent does not apply to the bridge driver"},
+		{"bridge with parent", NetworkSpec{Subnets: v4, Options: map[string]string{"parent": "eth0"}}, "", "--parent is for the macvlan driver"},
+		{"routed with bridge name", NetworkSpec{Driver: "routed", Subnets: v4, Options: map[string]string{"bridge-name": "b"}}, "", "--bridge-name is for the bridge driver"},
 		{"bridge name too long", NetworkSpec{Subnets: v4, Options: map[string]string{"bridge-name": "abcdefghijklmnop"}}, "", "the limit is 15"},
 		{"routed", NetworkSpec{Driver: "routed", Subnets: dual}, "routed [169.254.1.1 fe80::1] nat=false dns=true map[]", ""},
 		{"routed nat", NetworkSpec{Driver: "routed", Subnets: v4, NAT: true}, "routed [169.254.1.1] nat=true dns=true map[]", ""},
-		{"routed internal", NetworkSpec{Driver: "routed", Subnets: v4, Internal: true}, "", "--internal is not for routed networks"},
+		{"routed internal", NetworkSpec{Driver: "routed", Subnets: v4, Internal: true}, "", "--internal is for bridge networks"},
+		{"macvlan internal", NetworkSpec{Driver: "macvlan", Subnets: v4, Internal: true, DNS: &no, Options: map[string]string{"parent": "eth0"}}, "", "--internal and --nat are for bridge and routed networks"},
 		{"routed gateway", NetworkSpec{Driver: "routed", Subnets: v4, Gateways: []netip.Addr{netip.MustParseAddr("10.1.0.1")}}, "", "--gateway does not apply"},
 		{"macvlan", NetworkSpec{Driver: "macvlan", Subnets: v4, DNS: &no, Options: map[string]string{"parent": "eth0"}}, "macvlan [invalid IP] nat=false dns=false map[parent:eth0]", ""},
 		{"macvlan gateway", NetworkSpec{Driver: "macvlan", Subnets: v4, DNS: &no, Gateways: []netip.Addr{netip.MustParseAddr("10.1.0.9")}, Options: map[string]string{"parent": "eth0"}}, "macvlan [10.1.0.9] nat=false dns=false map[parent:eth0]", ""},
 		{"macvlan without parent", NetworkSpec{Driver: "macvlan", Subnets: v4, DNS: &no}, "", "needs --parent"},
 		{"macvlan default dns", NetworkSpec{Driver: "macvlan", Subnets: v4, Options: map[string]string{"parent": "eth0"}}, "macvlan [invalid IP] nat=false dns=false map[parent:eth0]", ""},
 		{"macvlan dns", NetworkSpec{Driver: "macvlan", Subnets: v4, DNS: new(bool), Options: map[string]string{"parent": "eth0"}}, "macvlan [invalid IP] nat=false dns=false map[parent:eth0]", ""},
-		{"unknown driver", NetworkSpec{Driver: "warp", Subnets: v4}, "", `driver "warp" is not supported`},
+		{"unknown driver", NetworkSpec{Driver: "warp", Subnets: v4}, "", `driver "warp" is not supported (supported: bridge, routed, macvlan`},
 		{"no subnet", NetworkSpec{}, "", "a --subnet is required"},
 		{"host bits", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("10.1.0.1/24")}}, "", "has host bits set"},
 		{"two v4", NetworkSpec{Subnets: append(v4, netip.MustParsePrefix("10.2.0.0/24"))}, "", "at most one IPv4"},
@@ -365,38 +375,68 @@ func TestSentinels(t *testing.T) {
 	if err := u.RemoveNetwork("n", false); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "has 1 member(s)") {
 		t.Errorf("rm with members: %v", err)
 	}
-	if _, err := u.Connect(ConnectSpec{Network: "n", Namespace: "a", IPv4: netip.MustParseAddr("198.18.0.1")}); !errors.Is(err, ErrExists) && !errors.Is(err, ErrInUse) {
+	u.ns["b"] = true
+	if _, err := u.Connect(ConnectSpec{Network: "n", Namespace: "b", IPv4: netip.MustParseAddr("198.18.0.1")}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "is the gateway") {
 		t.Errorf("gateway address: %v", err)
 	}
+	if _, err := u.Connect(ConnectSpec{Network: "n", Namespace: "b", IPv4: netip.MustParseAddr("198.18.0.2")}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), `already leased to namespace "a"`) {
+		t.Errorf("leased address: %v", err)
+	}
+
 	if err := u.Disconnect("n", "b"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("disconnect of a non-member: %v", err)
 	}
 }
 
-// The CLI's JSON is the API's view, not the store's record.
-func TestViewsHideRecords(t *testing.T) {
+// The CLI's JSON is the API's view, not the store's record: the same keys
+// as before for what users see, nothing of what nsnet keeps for itself.
+func TestViewsJSON(t *testing.T) {
+	created := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name string
+		n    store.Network
+		want string
+	}{
+		{"bridge", store.Network{Name: "a", Driver: "bridge", Subnets: []netip.Prefix{subnet}, Gateways: []netip.Addr{netip.MustParseAddr("198.18.0.1")},
+			NAT: true, DNS: true, Options: map[string]string{"bridge-name": "nsbr-a"}, HostNetns: "/run/netns/h", HostIno: 4026532000, Created: created},
+			`{"name":"a","driver":"bridge","subnets":["198.18.0.0/24"],"gateways":["198.18.0.1"],"bridge":"nsbr-a","nat":true,"internal":false,"dns":true,"host_netns":"/run/netns/h","created":"2026-11-29T00:00:00Z","members":[]}`},
+		{"macvlan", store.Network{Name: "m", Driver: "macvlan", Subnets: []netip.Prefix{subnet}, Gateways: []netip.Addr{{}},
+			NoIsolate: true, NoHostFirewall: true, Options: map[string]string{"parent": "eth0"}, HostIno: 7, Created: created},
+			`{"created":"2026-11-29T00:00:00Z","dns":false,"driver":"macvlan","gateways":[""],"internal":false,"members":[],"name":"m","nat":false,"no_host_firewall":true,"no_isolate":true,"parent":"eth0","subnets":["198.18.0.0/24"]}`},
+		{"routed", store.Network{Name: "r", Driver: "routed", Subnets: []netip.Prefix{subnet}, Gateways: []netip.Addr{netip.MustParseAddr("169.254.1.1")}, DNS: true, Created: created},
+			`{"name":"r","driver":"routed","subnets":["198.18.0.0/24"],"gateways":["169.254.1.1"],"nat":false,"internal":false,"dns":true,"created":"2026-11-29T00:00:00Z","members":[]}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			raw, err := jsonOf(networkInfo(tt.n, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if raw != tt.want {
+				t.Errorf("JSON\n%s\nwant\n%s", raw, tt.want)
+			}
+		})
+	}
+	l, err := jsonOf(linkInfo(store.Link{NS1: "host", NS2: "a", If1: "v0", If2: "v1", HostNetns: "/run/netns/h", HostIno: 9}))
+	if err != nil || l != `{"ns1":"host","if1":"v0","ns2":"a","if2":"v1","host_netns":"/run/netns/h"}` {
+		t.Errorf("link JSON %s, %v", l, err)
+	}
+}
+
+// A journal entry written by an older nsnet (no id, no driver) is still
+// rolled back: its driver is found from its names.
+func TestRecoverLegacyEntry(t *testing.T) {
 	u := newUnit(t, "a")
 	u.network(t, "n")
-	if _, err := u.Connect(ConnectSpec{Network: "n", Namespace: "a"}); err != nil {
+	legacy := `{"kind":"connect","network":"n","namespace":"a","host_if":"nsvdeadbeef","ifname":"eth0","addrs":["198.18.0.9/24"],"pid":1,"started":"2026-01-01T00:00:00Z"}`
+	if err := os.WriteFile(filepath.Join(u.cfg.StateDir, "journal", "00000000000000aa.json"), []byte(legacy), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	info, err := u.Network("n")
-	if err != nil {
-		t.Fatal(err)
+	done, err := u.GC()
+	if err != nil || len(done) != 1 || !strings.Contains(done[0], "rolled back interrupted connect of a to n") {
+		t.Fatalf("gc: %q, %v", done, err)
 	}
-	raw, err := jsonOf(info)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, field := range []string{"host_ino", "no_isolate", "no_host_firewall"} {
-		if strings.Contains(raw, field) {
-			t.Errorf("net inspect JSON has the record's %s: %s", field, raw)
-		}
-	}
-	for _, field := range []string{`"isolate":true`, `"members":[{`, `"addrs":["198.18.0.2/24"]`} {
-		if !strings.Contains(raw, field) {
-			t.Errorf("net inspect JSON lacks %s: %s", field, raw)
-		}
+	if ops, _ := u.st.Pending(); len(ops) != 0 {
+		t.Errorf("journal after gc: %+v", ops)
 	}
 }
 

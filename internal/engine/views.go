@@ -1,10 +1,13 @@
 package engine
 
 import (
+	"encoding/json"
 	"net/netip"
 	"sort"
+	"strings"
 	"time"
 
+	"github.com/nsnet/nsnet/internal/drivers"
 	"github.com/nsnet/nsnet/internal/store"
 )
 
@@ -20,22 +23,57 @@ type NetworkInfo struct {
 	Subnets  []netip.Prefix `json:"subnets"`
 	Gateways []netip.Addr   `json:"gateways"`
 	// Bridge is the device the network owns in the host, if any.
-	Bridge string `json:"bridge,omitempty"`
-	// Options are the driver's own settings, by flag name.
-	Options        map[string]string `json:"options,omitempty"`
-	NAT            bool              `json:"nat"`
-	Internal       bool              `json:"internal"`
-	Isolate        bool              `json:"isolate"`
+	Bridge   string `json:"bridge,omitempty"`
+	NAT      bool   `json:"nat"`
+	Internal bool   `json:"internal"`
+	MTU      int    `json:"mtu,omitempty"`
+	// Options are the driver's settings other than Bridge, by flag name
+	// (parent); the JSON has each at the top level, as parent always was.
+	Options        map[string]string `json:"-"`
+	NoHostFirewall bool              `json:"no_host_firewall,omitempty"`
+	NoIsolate      bool              `json:"no_isolate,omitempty"`
 	DNS            bool              `json:"dns"`
 	DNSUpstreams   []netip.Addr      `json:"dns_upstreams,omitempty"`
-	MTU            int               `json:"mtu,omitempty"`
-	HostFirewall   bool              `json:"host_firewall"`
 	ForwardAccepts []ChainInfo       `json:"forward_accepts,omitempty"`
 	// Host is the host namespace's path; empty for the namespace nsnet
 	// ran in.
 	Host    string       `json:"host_netns,omitempty"`
 	Created time.Time    `json:"created"`
 	Members []MemberInfo `json:"members"`
+}
+
+// MarshalJSON writes the network with its driver's options as fields.
+func (n NetworkInfo) MarshalJSON() ([]byte, error) {
+	type plain NetworkInfo
+	raw, err := json.Marshal(plain(n))
+	if err != nil || len(n.Options) == 0 {
+		return raw, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, err
+	}
+	for k, v := range n.Options {
+		if fields[optionKey(k)], err = json.Marshal(v); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(fields)
+}
+
+func optionKey(flag string) string { return strings.ReplaceAll(flag, "-", "_") }
+
+// Describe says in a few words how the network is built: "bridge
+// nsbr-a", "macvlan on eth0", "routed".
+func (n NetworkInfo) Describe() string {
+	if n.Bridge != "" {
+		return "bridge " + n.Bridge
+	}
+	s := n.Driver
+	for _, k := range n.OptionKeys() {
+		s += " on " + n.Options[k]
+	}
+	return s
 }
 
 // ChainInfo names another table's forward chain nsnet put accepts in.
@@ -68,6 +106,8 @@ type LinkInfo struct {
 	If2    string         `json:"if2"`
 	Addrs2 []netip.Prefix `json:"addrs2,omitempty"`
 	MTU    int            `json:"mtu,omitempty"`
+	// Host is the host namespace's path when either end is the host.
+	Host string `json:"host_netns,omitempty"`
 }
 
 // TapInfo is a persistent TAP device on a network.
@@ -80,9 +120,19 @@ type TapInfo struct {
 func networkInfo(n store.Network, members []store.Attachment) NetworkInfo {
 	v := NetworkInfo{
 		Name: n.Name, Driver: n.Driver, Subnets: n.Subnets, Gateways: n.Gateways, Bridge: deviceOf(n),
-		Options: n.Options, NAT: n.NAT, Internal: n.Internal, Isolate: !n.NoIsolate, DNS: n.DNS,
-		DNSUpstreams: n.DNSUpstreams, MTU: n.MTU, HostFirewall: !n.NoHostFirewall, Host: n.HostNetns,
+		NAT: n.NAT, Internal: n.Internal, NoIsolate: n.NoIsolate, DNS: n.DNS,
+		DNSUpstreams: n.DNSUpstreams, MTU: n.MTU, NoHostFirewall: n.NoHostFirewall, Host: n.HostNetns,
 		Created: n.Created, Members: []MemberInfo{},
+	}
+	if d, err := drivers.Of(n); err == nil {
+		for _, o := range d.Options() {
+			if val, ok := n.Options[o.Name]; ok && !o.Device {
+				if v.Options == nil {
+					v.Options = map[string]string{}
+				}
+				v.Options[o.Name] = val
+			}
+		}
 	}
 	for _, c := range n.ForwardAccepts {
 		v.ForwardAccepts = append(v.ForwardAccepts, ChainInfo(c))
@@ -99,7 +149,7 @@ func memberInfo(a store.Attachment) MemberInfo {
 }
 
 func linkInfo(l store.Link) LinkInfo {
-	return LinkInfo{NS1: l.NS1, If1: l.If1, Addrs1: l.Addrs1, NS2: l.NS2, If2: l.If2, Addrs2: l.Addrs2, MTU: l.MTU}
+	return LinkInfo{NS1: l.NS1, If1: l.If1, Addrs1: l.Addrs1, NS2: l.NS2, If2: l.If2, Addrs2: l.Addrs2, MTU: l.MTU, Host: l.HostNetns}
 }
 
 func tapInfo(d store.Tap) TapInfo { return TapInfo(d) }
@@ -112,4 +162,23 @@ func (n NetworkInfo) OptionKeys() []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// DriverOption is a driver's own `net create` flag.
+type DriverOption struct {
+	Name, Usage string
+	// Device: the option names the bridge, which views show as such.
+	Device bool
+}
+
+// DriverOptions lists every driver's own `net create` flags, in the
+// registry's order.
+func DriverOptions() []DriverOption {
+	var out []DriverOption
+	for _, d := range drivers.All() {
+		for _, o := range d.Options() {
+			out = append(out, DriverOption(o))
+		}
+	}
+	return out
 }

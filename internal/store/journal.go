@@ -32,6 +32,10 @@ type Op struct {
 	Network   string `json:"network,omitempty"`
 	Namespace string `json:"namespace,omitempty"`
 	HostNetns string `json:"host_netns,omitempty"`
+	// HostIno identifies the host namespace the operation changed, so
+	// that its undo never touches another namespace the path has come to
+	// mean (zero: not recorded).
+	HostIno uint64 `json:"host_ino,omitempty"`
 	HostIf    string `json:"host_if,omitempty"`
 	// IfName is the interface inside Namespace (a macvlan member's only
 	// device, or a link's first end).

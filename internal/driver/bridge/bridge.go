@@ -32,14 +32,14 @@ func (Driver) Caps() driver.Capabilities {
 	return driver.Capabilities{HostEnd: true, Firewall: true, Ports: true, Taps: true, Internal: true, DNS: driver.DNSAtGateway}
 }
 
+// Options implements driver.Driver.
+func (Driver) Options() []driver.Option {
+	return []driver.Option{{Name: OptBridge, Usage: "name of the bridge (default nsbr-NAME)", Device: true}}
+}
+
 // Plan implements driver.Driver: the gateway is the subnet's first usable
 // address unless given, and the bridge is called nsbr-NAME unless named.
 func (d Driver) Plan(spec driver.Spec, n *store.Network) error {
-	for k := range spec.Options {
-		if k != OptBridge {
-			return fmt.Errorf("--%s does not apply to the bridge driver", k)
-		}
-	}
 	n.NAT = !spec.NoNAT && !spec.Internal
 	for _, p := range spec.Subnets {
 		gw := ipam.FirstUsable(p)

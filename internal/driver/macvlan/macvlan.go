@@ -32,15 +32,15 @@ func (Driver) Name() string { return "macvlan" }
 // host.
 func (Driver) Caps() driver.Capabilities { return driver.Capabilities{DNS: driver.NoDNS} }
 
+// Options implements driver.Driver.
+func (Driver) Options() []driver.Option {
+	return []driver.Option{{Name: OptParent, Usage: "parent interface of a macvlan network"}}
+}
+
 // Plan implements driver.Driver. A macvlan network may have no gateway:
 // members then have no default route, and its slot stays zero.
 func (Driver) Plan(spec driver.Spec, n *store.Network) error {
 	parent := spec.Options[OptParent]
-	for k := range spec.Options {
-		if k != OptParent {
-			return fmt.Errorf("--%s does not apply to the macvlan driver", k)
-		}
-	}
 	if parent == "" {
 		return fmt.Errorf("the macvlan driver needs --parent")
 	}

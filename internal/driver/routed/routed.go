@@ -28,11 +28,11 @@ func (Driver) Caps() driver.Capabilities {
 	return driver.Capabilities{HostEnd: true, HostRoutes: true, Firewall: true, Ports: true, DNS: driver.DNSLinkLocal}
 }
 
+// Options implements driver.Driver: a routed network has none.
+func (Driver) Options() []driver.Option { return nil }
+
 // Plan implements driver.Driver.
 func (Driver) Plan(spec driver.Spec, n *store.Network) error {
-	for k := range spec.Options {
-		return fmt.Errorf("--%s does not apply to the routed driver", k)
-	}
 	if spec.Internal {
 		return fmt.Errorf("--internal is for bridge networks")
 	}
