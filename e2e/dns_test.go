@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -210,4 +211,81 @@ func agentPID(t *testing.T, l *lab) int {
 		t.Fatal(err)
 	}
 	return pid
+}
+
+// The bridge resolver serves the network's members only: an outside host
+// that routes to the gateway is refused, for member names and for names it
+// would have to forward (issue 10, item 3).
+func TestResolverNotOpen(t *testing.T) {
+	l := newLab(t)
+	out := l.addOutside()
+	upstream(t, out, server+":53")
+	a := l.ns("a")
+	l.must("net", "create", "n", "--subnet", "10.0.41.0/24", "--dns-upstream", server)
+	l.must("net", "connect", "n", a)
+	l.fixture("ip", "-n", out, "route", "add", "10.0.41.0/24", "via", uplinkHost)
+	// The member is served, forwarded names included.
+	if r, _, err := query(a, "10.0.41.1", "udp", "example.test", dns.TypeA); err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Fatalf("member's query: %v, %v", r, err)
+	}
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+	}{{"example.test", dns.TypeA}, {"example.test", dns.TypeANY}, {a, dns.TypeA}} {
+		for _, proto := range []string{"udp", "tcp"} {
+			r, _, err := query(out, "10.0.41.1", proto, q.name, q.qtype)
+			if err != nil {
+				continue // dropped on the way: not answered either
+			}
+			if r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 {
+				t.Errorf("outside asked %s %s over %s: %s %v, want REFUSED", q.name, dns.TypeToString[q.qtype], proto, dns.RcodeToString[r.Rcode], r.Answer)
+			}
+		}
+	}
+}
+
+// A network whose resolver cannot be served (another DNS server holds
+// port 53 on every address of the host) fails the command that needs it,
+// with a line that says why, instead of leaving members with a resolver
+// that never answers (issue 10, item 8); once the port is free, the next
+// command serves it.
+func TestResolverPortTaken(t *testing.T) {
+	l := newLab(t)
+	a := l.ns("a")
+	h, err := netns.Open(netns.Path(l.host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	var pc net.PacketConn
+	if err := netns.Do(h, func() (err error) { pc, err = net.ListenPacket("udp", "0.0.0.0:53"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	l.must("net", "create", "n", "--subnet", "10.0.42.0/24")
+	_, err = l.run("net", "connect", "n", a)
+	if err == nil || !strings.Contains(err.Error(), "DNS agent") || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("connect with port 53 taken: %v, want a DNS agent error naming the port", err)
+	}
+	pc.Close()
+	t.Logf("connect said: %v", err)
+	l.ns("b") // any change wakes the agent
+	if got, err := l.getent(a, a); err != nil || !strings.HasPrefix(got, "10.0.42.2") {
+		t.Errorf("getent %s once the port is free: %q, %v", a, got, err)
+	}
+}
+
+// A command that returns has finished: a member connect returned for is
+// resolvable at once, every time (issue 10, item 7).
+func TestResolvableAtOnce(t *testing.T) {
+	l := newLab(t)
+	base := l.ns("base")
+	l.must("net", "create", "n", "--subnet", "10.0.43.0/24")
+	l.must("net", "connect", "n", base)
+	for i := range 8 {
+		q := l.ns(fmt.Sprintf("q%d", i))
+		l.must("net", "connect", "n", q)
+		if got, err := l.getent(base, q); err != nil || !strings.HasPrefix(got, fmt.Sprintf("10.0.43.%d", i+3)) {
+			t.Errorf("getent %s right after connect: %q, %v", q, got, err)
+		}
+	}
 }

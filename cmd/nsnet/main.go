@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -70,6 +71,10 @@ func (g *globals) config() (engine.Config, error) {
 }
 
 // withManager opens the store (exclusively unless readOnly) around fn.
+// agentWait bounds how long a command waits for the DNS agent to serve
+// its change.
+const agentWait = 3 * time.Second
+
 func (g *globals) withManager(readOnly bool, fn func(*engine.Manager) error) error {
 	cfg, err := g.config()
 	if err != nil {
@@ -88,14 +93,22 @@ func (g *globals) withManager(readOnly bool, fn func(*engine.Manager) error) err
 	}
 	ferr := fn(m)
 	need, nerr := m.AgentNeeded()
+	gen, gerr := m.Generation()
+	nerr = errors.Join(nerr, gerr)
 	if err := m.Close(); err != nil && ferr == nil {
 		ferr = fmt.Errorf("close state store: %w", err)
 	}
-	// Any command restarts a DNS agent that died.
+	// Any command restarts a DNS agent that died. One that changed the
+	// state returns once the agent serves it: a member that connect
+	// returned for resolves at once, and a resolver that cannot be
+	// served (port 53 taken, say) fails the command, not a lookup later.
 	if ferr == nil && nerr == nil && need {
 		exe, err := os.Executable()
 		if err == nil {
 			err = agent.Ensure(cfg.StateDir, exe)
+		}
+		if err == nil && !readOnly {
+			err = agent.Wait(cfg.StateDir, gen, agentWait)
 		}
 		if err != nil {
 			return fmt.Errorf("DNS agent: %w", err)

@@ -8,6 +8,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -15,8 +16,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,10 +34,19 @@ import (
 )
 
 const (
-	lockFile = "agent.lock"
-	logFile  = "agent.log"
-	poll     = 25 * time.Millisecond
+	lockFile  = "agent.lock"
+	logFile   = "agent.log"
+	pidFile   = "agent.pid"
+	stateFile = "agent.state"
+	poll      = 25 * time.Millisecond
 )
+
+// State is what the agent last made of the store: the generation it
+// served and what it could not do. Commands wait for it (Wait).
+type State struct {
+	Generation uint64 `json:"generation"`
+	Error      string `json:"error,omitempty"`
+}
 
 // Servers returns the addresses a member of n queries, in order.
 func Servers(n store.Network) []netip.Addr {
@@ -111,27 +124,35 @@ func Run(stateDir string) error {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return nil // another agent serves this state directory
 	}
-	pidFile := filepath.Join(stateDir, "agent.pid")
-	if err := os.WriteFile(pidFile, []byte(fmt.Sprintln(os.Getpid())), 0o600); err != nil {
+	// A command that changed the store signals; the agent then looks at
+	// once instead of at its next poll.
+	wake := make(chan os.Signal, 1)
+	signal.Notify(wake, syscall.SIGUSR1)
+	defer signal.Stop(wake)
+	pidPath := filepath.Join(stateDir, pidFile)
+	if err := os.WriteFile(pidPath, []byte(fmt.Sprintln(os.Getpid())), 0o600); err != nil {
 		return err
 	}
-	defer os.Remove(pidFile)
+	defer os.Remove(pidPath)
+	defer os.Remove(filepath.Join(stateDir, stateFile))
 	a := &agent{dir: stateDir, servers: map[string]*running{}, proxies: map[proxyKey]*proxy{}}
 	defer a.closeAll()
 	log.Printf("agent %d serving %s", os.Getpid(), stateDir)
 	var last os.FileInfo
 	var retry time.Time
 	var lastErr string
+	woken := false
 	for {
 		fi, err := os.Stat(filepath.Join(stateDir, store.FileName))
 		if err != nil {
 			log.Printf("agent: state gone (%v); exiting", err)
 			return nil
 		}
-		changed := last == nil || !fi.ModTime().Equal(last.ModTime()) || fi.Size() != last.Size()
+		changed := woken || last == nil || !fi.ModTime().Equal(last.ModTime()) || fi.Size() != last.Size()
 		if changed || (!retry.IsZero() && time.Now().After(retry)) {
-			last, retry = fi, time.Time{}
-			more, err := a.refresh()
+			last, retry, woken = fi, time.Time{}, false
+			more, gen, err := a.refresh()
+			a.report(gen, err)
 			if err != nil {
 				// Retry a failure once a second, and say it once.
 				retry = time.Now().Add(time.Second)
@@ -147,7 +168,59 @@ func Run(stateDir string) error {
 				return nil
 			}
 		}
-		time.Sleep(poll)
+		select {
+		case <-wake:
+			woken = true
+		case <-time.After(poll):
+		}
+	}
+}
+
+// report records the generation served and its error, for commands that
+// wait for the agent. It is written whole (a rename), so a reader never
+// sees half of it.
+func (a *agent) report(gen uint64, err error) {
+	s := State{Generation: gen}
+	if err != nil {
+		s.Error = err.Error()
+	}
+	raw, _ := json.Marshal(s)
+	p := filepath.Join(a.dir, stateFile)
+	if werr := os.WriteFile(p+".tmp", raw, 0o600); werr == nil {
+		werr = os.Rename(p+".tmp", p)
+		if werr != nil {
+			log.Printf("agent: %v", werr)
+		}
+	}
+}
+
+// Wait makes sure the agent serving stateDir has taken the store at
+// generation gen: it wakes the agent and waits, up to timeout, for its
+// report. It returns the agent's error for that generation, if any.
+func Wait(stateDir string, gen uint64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	signalled := false
+	for wait := 200 * time.Microsecond; ; wait = min(wait*2, 10*time.Millisecond) {
+		if !signalled {
+			if raw, err := os.ReadFile(filepath.Join(stateDir, pidFile)); err == nil {
+				if pid, err := strconv.Atoi(strings.TrimSpace(string(raw))); err == nil && syscall.Kill(pid, syscall.SIGUSR1) == nil {
+					signalled = true
+				}
+			}
+		}
+		if raw, err := os.ReadFile(filepath.Join(stateDir, stateFile)); err == nil {
+			var s State
+			if json.Unmarshal(raw, &s) == nil && s.Generation >= gen {
+				if s.Error != "" {
+					return errors.New(s.Error)
+				}
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the agent did not take the change within %s (see %s)", timeout, filepath.Join(stateDir, logFile))
+		}
+		time.Sleep(wait)
 	}
 }
 
@@ -221,16 +294,18 @@ func (a *agent) syncProxies(nets []store.Network, members map[string][]store.Att
 }
 
 // refresh reads the store and makes the resolvers match it.
-func (a *agent) refresh() (bool, error) {
+func (a *agent) refresh() (bool, uint64, error) {
 	st, err := store.OpenTimeout(a.dir, true, time.Second)
 	if err != nil {
-		return true, err
+		return true, 0, err
 	}
+	var gen uint64
 	var nets []store.Network
 	var members map[string][]store.Attachment
 	needed := false
 	err = st.View(func(tx *store.Tx) error {
 		var err error
+		gen = tx.Generation()
 		if nets, err = tx.Networks(); err != nil {
 			return err
 		}
@@ -245,10 +320,10 @@ func (a *agent) refresh() (bool, error) {
 	})
 	st.Close()
 	if err != nil {
-		return true, err
+		return true, gen, err
 	}
 	if !needed {
-		return false, nil
+		return false, gen, nil
 	}
 	proxyErr := a.syncProxies(nets, members)
 	// One zone per host: every network there, so a member in several
@@ -325,7 +400,7 @@ func (a *agent) refresh() (bool, error) {
 		w.srv = srv
 		a.servers[k] = w
 	}
-	return true, errors.Join(append(errs, proxyErr)...)
+	return true, gen, errors.Join(append(errs, proxyErr)...)
 }
 
 // ignoreNames drops the resolver's complaint about names DNS cannot carry:

@@ -106,6 +106,14 @@ func (m *Manager) AgentNeeded() (bool, error) {
 	return need, err
 }
 
+// Generation numbers the store's state as it is now; the agent reports
+// the generation it serves.
+func (m *Manager) Generation() (uint64, error) {
+	var gen uint64
+	err := m.st.View(func(tx *store.Tx) error { gen = tx.Generation(); return nil })
+	return gen, err
+}
+
 // forgetResolver drops a membership's resolv.conf block, knowing only the
 // journal's names; a block that is not there is no error.
 func (m *Manager) forgetResolver(o store.Op) error {

@@ -13,8 +13,9 @@
 // (NODATA), never NXDOMAIN, so that a stub resolver asking for both families
 // keeps the one that exists.
 //
-// Everything else, including the names of networks the client cannot see, is
-// forwarded to the upstreams in order within an overall time budget; the
+// A client in none of the networks is REFUSED, whatever it asks: the
+// resolver is not open to the world. Everything else, including the names
+// of networks the client cannot see, is forwarded to the upstreams in order within an overall time budget; the
 // client gets SERVFAIL rather than a timeout when none answers. Local
 // negative answers carry no SOA on purpose: without one, clients do not cache
 // them, so a member that connects is resolvable at once.
@@ -322,6 +323,12 @@ func (s *Server) answer(req *dns.Msg, client netip.Addr, tcp bool) *dns.Msg {
 	}
 	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
 		return s.reply(req, dns.RcodeBadVers)
+	}
+	// Only the networks' own clients are served: a resolver that forwards
+	// for anyone who can route to a gateway is an open resolver (an
+	// amplifier, and a way in for cache poisoning).
+	if len(s.zone.Load().visible(client)) == 0 {
+		return s.reply(req, dns.RcodeRefused)
 	}
 	if resp := s.local(req, client); resp != nil {
 		return resp

@@ -322,7 +322,7 @@ func TestResolve(t *testing.T) {
 		{"in both: alpha member", purpleA, "red", dns.TypeA, dns.RcodeSuccess, []string{"203.0.113.2"}, local},
 		{"in both: beta member", purpleA, "blue", dns.TypeA, dns.RcodeSuccess, []string{"203.0.113.18"}, local},
 		{"in both: own addresses in each", purpleA, "purple", dns.TypeA, dns.RcodeSuccess, []string{"203.0.113.20", "203.0.113.4"}, local},
-		{"in no network", outsider, "red", dns.TypeA, dns.RcodeNameError, nil, upstream},
+
 		{"forwarded", redV4, "example.test", dns.TypeA, dns.RcodeSuccess, []string{"198.51.100.7"}, upstream},
 		{"forwarded NXDOMAIN", redV4, "nowhere.test", dns.TypeA, dns.RcodeNameError, nil, upstream},
 		{"forwarded NODATA", redV4, "example.test", dns.TypeAAAA, dns.RcodeSuccess, nil, upstream},
@@ -403,6 +403,33 @@ func TestBareName(t *testing.T) {
 	}
 }
 
+// TestRefusesOutsiders: a client in none of the networks is refused and
+// nothing it asks is forwarded: the resolver is no open resolver.
+func TestRefusesOutsiders(t *testing.T) {
+	lab(t)
+	f := startFakeUpstream(t)
+	s := startResolver(t, Config{Upstreams: []netip.AddrPort{goodUp}}, labZone())
+	for _, network := range []string{"udp", "tcp"} {
+		for _, q := range []query{
+			{from: outsider, name: "red", qtype: dns.TypeA},
+			{from: outsider, name: "example.test", qtype: dns.TypeA},
+			{from: outsider, name: "example.test", qtype: dns.TypeANY},
+			{from: outsider, name: rev(redV4), qtype: dns.TypePTR},
+		} {
+			q.network = network
+			key := network + " " + strings.ToLower(dns.Fqdn(q.name))
+			before := f.count(key)
+			r, _ := ask(t, server(t, s, q.from), q)
+			if r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 {
+				t.Errorf("%s %s from %s: %s %v, want REFUSED", network, q.name, q.from, dns.RcodeToString[r.Rcode], r.Answer)
+			}
+			if asked := f.count(key) - before; asked != 0 {
+				t.Errorf("%s %s from %s went upstream (%d queries)", network, q.name, q.from, asked)
+			}
+		}
+	}
+}
+
 // TestNoUpstream: what the zone does not answer fails at once.
 func TestNoUpstream(t *testing.T) {
 	lab(t)
@@ -411,7 +438,6 @@ func TestNoUpstream(t *testing.T) {
 		for _, q := range []query{
 			{from: redV4, name: "example.test", qtype: dns.TypeA},
 			{from: blueV4, name: "red", qtype: dns.TypeA},
-			{from: outsider, name: "red", qtype: dns.TypeA},
 			{from: redV4, name: rev(blueV4), qtype: dns.TypePTR},
 		} {
 			q.network = network
@@ -534,8 +560,8 @@ func TestSetZone(t *testing.T) {
 		t.Errorf("green = %v right after it connects", got)
 	}
 	s.SetZone(Zone{})
-	if rc, _ := lookup("red"); rc != dns.RcodeServerFailure {
-		t.Errorf("red after everything disconnected: %s, want SERVFAIL (no upstream)", dns.RcodeToString[rc])
+	if rc, _ := lookup("red"); rc != dns.RcodeRefused {
+		t.Errorf("red after every network went: %s, want REFUSED (the client is in no network)", dns.RcodeToString[rc])
 	}
 
 	// Race SetZone against queries (meaningful under -race too). Every

@@ -310,6 +310,15 @@ func (s *Store) View(fn func(*Tx) error) error {
 // Tx is a transaction over nsnet's records.
 type Tx struct{ tx *bolt.Tx }
 
+// Generation numbers the store's state: it grows with every committed
+// change, so a reader can tell whether it has seen a given one.
+func (t *Tx) Generation() uint64 {
+	if t.tx.Writable() {
+		return uint64(t.tx.ID()) - 1
+	}
+	return uint64(t.tx.ID())
+}
+
 func (t *Tx) bucket(name []byte) *bolt.Bucket {
 	return t.tx.Bucket(name)
 }
