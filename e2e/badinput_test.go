@@ -96,6 +96,8 @@ func TestBadInput(t *testing.T) {
 		{"host port taken on one address", []string{"net", "connect", "base", b, "-p", uplinkHost + ":8080:81"}, "already published"},
 		{"ports on an internal network", []string{"net", "connect", "sealed", b, "-p", "8081:80"}, "is internal"},
 		{"alias equal to a member's name", []string{"net", "connect", "base", b, "--alias", pub}, "is the name of another member"},
+		{"alias equal to a member's name with a dot", []string{"net", "connect", "base", b, "--alias", strings.ToUpper(pub) + "."}, "is the name of another member"},
+		{"alias that is no DNS name", []string{"net", "connect", "base", b, "--alias", "*"}, "not a DNS name"},
 		{"dns upstream not an address", []string{"net", "create", "d1", "--subnet", "10.76.0.0/24", "--dns-upstream", "dns.example"}, `--dns-upstream "dns.example" is not an IP address`},
 		{"dns on macvlan", []string{"net", "create", "mv", "--driver", "macvlan", "--parent", "uplink", "--subnet", "192.0.2.0/24", "--dns"}, "DNS needs an address for the resolver"},
 		{"link to itself", []string{"link", "create", a, a}, "two different namespaces"},

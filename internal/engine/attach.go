@@ -102,10 +102,11 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 		if err := checkPorts(tx, h, n, caps, a, spec.Ports); err != nil {
 			return store.Op{}, err
 		}
-		if err := checkAliases(tx, n, a.Namespace, spec.Aliases); err != nil {
+		aliases, err := checkAliases(tx, n, a.Namespace, spec.Aliases)
+		if err != nil {
 			return store.Op{}, err
 		}
-		a.Ports, a.Aliases = spec.Ports, spec.Aliases
+		a.Ports, a.Aliases = spec.Ports, aliases
 		var routes []store.Route
 		if spec.DefaultRoute {
 			if routes, err = plumb.DefaultRoutes(ns); err != nil {

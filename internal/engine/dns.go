@@ -5,45 +5,80 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/nsnet/nsnet/internal/agent"
-	"github.com/nsnet/nsnet/internal/netns"
 	"github.com/nsnet/nsnet/internal/store"
 )
 
-// checkAliases refuses aliases that are not names or that another member
-// of the network is called.
-func checkAliases(tx *store.Tx, n store.Network, ns string, aliases []string) error {
+// checkAliases refuses aliases that are not DNS names or that name another
+// member of the network, and returns them as the resolver matches them:
+// lowercase, without a trailing dot ("Web." is "web"), so that no spelling
+// slips past the checks.
+func checkAliases(tx *store.Tx, n store.Network, ns string, aliases []string) ([]string, error) {
 	if len(aliases) == 0 {
-		return nil
+		return nil, nil
 	}
 	if !n.DNS {
-		return fmt.Errorf("network %q has no DNS, so aliases would mean nothing", n.Name)
+		return nil, fmt.Errorf("network %q has no DNS, so aliases would mean nothing", n.Name)
 	}
 	members, err := tx.Members(n.Name)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for _, al := range aliases {
-		if err := netns.ValidateName(al); err != nil {
-			return fmt.Errorf("alias %q: %w", al, err)
+	var out []string
+	for _, given := range aliases {
+		al, err := dnsName(given)
+		if err != nil {
+			return nil, fmt.Errorf("alias %q: %w", given, err)
 		}
-		if strings.EqualFold(al, ns) {
-			return fmt.Errorf("alias %q is the member's own name", al)
+		if al == canonicalName(ns) {
+			return nil, fmt.Errorf("alias %q is the member's own name", given)
+		}
+		if slices.Contains(out, al) {
+			return nil, errorf(ErrExists, "alias %q is given twice", given)
 		}
 		for _, m := range members {
-			if strings.EqualFold(m.Namespace, al) {
-				return fmt.Errorf("alias %q is the name of another member of network %q", al, n.Name)
+			if canonicalName(m.Namespace) == al {
+				return nil, errorf(ErrInUse, "alias %q is the name of another member of network %q", given, n.Name)
 			}
 			for _, other := range m.Aliases {
-				if strings.EqualFold(other, al) {
-					return fmt.Errorf("alias %q is already an alias of %q in network %q", al, m.Namespace, n.Name)
+				if canonicalName(other) == al {
+					return nil, errorf(ErrInUse, "alias %q is already an alias of %q in network %q", given, m.Namespace, n.Name)
 				}
 			}
 		}
+		out = append(out, al)
 	}
-	return nil
+	return out, nil
+}
+
+// canonicalName is a name as the resolver matches it.
+func canonicalName(s string) string { return strings.ToLower(strings.TrimSuffix(s, ".")) }
+
+// dnsName checks that s is a host name (RFC 1123: dot-separated labels of
+// letters, digits and hyphens, 1 to 63 characters each, no hyphen at either
+// end; 253 characters in all) and returns it canonical.
+func dnsName(s string) (string, error) {
+	name := canonicalName(s)
+	if name == "" || len(name) > 253 {
+		return "", errors.New("not a DNS name (1 to 253 characters)")
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 {
+			return "", errors.New("not a DNS name: every label has 1 to 63 characters")
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return "", errors.New("not a DNS name: a label starts or ends with '-'")
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return "", fmt.Errorf("not a DNS name: %q is not a letter, digit or '-'", r)
+			}
+		}
+	}
+	return name, nil
 }
 
 // resolvConf is the namespace's own resolv.conf, which `nsnet exec` and

@@ -444,3 +444,42 @@ func jsonOf(v any) (string, error) {
 	raw, err := json.Marshal(v)
 	return string(raw), err
 }
+
+func TestAliases(t *testing.T) {
+	for _, tt := range []struct {
+		aliases []string
+		want    string // the stored aliases, or a part of the error
+		kind    error
+	}{
+		{[]string{"web2", "Api.Example."}, "[web2 api.example]", nil},
+		{[]string{"web."}, `alias "web." is already an alias of "a"`, ErrInUse},
+		{[]string{"WEB"}, `alias "WEB" is already an alias of "a"`, ErrInUse},
+		{[]string{"a."}, `alias "a." is the name of another member`, ErrInUse},
+		{[]string{"b."}, "is the member's own name", nil},
+		{[]string{"x", "X."}, "is given twice", ErrExists},
+		{[]string{"*"}, "not a DNS name", nil},
+		{[]string{"-web"}, "starts or ends with '-'", nil},
+		{[]string{"we_b"}, "not a letter, digit or '-'", nil},
+		{[]string{"a..b"}, "every label has 1 to 63 characters", nil},
+		{[]string{"."}, "not a DNS name", nil},
+		{[]string{strings.Repeat("x", 64)}, "every label has 1 to 63 characters", nil},
+	} {
+		t.Run(strings.Join(tt.aliases, ","), func(t *testing.T) {
+			u := newUnit(t, "a", "b")
+			u.network(t, "n")
+			if _, err := u.Connect(ConnectSpec{Network: "n", Namespace: "a", Aliases: []string{"web"}}); err != nil {
+				t.Fatal(err)
+			}
+			m, err := u.Connect(ConnectSpec{Network: "n", Namespace: "b", Aliases: tt.aliases})
+			if strings.HasPrefix(tt.want, "[") {
+				if err != nil || fmt.Sprint(m.Aliases) != tt.want {
+					t.Fatalf("aliases %v, %v; want %s", m.Aliases, err, tt.want)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) || (tt.kind != nil && !errors.Is(err, tt.kind)) {
+				t.Fatalf("err = %v, want %q (%v)", err, tt.want, tt.kind)
+			}
+		})
+	}
+}
