@@ -124,3 +124,56 @@ func TestLinkHostReplaced(t *testing.T) {
 		t.Errorf("link still listed after rm: %s", out)
 	}
 }
+
+// A NAT network is closed to the outside but for its published ports and
+// replies, whether or not the admin's forward chain drops, while a
+// --no-nat network stays directly reachable by design (issue 10, item 1).
+func TestNATNetworkClosedFromOutside(t *testing.T) {
+	for _, admin := range []string{"no host firewall", "FORWARD DROP"} {
+		t.Run(admin, func(t *testing.T) {
+			l := newLab(t)
+			out := l.addOutside()
+			if admin == "FORWARD DROP" {
+				l.fixture("ip", "netns", "exec", l.host, "iptables", "-P", "FORWARD", "DROP")
+			}
+			seen := listen(t, out, net.JoinHostPort(server, "9100"))
+			a, pub, open := l.ns("a"), l.ns("pub"), l.ns("open")
+			l.must("net", "create", "nat", "--subnet", "10.0.13.0/24")
+			l.must("net", "create", "plain", "--subnet", "10.0.14.0/24", "--no-nat", "--isolate=false")
+			l.must("net", "connect", "nat", a)
+			l.must("net", "connect", "nat", pub, "-p", "8080:80")
+			l.must("net", "connect", "plain", open)
+			for _, p := range []string{"10.0.13.0/24", "10.0.14.0/24"} {
+				l.fixture("ip", "-n", out, "route", "add", p, "via", uplinkHost)
+			}
+			listen(t, a, "0.0.0.0:5432")
+			listen(t, pub, "0.0.0.0:80")
+			listen(t, open, "0.0.0.0:5432")
+
+			if _, err := dial(out, "10.0.13.2:5432"); err == nil {
+				t.Errorf("the outside reached a NAT member's unpublished port by its address")
+			}
+			if _, err := dial(out, "10.0.13.3:80"); err == nil {
+				t.Errorf("the outside reached a published member's port by its address, not through the host")
+			}
+			if _, err := dial(out, net.JoinHostPort(uplinkHost, "8080")); err != nil {
+				t.Errorf("published port from the outside: %v", err)
+			}
+			if _, err := dial(out, "10.0.14.2:5432"); err != nil {
+				t.Errorf("--no-nat member from the outside: %v, want it reachable", err)
+			}
+			if _, err := dial(a, net.JoinHostPort(server, "9100")); err != nil {
+				t.Errorf("NAT member to the outside: %v", err)
+			} else {
+				<-seen
+			}
+			// Between networks, isolation decides: plain opted out.
+			if _, err := dial(a, "10.0.14.2:5432"); err != nil {
+				t.Errorf("NAT member to the open network: %v", err)
+			}
+			if _, err := dial(open, "10.0.13.2:5432"); err != nil {
+				t.Errorf("open network's member to a NAT member: %v", err)
+			}
+		})
+	}
+}

@@ -26,12 +26,12 @@ import (
 //     fails with EEXIST; publishing it again unchanged succeeds. A port
 //     without an Addr, or whose HostIP and Addr families differ, fails
 //     with EINVAL.
-//   - Sync refuses isolated subnets that overlap without being equal
-//     (EEXIST), as the isolation sets' intervals do, and invalid subnets
-//     (EINVAL).
+//   - Sync refuses subnets that overlap without being equal (EEXIST), as
+//     the interval sets of every network's subnets do, and invalid
+//     subnets (EINVAL).
 //
 // Unlike the real one, Publish is all or nothing however many ports it is
-// given, and Sync refuses every overlap of isolated subnets, where the
+// given, and Sync refuses every overlap of subnets, where the
 // kernel lets some pass within one network. Set the exported fields
 // before a call, not during one; the methods may be called from any
 // goroutine.
@@ -86,22 +86,19 @@ func (f *Fake) Sync(h Host) error {
 	if f.FailSync != nil {
 		return f.FailSync
 	}
-	var isolated []netip.Prefix
+	var subnets []netip.Prefix
 	for _, n := range h.Networks {
 		for _, p := range n.Subnets {
 			if !p.IsValid() {
 				return fmt.Errorf("nftables table %s: network %s: subnet %s: %w", TableName, n.Name, p, unix.EINVAL)
 			}
-			if !n.Isolate {
-				continue
-			}
 			p = p.Masked()
-			for _, q := range isolated {
+			for _, q := range subnets {
 				if p != q && p.Overlaps(q) {
-					return fmt.Errorf("nftables set isolated: %s overlaps %s: %w", p, q, unix.EEXIST)
+					return fmt.Errorf("nftables set networks: %s overlaps %s: %w", p, q, unix.EEXIST)
 				}
 			}
-			isolated = append(isolated, p)
+			subnets = append(subnets, p)
 		}
 	}
 	f.host = copyHost(h)

@@ -166,6 +166,31 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 		add(chainPostrouting, static, dnatted(true), matchAddr(netip.MustParsePrefix("127.0.0.0/8"), true, expr.CmpOpEq, true), masq)
 	}
 	iso4, iso6 := f.isolationSets()
+	nets4, nets6 := f.networkSets()
+	closed4, closed6 := f.closedSets()
+	// NAT networks are reached from outside only through their published
+	// ports, or by replies (accepted first, as established): a host that
+	// routes to their subnets gets no further, as with Docker 28's bridge.
+	// Other networks (isolation decides between those) and the host itself
+	// may. One rule per family, whatever the number of networks.
+	has4, has6 := false, false
+	for _, n := range h.Networks {
+		for _, p := range n.Subnets {
+			if closed(n) {
+				has4, has6 = has4 || p.Addr().Is4(), has6 || p.Addr().Is6()
+			}
+		}
+	}
+	for _, fam := range []struct {
+		has             bool
+		proto           byte
+		closed, allowed *nftables.Set
+	}{{has4, unix.NFPROTO_IPV4, closed4, nets4}, {has6, unix.NFPROTO_IPV6, closed6, nets6}} {
+		if fam.has {
+			v6 := fam.proto == unix.NFPROTO_IPV6
+			add(chainForward, static, notDNATed(), matchProto(fam.proto), matchSet(v6, fam.closed), notFrom(v6, fam.allowed), drop)
+		}
+	}
 	for _, n := range h.Networks {
 		tag := Tag(n.Name)
 		for _, p := range n.Subnets {
@@ -211,20 +236,25 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 		// Packets of established connections skip the per-network checks:
 		// a connection is only established if its first packet passed
 		// them. Conntrack is on anyway, so this costs one test.
-		established := []expr.Any{
-			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-				Mask: binaryutilNative32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: make([]byte, 4)},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-			&expr.Verdict{Kind: expr.VerdictAccept},
-		}
+		accept := concat(established(), []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}})
 		for _, c := range []string{chainForward, chainInput} {
 			if len(out[c]) > 0 {
-				out[c] = append([]rule{{tag: static, exprs: established}}, out[c]...)
+				out[c] = append([]rule{{tag: static, exprs: accept}}, out[c]...)
 			}
 		}
 	}
 	return out
+}
+
+// established matches packets of established connections and related
+// ones (ICMP errors): ct state established,related.
+func established() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutilNative32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
 }
 
 // Sync makes nsnet's table what h asks for, in one transaction: chains
@@ -259,29 +289,35 @@ func (f *Firewall) Sync(h Host) error {
 	f.conn.AddTable(f.table)
 	host4, any4, host6, any6 := f.portMaps()
 	iso4, iso6 := f.isolationSets()
-	for _, s := range []*nftables.Set{host4, any4, host6, any6, iso4, iso6} {
+	nets4, nets6 := f.networkSets()
+	closed4, closed6 := f.closedSets()
+	for _, s := range []*nftables.Set{host4, any4, host6, any6, iso4, iso6, nets4, nets6, closed4, closed6} {
 		if err := f.conn.AddSet(s, nil); err != nil {
 			return fmt.Errorf("nftables set %s: %w", s.Name, err)
 		}
 	}
-	f.conn.FlushSet(iso4)
-	f.conn.FlushSet(iso6)
+	for _, s := range []*nftables.Set{iso4, iso6, nets4, nets6, closed4, closed6} {
+		f.conn.FlushSet(s)
+	}
 	if h.Published != nil {
 		for _, s := range []*nftables.Set{host4, any4, host6, any6} {
 			f.conn.FlushSet(s)
 		}
 	}
 	for _, n := range h.Networks {
-		if !n.Isolate {
-			continue
-		}
 		for _, p := range n.Subnets {
-			set := iso4
-			if p.Addr().Is6() {
-				set = iso6
+			v6 := p.Addr().Is6()
+			sets := []*nftables.Set{map[bool]*nftables.Set{false: nets4, true: nets6}[v6]}
+			if n.Isolate {
+				sets = append(sets, map[bool]*nftables.Set{false: iso4, true: iso6}[v6])
 			}
-			if err := f.conn.SetAddElements(set, intervalElements(p)); err != nil {
-				return fmt.Errorf("nftables set %s: %w", set.Name, err)
+			if closed(n) {
+				sets = append(sets, map[bool]*nftables.Set{false: closed4, true: closed6}[v6])
+			}
+			for _, set := range sets {
+				if err := f.conn.SetAddElements(set, intervalElements(p)); err != nil {
+					return fmt.Errorf("nftables set %s: %w", set.Name, err)
+				}
 			}
 		}
 	}
@@ -425,6 +461,23 @@ func concat(parts ...[]expr.Any) []expr.Any {
 
 // matchAddr compares the source (or destination) address with p. withProto
 // first checks the packet's family, which a table of the inet family needs.
+// matchProto matches packets of one IP family (an NFPROTO_ value).
+func matchProto(proto byte) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}}}
+}
+
+// notFrom matches a packet whose source address is not in set s.
+func notFrom(v6 bool, s *nftables.Set) []expr.Any {
+	off, size := uint32(12), uint32(4)
+	if v6 {
+		off, size = 8, 16
+	}
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: size},
+		&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: true},
+	}
+}
+
 func matchAddr(p netip.Prefix, source bool, op expr.CmpOp, withProto bool) []expr.Any {
 	proto, off, size := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4)
 	if p.Addr().Is6() {

@@ -30,7 +30,7 @@ func TestRules(t *testing.T) {
 		{"routed with a port", Host{Networks: []Network{routed}, Ports: true}, []string{"input", "output", "postrouting", "prerouting"}, true},
 		{"two isolated networks, no NAT", Host{Networks: []Network{routed, plain}}, []string{"forward", "input"}, false},
 		{"isolated and open", Host{Networks: []Network{routed, open}}, []string{"input"}, false},
-		{"bridge with masquerade", Host{Networks: []Network{bridge}}, []string{"input", "postrouting"}, true},
+		{"bridge with masquerade", Host{Networks: []Network{bridge}}, []string{"forward", "input", "postrouting"}, true},
 		{"bridge and routed", Host{Networks: []Network{bridge, routed}}, []string{"forward", "input", "postrouting"}, true},
 		{"internal", Host{Networks: []Network{internal}}, []string{"forward", "input"}, false},
 	}

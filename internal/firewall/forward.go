@@ -62,8 +62,10 @@ func (f *Firewall) forwardChains(dropping bool) ([]*nftables.Chain, error) {
 
 // OpenForward finds other tables' forward chains whose policy is drop and
 // inserts, at their head, accepts for the network's traffic only: what
-// enters or leaves its bridge, or for a routed network what comes from or
-// goes to its subnets. It returns the chains it changed.
+// enters its bridge, and what leaves it but, for a NAT network, only
+// replies and published ports (what nsnet's own table lets in too); for a
+// routed network what comes from or goes to its subnets. It returns the
+// chains it changed.
 func (f *Firewall) OpenForward(n Network) ([]ChainRef, error) {
 	chains, err := f.forwardChains(true)
 	if err != nil {
@@ -75,9 +77,13 @@ func (f *Firewall) OpenForward(n Network) ([]ChainRef, error) {
 	for _, c := range chains {
 		var matches [][]expr.Any
 		if n.Bridge != "" {
-			matches = append(matches,
-				matchIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, n.Bridge),
-				matchIfname(expr.MetaKeyOIFNAME, expr.CmpOpEq, n.Bridge))
+			in := matchIfname(expr.MetaKeyOIFNAME, expr.CmpOpEq, n.Bridge)
+			matches = append(matches, matchIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, n.Bridge))
+			if n.Masquerade {
+				matches = append(matches, concat(in, established()), concat(in, dnatted(true)))
+			} else {
+				matches = append(matches, in)
+			}
 		} else {
 			for _, p := range n.Subnets {
 				fam := c.Table.Family

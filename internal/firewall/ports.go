@@ -32,6 +32,14 @@ const (
 	// setIsolated4/6 hold the subnets of networks isolated from each other.
 	setIsolated4 = "isolated4"
 	setIsolated6 = "isolated6"
+	// Every network's subnets, which may open connections into a NAT
+	// network (isolation decides between networks).
+	setNetworks4 = "networks4"
+	setNetworks6 = "networks6"
+	// The subnets of NAT bridge networks, closed to new connections from
+	// anywhere else but through published ports.
+	setClosed4 = "closed4"
+	setClosed6 = "closed6"
 )
 
 func (f *Firewall) portMaps() (host4, any4, host6, any6 *nftables.Set) {
@@ -48,6 +56,23 @@ func (f *Firewall) portMaps() (host4, any4, host6, any6 *nftables.Set) {
 	any6 = mk(mapAny6, []nftables.SetDatatype{p, s}, []nftables.SetDatatype{nftables.TypeIP6Addr, s})
 	return
 }
+
+func (f *Firewall) networkSets() (v4, v6 *nftables.Set) {
+	v4 = &nftables.Set{Table: f.table, Name: setNetworks4, Interval: true, KeyType: nftables.TypeIPAddr}
+	v6 = &nftables.Set{Table: f.table, Name: setNetworks6, Interval: true, KeyType: nftables.TypeIP6Addr}
+	return
+}
+
+func (f *Firewall) closedSets() (v4, v6 *nftables.Set) {
+	v4 = &nftables.Set{Table: f.table, Name: setClosed4, Interval: true, KeyType: nftables.TypeIPAddr}
+	v6 = &nftables.Set{Table: f.table, Name: setClosed6, Interval: true, KeyType: nftables.TypeIP6Addr}
+	return
+}
+
+// closed reports whether n's subnets are closed to new connections from
+// outside nsnet's networks: a NAT network on a bridge, as Docker 28's are.
+// --no-nat and routed networks keep direct reachability by design.
+func closed(n Network) bool { return n.Masquerade && n.Bridge != "" && !n.Internal }
 
 func (f *Firewall) isolationSets() (v4, v6 *nftables.Set) {
 	v4 = &nftables.Set{Table: f.table, Name: setIsolated4, Interval: true, KeyType: nftables.TypeIPAddr}
