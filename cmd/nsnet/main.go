@@ -319,6 +319,7 @@ func netCmd(g *globals) *cobra.Command {
 	connect.Flags().BoolVar(&cs.DefaultRoute, "default-route", false, "move the namespace's default route to this network")
 	connect.Flags().StringArrayVar(&cs.Aliases, "alias", nil, "another name the network's resolver answers for (repeatable)")
 	connect.Flags().StringArrayVarP(&publish, "publish", "p", nil, "publish [HOSTIP:]HOSTPORT[-END]:PORT[-END][/tcp|/udp|/sctp] (repeatable)")
+	connect.Flags().BoolVar(&cs.Force, "force", false, "publish ports even where a service of the host listens")
 
 	c.AddCommand(create, rm, connect, &cobra.Command{
 		Use: "disconnect NET NS", Short: "Disconnect a namespace from a network", Args: cobra.ExactArgs(2),

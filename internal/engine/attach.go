@@ -33,6 +33,9 @@ type ConnectSpec struct {
 	Ports []store.PortMap
 	// Aliases are further names the network's resolver answers for.
 	Aliases []string
+	// Force publishes ports that a socket of the host already holds,
+	// taking them over for connections from outside.
+	Force bool
 }
 
 // Connect joins a namespace to a network.
@@ -99,7 +102,7 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 				return store.Op{}, err
 			}
 		}
-		if err := checkPorts(tx, h, n, caps, a, spec.Ports); err != nil {
+		if err := checkPorts(tx, h, n, caps, a, spec.Ports, spec.Force); err != nil {
 			return store.Op{}, err
 		}
 		aliases, err := checkAliases(tx, n, a.Namespace, spec.Aliases)

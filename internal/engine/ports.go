@@ -115,7 +115,7 @@ func expandPorts(maps []store.PortMap, addrs []netip.Prefix) []firewall.Port {
 
 // checkPorts refuses mappings the network cannot carry or another member
 // holds, in the transaction that will record them.
-func checkPorts(tx *store.Tx, h *kernel.NS, n store.Network, caps driver.Capabilities, a store.Attachment, maps []store.PortMap) error {
+func checkPorts(tx *store.Tx, h *kernel.NS, n store.Network, caps driver.Capabilities, a store.Attachment, maps []store.PortMap, force bool) error {
 	if len(maps) == 0 {
 		return nil
 	}
@@ -155,6 +155,46 @@ func checkPorts(tx *store.Tx, h *kernel.NS, n store.Network, caps driver.Capabil
 			if owner, ok := tx.PortHolder(n.HostNetns, m.Proto, port, m.HostIP); ok {
 				return errorf(ErrInUse, "host port %s/%d is already published by %s", m.Proto, port, owner)
 			}
+		}
+	}
+	if force {
+		return nil
+	}
+	return checkListeners(h, maps)
+}
+
+// checkListeners refuses a mapping whose host port a socket of the host
+// already holds: published, the port would be taken from that service
+// (sshd, a database) for every connection DNAT sees, from outside and
+// from the host's own 127.0.0.1 alike. A mapping to one host address
+// collides with a service on that address or on all of them.
+func checkListeners(h *kernel.NS, maps []store.PortMap) error {
+	var held []kernel.Listener
+	for _, m := range maps {
+		if protocols[m.Proto] != unix.IPPROTO_TCP && protocols[m.Proto] != unix.IPPROTO_UDP {
+			continue // SCTP: not listed by socket diagnostics
+		}
+		if held == nil {
+			var err error
+			if held, err = h.Listeners(); err != nil {
+				return fmt.Errorf("read the host's listening sockets: %w", err)
+			}
+			if held == nil {
+				held = []kernel.Listener{}
+			}
+		}
+		for _, l := range held {
+			if l.Proto != protocols[m.Proto] || int(l.Port) < int(m.HostPort) || int(l.Port) >= int(m.HostPort)+m.Count() {
+				continue
+			}
+			if m.HostIP.IsValid() && !l.Addr.IsUnspecified() && l.Addr != m.HostIP {
+				continue
+			}
+			where := "every address"
+			if !l.Addr.IsUnspecified() {
+				where = l.Addr.String()
+			}
+			return errorf(ErrInUse, "host port %s/%d is held by a service of the host (listening on %s); publish another port, or use --force to take it over", m.Proto, l.Port, where)
 		}
 	}
 	return nil

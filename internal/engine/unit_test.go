@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -479,6 +480,53 @@ func TestAliases(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) || (tt.kind != nil && !errors.Is(err, tt.kind)) {
 				t.Fatalf("err = %v, want %q (%v)", err, tt.want, tt.kind)
+			}
+		})
+	}
+}
+
+// A host port that a service of the host holds is not taken over without
+// --force, alone or inside a range (issue 10, item 2).
+func TestPortsHeldByTheHost(t *testing.T) {
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	udp, err := net.ListenPacket("udp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	tp := uint16(tcp.Addr().(*net.TCPAddr).Port)
+	up := uint16(udp.LocalAddr().(*net.UDPAddr).Port)
+	for _, tt := range []struct {
+		name  string
+		ports []PortMap
+		force bool
+		want  string
+	}{
+		{"tcp port", []PortMap{{HostPort: tp, Port: 80, Proto: "tcp"}}, false, fmt.Sprintf("host port tcp/%d is held by a service of the host (listening on 127.0.0.1)", tp)},
+		{"range over it", []PortMap{{HostPort: tp - 1, HostEnd: tp + 1, Port: 1000, Proto: "tcp"}}, false, fmt.Sprintf("host port tcp/%d is held", tp)},
+		{"udp port", []PortMap{{HostPort: up, Port: 53, Proto: "udp"}}, false, fmt.Sprintf("host port udp/%d is held by a service of the host (listening on every address)", up)},
+		{"other protocol", []PortMap{{HostPort: tp, Port: 80, Proto: "udp"}}, false, ""},
+		{"forced", []PortMap{{HostPort: tp, Port: 80, Proto: "tcp"}}, true, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u := newUnit(t, "a")
+			u.network(t, "n")
+			_, err := u.Connect(ConnectSpec{Network: "n", Namespace: "a", Ports: tt.ports, Force: tt.force})
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+			if len(u.fw.Published()) != 0 {
+				t.Errorf("a refused port was published: %v", u.fw.Published())
 			}
 		})
 	}

@@ -26,6 +26,8 @@ type NS struct {
 	fd   netns.Handle
 	// NL is a netlink handle whose sockets live in the namespace.
 	NL *netlink.Handle
+	// current: NL makes its sockets where the process runs (Current).
+	current bool
 }
 
 // Open binds a handle to the namespace at path ("" for nsnet's own).
@@ -52,7 +54,59 @@ func Current() (*NS, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &NS{fd: fd, NL: &netlink.Handle{}}, nil
+	return &NS{fd: fd, NL: &netlink.Handle{}, current: true}, nil
+}
+
+// Listener is a socket of the namespace that holds a local port: a TCP
+// socket listening, or a UDP socket bound and not connected. Addr is the
+// unspecified address for a socket bound to every address.
+type Listener struct {
+	Proto uint8 // unix.IPPROTO_TCP or unix.IPPROTO_UDP
+	Addr  netip.Addr
+	Port  uint16
+}
+
+// Listeners lists the namespace's listening sockets of both families,
+// through socket diagnostics (what `ss -lntu` reads).
+func (n *NS) Listeners() ([]Listener, error) {
+	h := n.NL
+	if !n.current {
+		var err error
+		if h, err = netlink.NewHandleAt(vnetns.NsHandle(n.fd), unix.NETLINK_INET_DIAG); err != nil {
+			return nil, fmt.Errorf("socket diagnostics in namespace %s: %w", describe(n.Path), err)
+		}
+		defer h.Close()
+	}
+	var out []Listener
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		tcp, err := Retry(func() ([]*netlink.Socket, error) { return h.SocketDiagTCP(fam) })
+		if err != nil {
+			return nil, fmt.Errorf("list TCP sockets: %w", err)
+		}
+		for _, s := range tcp {
+			if s.State == tcpListen {
+				out = append(out, listener(unix.IPPROTO_TCP, s))
+			}
+		}
+		udp, err := Retry(func() ([]*netlink.Socket, error) { return h.SocketDiagUDP(fam) })
+		if err != nil {
+			return nil, fmt.Errorf("list UDP sockets: %w", err)
+		}
+		for _, s := range udp {
+			if s.ID.DestinationPort == 0 {
+				out = append(out, listener(unix.IPPROTO_UDP, s))
+			}
+		}
+	}
+	return out, nil
+}
+
+// tcpListen is TCP_LISTEN in the kernel's socket states.
+const tcpListen = 10
+
+func listener(proto uint8, s *netlink.Socket) Listener {
+	a, _ := netip.AddrFromSlice(s.ID.Source)
+	return Listener{Proto: proto, Addr: a.Unmap(), Port: s.ID.SourcePort}
 }
 
 func describe(path string) string {
