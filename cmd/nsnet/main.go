@@ -102,13 +102,18 @@ func (g *globals) withManager(readOnly bool, fn func(*engine.Manager) error) err
 	// state returns once the agent serves it: a member that connect
 	// returned for resolves at once, and a resolver that cannot be
 	// served (port 53 taken, say) fails the command, not a lookup later.
-	if ferr == nil && nerr == nil && need {
-		exe, err := os.Executable()
-		if err == nil {
-			err = agent.Ensure(cfg.StateDir, exe)
+	// An agent no longer needed closes its sockets before the command
+	// returns, so that the next one finds the ports free.
+	if ferr == nil && nerr == nil && (need || !readOnly) {
+		var err error
+		if need {
+			var exe string
+			if exe, err = os.Executable(); err == nil {
+				err = agent.Ensure(cfg.StateDir, exe)
+			}
 		}
-		if err == nil && !readOnly {
-			err = agent.Wait(cfg.StateDir, gen, agentWait)
+		if err == nil && !readOnly && (need || agent.Running(cfg.StateDir)) {
+			err = agent.Wait(cfg.StateDir, gen, need, agentWait)
 		}
 		if err != nil {
 			return fmt.Errorf("DNS agent: %w", err)

@@ -134,7 +134,6 @@ func Run(stateDir string) error {
 		return err
 	}
 	defer os.Remove(pidPath)
-	defer os.Remove(filepath.Join(stateDir, stateFile))
 	a := &agent{dir: stateDir, servers: map[string]*running{}, proxies: map[proxyKey]*proxy{}}
 	defer a.closeAll()
 	log.Printf("agent %d serving %s", os.Getpid(), stateDir)
@@ -152,6 +151,11 @@ func Run(stateDir string) error {
 		if changed || (!retry.IsZero() && time.Now().After(retry)) {
 			last, retry, woken = fi, time.Time{}, false
 			more, gen, err := a.refresh()
+			if !more {
+				// Close everything before saying so: a command waiting
+				// for this generation may publish a port the proxy held.
+				a.closeAll()
+			}
 			a.report(gen, err)
 			if err != nil {
 				// Retry a failure once a second, and say it once.
@@ -194,13 +198,32 @@ func (a *agent) report(gen uint64, err error) {
 	}
 }
 
+// Running reports whether an agent serves stateDir.
+func Running(stateDir string) bool {
+	f, err := os.Open(filepath.Join(stateDir, lockFile))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
+}
+
 // Wait makes sure the agent serving stateDir has taken the store at
 // generation gen: it wakes the agent and waits, up to timeout, for its
-// report. It returns the agent's error for that generation, if any.
-func Wait(stateDir string, gen uint64, timeout time.Duration) error {
+// report. It returns the agent's error for that generation, if any. When
+// the agent is not needed any more, its exit is as good as a report (it
+// closes everything first).
+func Wait(stateDir string, gen uint64, needed bool, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	signalled := false
 	for wait := 200 * time.Microsecond; ; wait = min(wait*2, 10*time.Millisecond) {
+		if !needed && !Running(stateDir) {
+			return nil
+		}
 		if !signalled {
 			if raw, err := os.ReadFile(filepath.Join(stateDir, pidFile)); err == nil {
 				if pid, err := strconv.Atoi(strings.TrimSpace(string(raw))); err == nil && syscall.Kill(pid, syscall.SIGUSR1) == nil {
