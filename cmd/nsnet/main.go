@@ -484,7 +484,7 @@ func linkCmd(g *globals) *cobra.Command {
 			}
 			if names != "" {
 				a, b, ok := strings.Cut(names, ",")
-				if !ok {
+				if !ok || strings.Contains(b, ",") || a == "" || b == "" {
 					return fail("invalid --name %q (want IF1,IF2)", names)
 				}
 				spec.If1, spec.If2 = a, b

@@ -77,6 +77,9 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 		if d, err = drivers.Of(n); err != nil {
 			return store.Op{}, err
 		}
+		if spec.DefaultRoute && n.Internal {
+			return store.Op{}, fmt.Errorf("network %q is internal: it gives its members no default route", n.Name)
+		}
 		caps := d.Caps()
 		if _, ok, err := tx.Attachment(n.Name, spec.Namespace); err != nil {
 			return store.Op{}, err

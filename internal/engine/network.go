@@ -108,6 +108,12 @@ func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, driver.Driver, e
 	if len(spec.Subnets) == 0 {
 		return store.Network{}, nil, errors.New("a --subnet is required")
 	}
+	switch {
+	case spec.NAT && spec.NoNAT:
+		return store.Network{}, nil, errors.New("--nat and --no-nat contradict each other")
+	case spec.Internal && spec.NAT:
+		return store.Network{}, nil, errors.New("--internal networks reach nothing outside, so --nat contradicts it")
+	}
 	n := store.Network{
 		Name: spec.Name, Driver: d.Name(), Internal: spec.Internal,
 		MTU: spec.MTU, HostNetns: m.cfg.HostNetns, Created: time.Now().UTC(), NoHostFirewall: spec.NoHostFirewall,
@@ -130,11 +136,17 @@ func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, driver.Driver, e
 	}
 	var seen4, seen6 bool
 	for _, p := range spec.Subnets {
+		if p.Addr().Is6() && spec.MTU != 0 && spec.MTU < 1280 {
+			return n, nil, fmt.Errorf("MTU %d is below IPv6's minimum of 1280, and subnet %s is IPv6", spec.MTU, p)
+		}
 		if p != p.Masked() {
 			return n, nil, fmt.Errorf("subnet %s has host bits set; did you mean %s?", p, p.Masked())
 		}
 		if min := map[bool]int{true: 8, false: 48}[p.Addr().Is4()]; p.Bits() < min {
 			return n, nil, fmt.Errorf("subnet %s is wider than /%d; it would take over the host's routing", p, min)
+		}
+		if err := ipam.CheckSubnet(p); err != nil {
+			return n, nil, err
 		}
 		if p.Addr().Is4() && seen4 || p.Addr().Is6() && seen6 {
 			return n, nil, fmt.Errorf("subnet %s: at most one IPv4 and one IPv6 subnet", p)

@@ -178,6 +178,20 @@ func TestPlanNetwork(t *testing.T) {
 		{"host bits", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("10.1.0.1/24")}}, "", "has host bits set"},
 		{"two v4", NetworkSpec{Subnets: append(v4, netip.MustParsePrefix("10.2.0.0/24"))}, "", "at most one IPv4"},
 		{"bad mtu", NetworkSpec{Subnets: v4, MTU: 20}, "", "MTU 20"},
+		{"IPv6 mtu", NetworkSpec{Subnets: dual, MTU: 1000}, "", "MTU 1000 is below IPv6's minimum of 1280"},
+		{"nat and no-nat", NetworkSpec{Subnets: v4, NAT: true, NoNAT: true}, "", "--nat and --no-nat contradict each other"},
+		{"internal and nat", NetworkSpec{Subnets: v4, NAT: true, Internal: true}, "", "--nat contradicts it"},
+		{"subnet 127.0.0.0/24", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/24")}}, "", "is loopback"},
+		{"subnet 224.0.0.0/24", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("224.0.0.0/24")}}, "", "is multicast"},
+		{"subnet 0.0.0.0/8", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/8")}}, "", "is \"this network\""},
+		{"subnet 255.255.255.0/24", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("255.255.255.0/24")}}, "", "is reserved (class E)"},
+		{"subnet 169.254.0.0/16", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}}, "", "is link-local"},
+		{"subnet 240.0.0.0/24", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("240.0.0.0/24")}}, "", "is reserved (class E)"},
+		{"subnet fe80::/64", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("fe80::/64")}}, "", "is link-local"},
+		{"subnet ::/64", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("::/64")}}, "", "is reserved"},
+		{"subnet ff02::/64", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("ff02::/64")}}, "", "is multicast"},
+		{"subnet ::ffff:10.79.0.0/120", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("::ffff:10.79.0.0/120")}}, "", "is IPv4-mapped"},
+
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.spec.Name = "n"

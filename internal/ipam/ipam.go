@@ -19,6 +19,35 @@ func MinBridgeBits(p netip.Prefix) int {
 	return 126
 }
 
+// special are the address blocks no network of hosts can use, with why.
+var special = []struct {
+	p   netip.Prefix
+	why string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), "is \"this network\" (RFC 1122), not addressable"},
+	{netip.MustParsePrefix("127.0.0.0/8"), "is loopback"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "is link-local, which the kernel does not route (and nsnet's routed gateway 169.254.1.1 is in it)"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "is multicast"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "is reserved (class E) and broadcast"},
+	{netip.MustParsePrefix("::/8"), "is reserved (unspecified, loopback and IPv4-mapped addresses)"},
+	{netip.MustParsePrefix("fe80::/10"), "is link-local, which the kernel does not route"},
+	{netip.MustParsePrefix("ff00::/8"), "is multicast"},
+}
+
+// CheckSubnet says why p cannot be a network's subnet, if it cannot: an
+// IPv4-mapped IPv6 prefix, or one overlapping a block of special use.
+func CheckSubnet(p netip.Prefix) error {
+	if p.Addr().Is4In6() {
+		return fmt.Errorf("subnet %s is IPv4-mapped IPv6; give the IPv4 subnet", p)
+	}
+	for _, s := range special {
+		if p.Overlaps(s.p) {
+			return fmt.Errorf("subnet %s %s (%s)", p, s.why, s.p)
+		}
+	}
+	return nil
+}
+
 // Network returns the subnet's first address.
 func Network(p netip.Prefix) netip.Addr { return p.Masked().Addr() }
 
