@@ -77,7 +77,7 @@ func TestBadInput(t *testing.T) {
 		{"exhausted subnet", []string{"net", "connect", "tiny", b}, "no free address"},
 		{"connect twice", []string{"net", "connect", "base", a}, "already connected"},
 		{"disconnect not member", []string{"net", "disconnect", "base", b}, "not connected"},
-		{"network with members", []string{"net", "rm", "base"}, "has 3 member(s)"}, // a, pub and tap0
+		{"network with members", []string{"net", "rm", "base"}, "has 2 member(s) and 1 TAP device(s)"}, // a, pub and tap0
 		{"gateway outside subnet", []string{"net", "create", "n1", "--subnet", "10.75.0.0/24", "--gateway", "10.76.0.1"}, "outside subnet"},
 		{"unknown driver", []string{"net", "create", "n1", "--subnet", "10.75.0.0/24", "--driver", "warp"}, `driver "warp" is not supported`},
 		{"bad mtu", []string{"net", "create", "n1", "--subnet", "10.75.0.0/24", "--mtu", "20"}, "MTU 20"},

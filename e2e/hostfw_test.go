@@ -177,3 +177,20 @@ func TestNATNetworkClosedFromOutside(t *testing.T) {
 		})
 	}
 }
+
+// A namespace that hosts networks cannot be removed from under them
+// (issue 10, item 20).
+func TestHostNamespaceNotRemoved(t *testing.T) {
+	l := newLab(t)
+	f := l.ns("f")
+	l.must("--host-netns", f, "net", "create", "inner", "--subnet", "10.0.44.0/24")
+	_, err := l.run("ns", "rm", f)
+	if err == nil || !strings.Contains(err.Error(), "is the host of network inner") {
+		t.Fatalf("ns rm of a host namespace: %v, want it refused", err)
+	}
+	if out := l.must("net", "ls"); !strings.Contains(out, "inner") {
+		t.Errorf("network gone after a refused ns rm: %s", out)
+	}
+	l.must("--host-netns", f, "net", "rm", "inner")
+	l.must("ns", "rm", f)
+}

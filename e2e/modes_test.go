@@ -64,8 +64,18 @@ func TestTap(t *testing.T) {
 	if _, err := l.run("net", "connect", "vms", l.ns("x"), "--ip", "10.20.0.50"); err == nil || !strings.Contains(err.Error(), "leased to TAP tap0") {
 		t.Errorf("the guest's address was not reserved: %v", err)
 	}
-	if _, err := l.run("net", "rm", "vms"); err == nil {
-		t.Errorf("net rm succeeded with a TAP on the network")
+	if _, err := l.run("net", "rm", "vms"); err == nil || !strings.Contains(err.Error(), "1 member(s) and 1 TAP device(s)") {
+		t.Errorf("net rm with a TAP on the network: %v", err)
+	}
+	var inspected struct {
+		Taps []struct {
+			Name  string   `json:"name"`
+			Addrs []string `json:"addrs"`
+		} `json:"taps"`
+	}
+	l.jsonOf(&inspected, "net", "inspect", "vms")
+	if len(inspected.Taps) != 1 || inspected.Taps[0].Name != "tap0" || inspected.Taps[0].Addrs[0] != "10.20.0.50/24" {
+		t.Errorf("net inspect shows TAPs %+v, want tap0 with 10.20.0.50/24", inspected.Taps)
 	}
 	member := netip.MustParseAddr(l.addrOf("vms", m, false))
 

@@ -371,6 +371,12 @@ func netCmd(g *globals) *cobra.Command {
 					for _, a := range n.Members {
 						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", a.Namespace, a.IfName, dash(joinPrefixes(a.Addrs)), dash(a.HostIf), dash(joinPorts(a.Ports)))
 					}
+					if len(n.Taps) > 0 {
+						fmt.Fprintln(w, "\nTAP\tGUEST ADDRESSES")
+						for _, d := range n.Taps {
+							fmt.Fprintf(w, "%s\t%s\n", d.Name, joinPrefixes(d.Addrs))
+						}
+					}
 				})
 			})
 		},

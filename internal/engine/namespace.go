@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -93,6 +94,31 @@ func (m *Manager) RemoveNamespace(name string) error {
 				return errors.New("not created by nsnet; remove it with the tool that made it")
 			}
 			return errNoNamespace
+		}
+		// A namespace that plays the host for networks or links holds
+		// their bridges, rules and host ends: removing it would orphan
+		// them in the store.
+		var hosted []string
+		nets, err := tx.Networks()
+		if err != nil {
+			return err
+		}
+		for _, n := range nets {
+			if n.HostNetns == netns.Path(name) {
+				hosted = append(hosted, "network "+n.Name)
+			}
+		}
+		hostLinks, err := tx.Links()
+		if err != nil {
+			return err
+		}
+		for _, l := range hostLinks {
+			if l.HostNetns == netns.Path(name) {
+				hosted = append(hosted, "link "+l.NS1+"-"+l.NS2)
+			}
+		}
+		if len(hosted) > 0 {
+			return errorf(ErrInUse, "it is the host of %s; remove those first (with --host-netns %s)", strings.Join(hosted, ", "), name)
 		}
 		if atts, err = tx.AttachmentsOf(name); err != nil {
 			return err

@@ -324,7 +324,11 @@ func (m *Manager) RemoveNetwork(name string, force bool) error {
 		return fmt.Errorf("network %q: %w", name, err)
 	}
 	if len(members)+len(taps) > 0 && !force {
-		return errorf(ErrInUse, "network %q has %d member(s); disconnect them or use --force", name, len(members)+len(taps))
+		what := fmt.Sprintf("%d member(s)", len(members))
+		if len(taps) > 0 {
+			what += fmt.Sprintf(" and %d TAP device(s)", len(taps))
+		}
+		return errorf(ErrInUse, "network %q has %s; disconnect them or use --force", name, what)
 	}
 	for _, a := range members {
 		if err := m.Disconnect(a.Network, a.Namespace); err != nil {
@@ -416,8 +420,18 @@ func (m *Manager) Networks() ([]NetworkInfo, error) {
 			return err
 		}
 		all, err := tx.AllMembers()
+		if err != nil {
+			return err
+		}
+		taps, err := tx.Taps()
 		for _, n := range nets {
-			out = append(out, networkInfo(n, all[n.Name]))
+			info := networkInfo(n, all[n.Name])
+			for _, d := range taps {
+				if d.Network == n.Name {
+					info.Taps = append(info.Taps, tapInfo(d))
+				}
+			}
+			out = append(out, info)
 		}
 		return err
 	})
@@ -436,7 +450,16 @@ func (m *Manager) Network(name string) (NetworkInfo, error) {
 			return ErrNoNetwork
 		}
 		members, err := tx.Members(name)
+		if err != nil {
+			return err
+		}
 		out = networkInfo(n, members)
+		taps, err := tx.Taps()
+		for _, d := range taps {
+			if d.Network == name {
+				out.Taps = append(out.Taps, tapInfo(d))
+			}
+		}
 		return err
 	})
 	if err != nil {

@@ -387,7 +387,7 @@ func TestSentinels(t *testing.T) {
 	if _, err := u.Connect(ConnectSpec{Network: "n", Namespace: "a"}); !errors.Is(err, ErrExists) {
 		t.Errorf("connect twice: %v", err)
 	}
-	if err := u.RemoveNetwork("n", false); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "has 1 member(s)") {
+	if err := u.RemoveNetwork("n", false); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "has 1 member(s);") {
 		t.Errorf("rm with members: %v", err)
 	}
 	u.ns["b"] = true

@@ -40,6 +40,8 @@ type NetworkInfo struct {
 	Host    string       `json:"host_netns,omitempty"`
 	Created time.Time    `json:"created"`
 	Members []MemberInfo `json:"members"`
+	// Taps are the network's TAP devices.
+	Taps []TapInfo `json:"taps,omitempty"`
 }
 
 // MarshalJSON writes the network with its driver's options as fields.
