@@ -101,6 +101,8 @@ func TestBadInput(t *testing.T) {
 		{"dns upstream not an address", []string{"net", "create", "d1", "--subnet", "10.76.0.0/24", "--dns-upstream", "dns.example"}, `--dns-upstream "dns.example" is not an IP address`},
 		{"dns on macvlan", []string{"net", "create", "mv", "--driver", "macvlan", "--parent", "uplink", "--subnet", "192.0.2.0/24", "--dns"}, "DNS needs an address for the resolver"},
 		{"link to itself", []string{"link", "create", a, a}, "two different namespaces"},
+		{"link overlapping the host's network", []string{"link", "create", b, "host", "--subnet", "10.70.0.0/30"}, `overlaps network "base"`},
+		{"link overlapping a member's network", []string{"link", "create", pub, b, "--subnet", "10.70.9.0/30"}, `overlaps network "base"`},
 		{"link with three names", []string{"link", "create", a, "host", "--name", "x,y,z"}, "want IF1,IF2"},
 		{"default route from an internal network", []string{"net", "connect", "sealed", b, "--default-route"}, "gives its members no default route"},
 		{"loopback subnet", []string{"net", "create", "n1", "--subnet", "127.0.0.0/24"}, "is loopback"},

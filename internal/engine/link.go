@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 
@@ -109,6 +110,9 @@ func (m *Manager) createLink(spec LinkSpec) (store.Link, error) {
 		} else if ok {
 			return store.Op{}, errorf(ErrExists, "the two namespaces are already linked")
 		}
+		if err := m.checkLinkOverlap(tx, l); err != nil {
+			return store.Op{}, err
+		}
 		return store.Op{Kind: store.OpLinkCreate, Namespace: spec.NS1, Peer: spec.NS2, IfName: l.If1, HostNetns: l.HostNetns, HostIno: l.HostIno}, nil
 	}, func(tx *store.Tx, op store.Op) error {
 		veth := &netlink.Veth{
@@ -142,6 +146,48 @@ func (m *Manager) createLink(spec LinkSpec) (store.Link, error) {
 		return tx.PutLink(l)
 	}, m.unlink)
 	return l, err
+}
+
+// checkLinkOverlap refuses link addresses that overlap a network an end
+// is in: the host's networks for a host end, the networks a namespace is a
+// member of for the others. The end would route the network's addresses
+// over the link, or take a member's address.
+func (m *Manager) checkLinkOverlap(tx *store.Tx, l store.Link) error {
+	var mine []netip.Prefix
+	for _, p := range append(slices.Clone(l.Addrs1), l.Addrs2...) {
+		mine = append(mine, p.Masked())
+	}
+	if len(mine) == 0 {
+		return nil
+	}
+	nets, err := tx.Networks()
+	if err != nil {
+		return err
+	}
+	for _, n := range nets {
+		relevant := (l.NS1 == HostName || l.NS2 == HostName) && n.HostNetns == l.HostNetns
+		for _, end := range []string{l.NS1, l.NS2} {
+			if end == HostName || relevant {
+				continue
+			}
+			if _, ok, err := tx.Attachment(n.Name, end); err != nil {
+				return err
+			} else if ok {
+				relevant = true
+			}
+		}
+		if !relevant {
+			continue
+		}
+		for _, p := range mine {
+			for _, q := range n.Subnets {
+				if p.Overlaps(q) {
+					return errorf(ErrInUse, "subnet %s overlaps network %q (%s)", p, n.Name, q)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // linkAddrs decides both ends' addresses: the first two usable of a subnet
