@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -150,5 +152,41 @@ func TestGCRebuildsTable(t *testing.T) {
 		t.Errorf("after gc the published port is not reachable: %v", err)
 	} else {
 		<-published
+	}
+}
+
+// A namespace deleted behind nsnet's back (ip netns del) leaves nothing in
+// nsnet's way: ns create takes the name again, and gc drops its files
+// under /etc/netns along with its memberships (issue 10, item 15).
+func TestNamespaceDeletedBehindNsnet(t *testing.T) {
+	l := newLab(t)
+	a, c := l.ns("a"), l.ns("c")
+	l.must("net", "create", "n", "--subnet", "10.0.45.0/24")
+	l.must("net", "connect", "n", a)
+	l.must("net", "connect", "n", c)
+	for _, ns := range []string{a, c} {
+		if _, err := os.Stat(filepath.Join("/etc/netns", ns, "resolv.conf")); err != nil {
+			t.Fatalf("%s has no resolv.conf to lose: %v", ns, err)
+		}
+		l.fixture("ip", "netns", "del", ns)
+	}
+	l.must("ns", "create", a)
+	if out := l.must("ns", "ls"); !strings.Contains(out, a) {
+		t.Errorf("ns ls after re-creating %s:\n%s", a, out)
+	}
+	if _, err := os.Stat(filepath.Join("/etc/netns", a, "resolv.conf")); !os.IsNotExist(err) {
+		t.Errorf("the new %s inherited the old one's resolv.conf: %v", a, err)
+	}
+	l.must("net", "connect", "n", a) // its old lease and host end are free
+	l.must("gc")
+	if _, err := os.Stat(filepath.Join("/etc/netns", c)); !os.IsNotExist(err) {
+		t.Errorf("gc left /etc/netns/%s: %v", c, err)
+	}
+	var n struct {
+		Members []struct{ Namespace string } `json:"members"`
+	}
+	l.jsonOf(&n, "net", "inspect", "n")
+	if len(n.Members) != 1 || n.Members[0].Namespace != a {
+		t.Errorf("members after gc: %+v, want only %s", n.Members, a)
 	}
 }

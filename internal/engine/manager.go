@@ -474,7 +474,7 @@ func (m *Manager) GC() ([]string, error) {
 	}
 	for _, n := range nss {
 		if !m.nsExists(n.Name) {
-			if err := m.st.Update(func(tx *store.Tx) error { return tx.DeleteNamespace(n.Name) }); err != nil {
+			if err := m.forgetNamespace(n.Name); err != nil {
 				return done, err
 			}
 			done = append(done, fmt.Sprintf("forgot namespace %s, deleted behind nsnet's back", n.Name))

@@ -33,6 +33,21 @@ func (m *Manager) CreateNamespace(name, share string) error {
 	if share != "" && !netns.Exists(share) {
 		return fmt.Errorf("namespace %q: cannot share %q: %w", name, share, netns.ErrNotExist)
 	}
+	// A namespace of that name deleted behind nsnet's back is forgotten
+	// first, as gc would: the name is free again.
+	var vanished bool
+	if err := m.st.View(func(tx *store.Tx) error {
+		_, ok, err := tx.Namespace(name)
+		vanished = ok && !m.nsExists(name)
+		return err
+	}); err != nil {
+		return fmt.Errorf("namespace %q: %w", name, err)
+	}
+	if vanished {
+		if err := m.forgetNamespace(name); err != nil {
+			return fmt.Errorf("namespace %q: forget the one deleted behind nsnet's back: %w", name, err)
+		}
+	}
 	err := m.transact(func(tx *store.Tx) (store.Op, error) {
 		if _, ok, err := tx.Namespace(name); err != nil {
 			return store.Op{}, err
@@ -268,6 +283,45 @@ func (m *Manager) bequeath(tx *store.Tx, name, heir string) error {
 		if err := tx.PutLink(l); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// forgetNamespace drops what nsnet keeps of a namespace that was deleted
+// behind its back (`ip netns del`): its memberships (with their host ends,
+// leases and ports), its links, its record and its /etc/netns files.
+func (m *Manager) forgetNamespace(name string) error {
+	var atts []store.Attachment
+	var links []store.Link
+	if err := m.st.View(func(tx *store.Tx) (err error) {
+		if atts, err = tx.AttachmentsOf(name); err != nil {
+			return err
+		}
+		all, err := tx.Links()
+		for _, l := range all {
+			if l.NS1 == name || l.NS2 == name {
+				links = append(links, l)
+			}
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, a := range atts {
+		if err := m.Disconnect(a.Network, a.Namespace); err != nil {
+			return err
+		}
+	}
+	for _, l := range links {
+		if err := m.RemoveLink(l.NS1, l.NS2); err != nil {
+			return err
+		}
+	}
+	if err := m.st.Update(func(tx *store.Tx) error { return tx.DeleteNamespace(name) }); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(filepath.Join(m.etcDir, name)); err != nil {
+		return fmt.Errorf("remove %s: %w", filepath.Join(m.etcDir, name), err)
 	}
 	return nil
 }
