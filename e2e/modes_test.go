@@ -194,6 +194,17 @@ func TestShareAndDefaultRoute(t *testing.T) {
 	if r := l.fixture("ip", "-n", a, "route", "show", "default"); !strings.Contains(r, "via 10.0.22.1") || strings.Count(r, "default") != 1 {
 		t.Errorf("default route after --default-route = %q, want only via 10.0.22.1", r)
 	}
+	// Leaving the network of the default route moves it to one still
+	// joined (issue 10, item 19).
+	l.must("net", "disconnect", "n2", a)
+	if r := l.fixture("ip", "-n", a, "route", "show", "default"); !strings.Contains(r, "via 10.0.21.1") {
+		t.Errorf("default route after leaving n2 = %q, want via n1's 10.0.21.1", r)
+	}
+	l.must("net", "connect", "n2", a, "--default-route")
+	l.must("net", "rm", "--force", "n2")
+	if r := l.fixture("ip", "-n", a, "route", "show", "default"); !strings.Contains(r, "via 10.0.21.1") {
+		t.Errorf("default route after n2 went = %q, want via n1's 10.0.21.1", r)
+	}
 
 	// The namespace lives while either name does, memberships included.
 	l.must("ns", "rm", a)
@@ -205,7 +216,7 @@ func TestShareAndDefaultRoute(t *testing.T) {
 	if n := l.network("n1"); len(n.Members) != 0 {
 		t.Errorf("n1 members after removing both names = %+v", n.Members)
 	}
-	if links := l.nsnetLinks(); len(links) != 2 { // the two bridges
-		t.Errorf("links left = %v, want only the bridges", links)
+	if links := l.nsnetLinks(); len(links) != 1 { // n1's bridge (n2 went)
+		t.Errorf("links left = %v, want only n1's bridge", links)
 	}
 }

@@ -107,6 +107,10 @@ type Driver interface {
 	// Unplug removes what Plug made, from op's names alone. h is nil when
 	// the host namespace is gone.
 	Unplug(h *kernel.NS, op store.Op) error
+	// DefaultRoute gives member a, in its namespace ns, a default route
+	// through n for each family it has none of (after the network that
+	// gave it one was left).
+	DefaultRoute(ns *kernel.NS, n store.Network, a store.Attachment) error
 	// Repair restores what someone may have removed from a member that
 	// is otherwise there (gc).
 	Repair(h *kernel.NS, n store.Network, a store.Attachment) error

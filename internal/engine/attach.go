@@ -290,6 +290,9 @@ func (m *Manager) Disconnect(network, ns string) error {
 	if err != nil {
 		return fmt.Errorf("disconnect %s from %s: %w", ns, network, err)
 	}
+	if err := m.keepDefaultRoute(ns); err != nil {
+		return fmt.Errorf("disconnect %s from %s: done, but %w", ns, network, err)
+	}
 	return nil
 }
 
@@ -319,4 +322,44 @@ func describeLeaseOwner(owner store.Owner) string {
 		return fmt.Sprintf("TAP %s", owner.Name)
 	}
 	return fmt.Sprintf("namespace %q", owner.Name)
+}
+
+// keepDefaultRoute gives a namespace that left a network a default route
+// through the networks it is still in, where the one it left took its
+// route along (its device went): the first network by name that has a
+// gateway of the family.
+func (m *Manager) keepDefaultRoute(name string) error {
+	var atts []store.Attachment
+	nets := map[string]store.Network{}
+	if err := m.st.View(func(tx *store.Tx) (err error) {
+		if atts, err = tx.AttachmentsOf(name); err != nil {
+			return err
+		}
+		for _, a := range atts {
+			n, _, err := tx.Network(a.Network)
+			if err != nil {
+				return err
+			}
+			nets[a.Network] = n
+		}
+		return nil
+	}); err != nil || len(atts) == 0 {
+		return err
+	}
+	ns, err := m.openLiveNamespace(name)
+	if err != nil || ns == nil {
+		return err
+	}
+	defer ns.Close()
+	for _, a := range atts {
+		n := nets[a.Network]
+		d, err := drivers.Of(n)
+		if err != nil {
+			return err
+		}
+		if err := d.DefaultRoute(ns, n, a); err != nil {
+			return fmt.Errorf("default route of %s through network %s: %w", name, n.Name, err)
+		}
+	}
+	return nil
 }

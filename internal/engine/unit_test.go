@@ -93,6 +93,8 @@ func (d *fakeDriver) Unplug(h *kernel.NS, op store.Op) error {
 	return nil
 }
 
+func (*fakeDriver) DefaultRoute(*kernel.NS, store.Network, store.Attachment) error { return nil }
+
 func (d *fakeDriver) Repair(_ *kernel.NS, _ store.Network, a store.Attachment) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

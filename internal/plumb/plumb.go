@@ -219,6 +219,25 @@ func DefaultRouteVia(ns *kernel.NS, link netlink.Link, gw netip.Addr, replace, o
 	return ns.NL.RouteReplace(r)
 }
 
+// DefaultRoutesVia gives the namespace a default route through each valid
+// gateway in gws, on the interface called ifName, for every family it has
+// none of. onlink marks IPv4 gateways outside the interface's subnets.
+func DefaultRoutesVia(ns *kernel.NS, ifName string, gws []netip.Addr, onlink bool) error {
+	l, err := ns.LinkByName(ifName)
+	if err != nil || l == nil {
+		return err
+	}
+	for _, gw := range gws {
+		if !gw.IsValid() {
+			continue
+		}
+		if err := DefaultRouteVia(ns, l, gw, false, onlink && gw.Is4()); err != nil {
+			return fmt.Errorf("default route via %s: %w", gw, err)
+		}
+	}
+	return nil
+}
+
 // DefaultRoutes lists the namespace's default routes through a gateway,
 // of both families, with their interfaces' names.
 func DefaultRoutes(ns *kernel.NS) ([]store.Route, error) {

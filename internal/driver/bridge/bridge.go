@@ -190,6 +190,15 @@ func (d Driver) Plug(h, ns *kernel.NS, n store.Network, a store.Attachment, defa
 // Unplug implements driver.Driver: the member's veth goes.
 func (Driver) Unplug(h *kernel.NS, op store.Op) error { return plumb.DeleteHostEnd(h, op.HostIf) }
 
+// DefaultRoute implements driver.Driver: via the gateways, unless the
+// network is internal.
+func (Driver) DefaultRoute(ns *kernel.NS, n store.Network, a store.Attachment) error {
+	if n.Internal {
+		return nil
+	}
+	return plumb.DefaultRoutesVia(ns, a.IfName, n.Gateways, false)
+}
+
 // Repair implements driver.Driver: a bridge member has nothing gc restores.
 func (Driver) Repair(*kernel.NS, store.Network, store.Attachment) error { return nil }
 

@@ -148,6 +148,11 @@ func (Driver) Unplug(_ *kernel.NS, op store.Op) error {
 	return plumb.DeleteLink(ns, op.IfName, "macvlan", op.Namespace)
 }
 
+// DefaultRoute implements driver.Driver: via the gateways it has.
+func (Driver) DefaultRoute(ns *kernel.NS, n store.Network, a store.Attachment) error {
+	return plumb.DefaultRoutesVia(ns, a.IfName, n.Gateways, false)
+}
+
 // Repair implements driver.Driver: nothing to restore.
 func (Driver) Repair(*kernel.NS, store.Network, store.Attachment) error { return nil }
 

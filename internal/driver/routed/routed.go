@@ -145,6 +145,16 @@ func (Driver) Plug(h, ns *kernel.NS, n store.Network, a store.Attachment, defaul
 // routes with it.
 func (Driver) Unplug(h *kernel.NS, op store.Op) error { return plumb.DeleteHostEnd(h, op.HostIf) }
 
+// DefaultRoute implements driver.Driver: via the link-local gateways,
+// on-link for IPv4.
+func (Driver) DefaultRoute(ns *kernel.NS, n store.Network, a store.Attachment) error {
+	var gws []netip.Addr
+	for _, p := range a.Addrs {
+		gws = append(gws, gateway(p.Addr()))
+	}
+	return plumb.DefaultRoutesVia(ns, a.IfName, gws, true)
+}
+
 // Repair implements driver.Driver: it gives a member back its gateway
 // neighbour entries, which someone may have flushed (or an older nsnet
 // never made). A member whose namespace or devices are gone is left to
