@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -138,6 +139,19 @@ func (m *Manager) createLink(spec LinkSpec) (store.Link, error) {
 			}
 			if _, err := plumb.MemberUp(end.ns, end.name, end.who, end.addrs); err != nil {
 				return err
+			}
+		}
+		// IPv6 works over the link once both ends are ready; a command
+		// that returns has finished.
+		for _, end := range []struct {
+			ns    *kernel.NS
+			name  string
+			addrs []netip.Prefix
+		}{{ns1, l.If1, l.Addrs1}, {ns2, l.If2, l.Addrs2}} {
+			if slices.ContainsFunc(end.addrs, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+				if err := plumb.WaitIPv6(end.ns, end.name, 3*time.Second); err != nil {
+					return err
+				}
 			}
 		}
 		if l.HostIno != 0 {

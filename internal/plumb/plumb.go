@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -217,6 +218,34 @@ func DefaultRouteVia(ns *kernel.NS, link netlink.Link, gw netip.Addr, replace, o
 		r.Flags = int(netlink.FLAG_ONLINK)
 	}
 	return ns.NL.RouteReplace(r)
+}
+
+// WaitIPv6 waits, up to timeout, until IPv6 on the interface called
+// ifName in ns is ready: it has its link-local address. Until then the
+// kernel neither sends nor answers neighbour discovery there, and the
+// kernel makes that address only once the link's carrier news has gone
+// through its link watch, which batches events up to a second apart.
+func WaitIPv6(ns *kernel.NS, ifName string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for wait := 500 * time.Microsecond; ; wait = min(2*wait, 20*time.Millisecond) {
+		l, err := ns.LinkByName(ifName)
+		if err != nil || l == nil {
+			return err
+		}
+		addrs, err := kernel.Retry(func() ([]netlink.Addr, error) { return ns.NL.AddrList(l, netlink.FAMILY_V6) })
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if a.IP.IsLinkLocalUnicast() && a.Flags&unix.IFA_F_TENTATIVE == 0 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("IPv6 on %s was not ready within %s", ifName, timeout)
+		}
+		time.Sleep(wait)
+	}
 }
 
 // DefaultRoutesVia gives the namespace a default route through each valid

@@ -1,0 +1,73 @@
+package e2e
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// linkMTU reads an interface's MTU in ns through iproute2, as an observer.
+func (l *lab) linkMTU(ns, ifname string) int {
+	l.t.Helper()
+	var links []struct {
+		MTU int `json:"mtu"`
+	}
+	if err := json.Unmarshal([]byte(l.fixture("ip", "-n", ns, "-j", "link", "show", ifname)), &links); err != nil || len(links) != 1 {
+		l.t.Fatalf("ip link show %s in %s: %v", ifname, ns, err)
+	}
+	return links[0].MTU
+}
+
+// A network's MTU reaches every device of a member: its interface and its
+// host end (issue 10, item 31).
+func TestMTUApplied(t *testing.T) {
+	l := newLab(t)
+	for _, driver := range []string{"bridge", "routed"} {
+		a := l.ns("mtu-" + driver)
+		subnet := map[string]string{"bridge": "10.0.46.0/24", "routed": "10.0.47.0/24"}[driver]
+		l.must("net", "create", driver, "--driver", driver, "--subnet", subnet, "--mtu", "1400")
+		l.must("net", "connect", driver, a)
+		m := l.network(driver).Members[0]
+		if got := l.linkMTU(a, m.IfName); got != 1400 {
+			t.Errorf("%s member's %s has MTU %d, want 1400", driver, m.IfName, got)
+		}
+		if got := l.linkMTU(l.host, m.HostIf); got != 1400 {
+			t.Errorf("%s member's host end %s has MTU %d, want 1400", driver, m.HostIf, got)
+		}
+	}
+	if got := l.linkMTU(l.host, "nsbr-bridge"); got != 1400 {
+		t.Errorf("bridge has MTU %d, want 1400", got)
+	}
+}
+
+// A link's IPv6 addresses work as soon as link create returns: no
+// duplicate address detection leaves them tentative (issue 10, item 30).
+func TestLinkIPv6NotTentative(t *testing.T) {
+	l := newLab(t)
+	a, b := l.ns("a"), l.ns("b")
+	l.must("link", "create", a, b, "--addr", a+"=fd00:48::1/64", "--addr", b+"=fd00:48::2/64")
+	for _, ns := range []string{a, b} {
+		if out := l.fixture("ip", "-n", ns, "-6", "addr", "show"); strings.Contains(out, "tentative") {
+			t.Errorf("%s has tentative addresses right after link create:\n%s", ns, out)
+		}
+	}
+	l.mustPing(a, "fd00:48::2")
+}
+
+// A member cannot reach a service on the host's loopback through its
+// gateway (route_localnet is on for published ports; the input rules keep
+// 127.0.0.0/8 closed) (issue 10, item 33).
+func TestMemberCannotReachHostLoopback(t *testing.T) {
+	l := newLab(t)
+	a := l.ns("a")
+	l.must("net", "create", "n", "--subnet", "10.0.49.0/24")
+	l.must("net", "connect", "n", a, "-p", "8090:80") // ports on: route_localnet matters
+	listen(t, l.host, "127.0.0.1:7400")
+	l.fixture("ip", "-n", a, "route", "add", "127.0.0.0/8", "via", "10.0.49.1", "table", "main")
+	if _, err := dial(a, "127.0.0.1:7400"); err == nil {
+		t.Errorf("a member reached the host's 127.0.0.1:7400")
+	}
+	if _, err := dial(a, "10.0.49.1:7400"); err == nil {
+		t.Errorf("a member reached the host's loopback service through the gateway address")
+	}
+}
