@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -103,6 +106,8 @@ func TestBadInput(t *testing.T) {
 		{"link to itself", []string{"link", "create", a, a}, "two different namespaces"},
 		{"link overlapping the host's network", []string{"link", "create", b, "host", "--subnet", "10.70.0.0/30"}, `overlaps network "base"`},
 		{"link overlapping a member's network", []string{"link", "create", pub, b, "--subnet", "10.70.9.0/30"}, `overlaps network "base"`},
+		{"empty state directory", []string{"--state-dir", "", "net", "ls"}, "--state-dir is empty"},
+		{"exec without a command", []string{"exec", a, "--"}, "usage: nsnet exec NAME -- CMD"},
 		{"link with three names", []string{"link", "create", a, "host", "--name", "x,y,z"}, "want IF1,IF2"},
 		{"default route from an internal network", []string{"net", "connect", "sealed", b, "--default-route"}, "gives its members no default route"},
 		{"loopback subnet", []string{"net", "create", "n1", "--subnet", "127.0.0.0/24"}, "is loopback"},
@@ -141,5 +146,31 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("failed command changed state:\nbefore:\n%s\nafter:\n%s", before, after)
 			}
 		})
+	}
+}
+
+// With -o json an error is one JSON object on stderr, naming the object
+// and the reason (issue 10, item 27); a reader of a read-only state
+// directory still reads it (item 25).
+func TestErrorsAsJSON(t *testing.T) {
+	l := newLab(t)
+	_, err := l.run("net", "inspect", "nope", "-o", "json")
+	if err == nil {
+		t.Fatal("inspect of an unknown network succeeded")
+	}
+	_, stderr, _ := strings.Cut(err.Error(), ": ")
+	var e struct{ Error, Object, Reason string }
+	if jerr := json.Unmarshal([]byte(stderr), &e); jerr != nil || e.Object != `network "nope"` || e.Reason != "no such network" || !strings.Contains(e.Error, "no such network") {
+		t.Errorf("stderr %q: %+v, %v; want a JSON error naming network \"nope\"", stderr, e, jerr)
+	}
+
+	l.must("net", "create", "ro", "--subnet", "10.0.50.0/24")
+	l.fixture("mount", "--bind", "-o", "ro", l.state, l.state)
+	defer l.fixture("umount", l.state)
+	if err := os.WriteFile(filepath.Join(l.state, "probe"), nil, 0o600); err == nil {
+		t.Fatal("the state directory is still writable")
+	}
+	if out, err := l.run("net", "ls"); err != nil || !strings.Contains(out, "ro") {
+		t.Errorf("net ls on a read-only state directory: %q, %v", out, err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/nsnet/nsnet/internal/agent"
 	"github.com/nsnet/nsnet/internal/engine"
 	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/store"
 )
 
 type globals struct {
@@ -38,6 +39,9 @@ func main() {
 			if g.output != "text" && g.output != "json" {
 				return fmt.Errorf("output format %q: use text or json", g.output)
 			}
+			if g.stateDir == "" {
+				return errors.New("--state-dir is empty: give a directory (the default is " + engine.DefaultStateDir + ")")
+			}
 			return nil
 		},
 	}
@@ -50,13 +54,41 @@ func main() {
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
 	root.AddCommand(nsCmd(g), netCmd(g), linkCmd(g), tapCmd(g), execCmd(), gcCmd(g), agentCmd(g))
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return fmt.Errorf("%s: %w", c.CommandPath(), err) })
+	store.Waiting = func(dir string) {
+		fmt.Fprintf(os.Stderr, "nsnet: waiting for another nsnet command to finish with %s\n", dir)
+	}
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "nsnet: "+oneLine(err.Error()))
+		msg := oneLine(err.Error())
+		if errors.Is(err, os.ErrPermission) && os.Geteuid() != 0 {
+			msg += " (nsnet changes network namespaces: run it as root, or with CAP_NET_ADMIN and CAP_SYS_ADMIN)"
+		}
+		if g.output == "json" {
+			printJSONError(os.Stderr, msg)
+		} else {
+			fmt.Fprintln(os.Stderr, "nsnet: "+msg)
+		}
 		os.Exit(1)
 	}
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// printJSONError writes an error as one JSON object on a line of its own,
+// for scripts that asked for -o json: the whole message, and the object it
+// names and the reason, split where the message names them ("network
+// \"n\": no such network").
+func printJSONError(w io.Writer, msg string) {
+	e := struct {
+		Error  string `json:"error"`
+		Object string `json:"object,omitempty"`
+		Reason string `json:"reason"`
+	}{Error: msg, Reason: msg}
+	if obj, reason, ok := strings.Cut(msg, ": "); ok && !strings.Contains(obj, " status ") {
+		e.Object, e.Reason = obj, reason
+	}
+	raw, _ := json.Marshal(e)
+	fmt.Fprintln(w, string(raw))
+}
 
 func (g *globals) config() (engine.Config, error) {
 	cfg := engine.Config{StateDir: g.stateDir}
@@ -70,11 +102,11 @@ func (g *globals) config() (engine.Config, error) {
 	return cfg, nil
 }
 
-// withManager opens the store (exclusively unless readOnly) around fn.
 // agentWait bounds how long a command waits for the DNS agent to serve
 // its change.
 const agentWait = 3 * time.Second
 
+// withManager opens the store (exclusively unless readOnly) around fn.
 func (g *globals) withManager(readOnly bool, fn func(*engine.Manager) error) error {
 	cfg, err := g.config()
 	if err != nil {
@@ -402,7 +434,12 @@ func execCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "exec NAME -- CMD [ARG...]",
 		Short: "Run a command inside a namespace, as ip netns exec does",
-		Args:  cobra.MinimumNArgs(2),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 2 || cmd.ArgsLenAtDash() != 1 {
+				return errors.New("exec: usage: nsnet exec NAME -- CMD [ARG...]")
+			}
+			return nil
+		},
 		// Flags after NAME belong to the command being run.
 		DisableFlagParsing: false,
 		RunE: func(cmd *cobra.Command, args []string) error {

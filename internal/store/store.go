@@ -194,12 +194,22 @@ type Store struct {
 // one retries within microseconds, so waiting costs what the holder takes.
 const lockName = "lock"
 
+// Waiting, when set, is told once when a command has waited a second for
+// another's lock, so that a user knows why nothing happens.
+var Waiting func(dir string)
+
 // acquire takes the state directory's lock, shared for readers.
 func acquire(dir string, readOnly bool, timeout time.Duration) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil && readOnly {
+		// A reader of a state directory it cannot write (read-only
+		// media, another user's) can still take a shared lock.
+		f, err = os.Open(filepath.Join(dir, lockName))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("state lock: %w", err)
 	}
+	told := time.Now().Add(time.Second)
 	how := unix.LOCK_EX
 	if readOnly {
 		how = unix.LOCK_SH
@@ -218,6 +228,10 @@ func acquire(dir string, readOnly bool, timeout time.Duration) (*os.File, error)
 		if time.Now().After(deadline) {
 			f.Close()
 			return nil, fmt.Errorf("state store %s: another nsnet held it for over %s", dir, timeout)
+		}
+		if Waiting != nil && !told.IsZero() && time.Now().After(told) {
+			Waiting(dir)
+			told = time.Time{}
 		}
 		time.Sleep(wait)
 		wait = min(wait*2, 2*time.Millisecond)
