@@ -190,3 +190,52 @@ func TestNamespaceDeletedBehindNsnet(t *testing.T) {
 		t.Errorf("members after gc: %+v, want only %s", n.Members, a)
 	}
 }
+
+// gc brings a host back to what the store says after manual deletions: a
+// bridge, a member's veth, a member's addresses and default route, and a
+// forward policy that turned to drop after the network was made (issue 10,
+// items 5 and 13).
+func TestGCRepairsDrift(t *testing.T) {
+	l := newLab(t)
+	out := l.addOutside()
+	seen := listen(t, out, net.JoinHostPort(server, "9100"))
+	a, b, r := l.ns("a"), l.ns("b"), l.ns("r")
+	l.must("net", "create", "base", "--subnet", "10.0.51.0/24")
+	l.must("net", "create", "rt", "--driver", "routed", "--subnet", "10.0.52.0/24", "--nat")
+	l.must("net", "connect", "base", a)
+	l.must("net", "connect", "base", b)
+	l.must("net", "connect", "rt", r)
+	hostEnd := func(ns string) string {
+		for _, m := range l.network("base").Members {
+			if m.Namespace == ns {
+				return m.HostIf
+			}
+		}
+		return ""
+	}
+
+	l.fixture("ip", "-n", l.host, "link", "del", "nsbr-base")
+	l.fixture("ip", "-n", l.host, "link", "del", hostEnd(b))
+	l.fixture("ip", "-n", a, "addr", "flush", "dev", "eth0")
+	rEnd := l.network("rt").Members[0].HostIf
+	l.fixture("ip", "-n", l.host, "link", "del", rEnd)
+	l.fixture("ip", "netns", "exec", l.host, "iptables", "-P", "FORWARD", "DROP")
+
+	said := l.must("gc")
+	for _, want := range []string{"rebuilt nsbr-base", "member " + b + " of network base: plugged anew", "member " + r + " of network rt: plugged anew", "accepts in the host's dropping forward chains"} {
+		if !strings.Contains(said, want) {
+			t.Errorf("gc did not say %q:\n%s", want, said)
+		}
+	}
+	for _, ns := range []string{a, b, r} {
+		if _, err := dial(ns, net.JoinHostPort(server, "9100")); err != nil {
+			t.Errorf("%s cannot reach the outside after gc: %v", ns, err)
+		} else {
+			<-seen
+		}
+	}
+	l.mustPing(a, "10.0.51.3")
+	if again := l.must("gc"); strings.TrimSpace(again) != "" {
+		t.Errorf("a second gc found more to do:\n%s", again)
+	}
+}

@@ -111,9 +111,11 @@ type Driver interface {
 	// through n for each family it has none of (after the network that
 	// gave it one was left).
 	DefaultRoute(ns *kernel.NS, n store.Network, a store.Attachment) error
-	// Repair restores what someone may have removed from a member that
-	// is otherwise there (gc).
-	Repair(h *kernel.NS, n store.Network, a store.Attachment) error
+	// Repair restores what someone removed or changed of member a whose
+	// namespace is still there (gc): its devices, addresses, routes and
+	// neighbours, after Build has restored the network's own. It says
+	// what it restored, or "" when nothing was amiss.
+	Repair(h *kernel.NS, n store.Network, a store.Attachment) (string, error)
 }
 
 // ErrUnknown reports a driver name the registry does not know.

@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"time"
 
+	"github.com/nsnet/nsnet/internal/driver"
 	"github.com/nsnet/nsnet/internal/drivers"
 	"github.com/nsnet/nsnet/internal/firewall"
 	"github.com/nsnet/nsnet/internal/kernel"
@@ -441,17 +443,24 @@ func (m *Manager) GC() ([]string, error) {
 	}); err != nil {
 		return done, err
 	}
+	// What cannot be repaired is named and the rest carries on.
+	var errs []error
 	rebuilt := map[string]bool{}
 	for _, n := range nets {
 		if !rebuilt[n.HostNetns] {
 			rebuilt[n.HostNetns] = true
 			if err := m.resyncHost(n.HostNetns, ""); err != nil {
-				return done, fmt.Errorf("rebuild host namespace %s: %w", describeHost(n.HostNetns), err)
+				errs = append(errs, fmt.Errorf("rebuild host namespace %s: %w", describeHost(n.HostNetns), err))
 			}
 		}
-		if err := m.repair(n, members[n.Name]); err != nil {
-			return done, err
+		did, err := m.repair(n, members[n.Name])
+		done = append(done, did...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("repair network %s: %w", n.Name, err))
 		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return done, err
 	}
 	var links []store.Link
 	var nss []store.Namespace
@@ -483,24 +492,88 @@ func (m *Manager) GC() ([]string, error) {
 	return done, nil
 }
 
-// repair lets network n's driver restore what someone removed from its
-// members; a host that is gone needs nothing.
-func (m *Manager) repair(n store.Network, members []store.Attachment) error {
-	if len(members) == 0 {
-		return nil
-	}
+// repair makes network n's host and members what the store says, as far
+// as it can be rebuilt from the store: the driver rebuilds the network's
+// own devices and addresses, the host's other tables get their accepts
+// again, and each member whose namespace is there its devices, addresses,
+// routes and resolv.conf. It says what it restored.
+func (m *Manager) repair(n store.Network, members []store.Attachment) ([]string, error) {
 	d, err := drivers.Of(n)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	h, err := m.liveHost(n.HostNetns)
-	if err != nil || h == nil {
-		return err
+	if err != nil {
+		return nil, err
 	}
-	for _, a := range members {
-		if err := d.Repair(h, n, a); err != nil {
-			return err
+	if h == nil {
+		return []string{fmt.Sprintf("cannot repair network %s: its host namespace %s is gone (nsnet net rm %s forgets it)", n.Name, describeHost(n.HostNetns), n.Name)}, nil
+	}
+	var done []string
+	if dev := d.Device(n); dev != "" {
+		if l, err := h.LinkByName(dev); err != nil {
+			return done, err
+		} else if l == nil {
+			done = append(done, fmt.Sprintf("rebuilt %s of network %s, deleted behind nsnet's back", dev, n.Name))
 		}
 	}
-	return nil
+	if err := d.Build(h, n); err != nil {
+		return done, err
+	}
+	if did, err := m.reopenForward(h, d, n); err != nil {
+		return done, err
+	} else if did != "" {
+		done = append(done, did)
+	}
+	for _, a := range members {
+		did, err := d.Repair(h, n, a)
+		if err != nil {
+			return done, fmt.Errorf("member %s: %w", a.Namespace, err)
+		}
+		if did != "" {
+			done = append(done, fmt.Sprintf("member %s of network %s: %s", a.Namespace, n.Name, did))
+		}
+		if m.nsExists(a.Namespace) {
+			if err := m.setResolver(a.Namespace, n, true); err != nil {
+				return done, err
+			}
+		}
+	}
+	return done, nil
+}
+
+// reopenForward puts the network's accepts into other tables' forward
+// chains that drop as they are now: a chain whose policy turned to drop
+// since the network was made gets them, one that went loses its record.
+func (m *Manager) reopenForward(h *kernel.NS, d driver.Driver, n store.Network) (string, error) {
+	if !d.Caps().Firewall || n.Internal || n.NoHostFirewall {
+		return "", nil
+	}
+	fw, err := m.firewall(h)
+	if err != nil {
+		return "", err
+	}
+	if err := fw.CloseForward(n.Name); err != nil {
+		return "", err
+	}
+	refs, err := fw.OpenForward(firewallNetwork(n))
+	if err != nil {
+		return "", err
+	}
+	var now []store.ChainRef
+	for _, r := range refs {
+		now = append(now, store.ChainRef{Family: firewall.FamilyName(r.Family), Table: r.Table, Chain: r.Chain})
+	}
+	if slices.Equal(now, n.ForwardAccepts) {
+		return "", nil
+	}
+	err = m.st.Update(func(tx *store.Tx) error {
+		cur, ok, err := tx.Network(n.Name)
+		if err != nil || !ok {
+			return err
+		}
+		cur.ForwardAccepts = now
+		return tx.PutNetwork(cur)
+	})
+	return fmt.Sprintf("network %s: accepts in the host's dropping forward chains now %v (were %v)", n.Name, now, n.ForwardAccepts), err
 }

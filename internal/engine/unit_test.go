@@ -95,11 +95,11 @@ func (d *fakeDriver) Unplug(h *kernel.NS, op store.Op) error {
 
 func (*fakeDriver) DefaultRoute(*kernel.NS, store.Network, store.Attachment) error { return nil }
 
-func (d *fakeDriver) Repair(_ *kernel.NS, _ store.Network, a store.Attachment) error {
+func (d *fakeDriver) Repair(_ *kernel.NS, _ store.Network, a store.Attachment) (string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.repaired = append(d.repaired, a.Namespace)
-	return nil
+	return "", nil
 }
 
 // unit is a manager wired to fakes, and the namespaces that "exist".

@@ -199,7 +199,43 @@ func (Driver) DefaultRoute(ns *kernel.NS, n store.Network, a store.Attachment) e
 	return plumb.DefaultRoutesVia(ns, a.IfName, n.Gateways, false)
 }
 
-// Repair implements driver.Driver: a bridge member has nothing gc restores.
-func (Driver) Repair(*kernel.NS, store.Network, store.Attachment) error { return nil }
+// Repair implements driver.Driver: a member whose veth is gone is plugged
+// anew; one whose host end left the bridge goes back on it.
+func (d Driver) Repair(h *kernel.NS, n store.Network, a store.Attachment) (string, error) {
+	ns, err := plumb.OpenLiveNamespace(a.Namespace)
+	if err != nil || ns == nil {
+		return "", err
+	}
+	defer ns.Close()
+	hostEnd, err := h.LinkByName(a.HostIf)
+	if err != nil {
+		return "", err
+	}
+	if hostEnd == nil {
+		// A veth pair dies whole: the member's end went with it.
+		if err := plumb.DeleteLink(ns, a.IfName, "veth", a.Namespace); err != nil {
+			return "", err
+		}
+		return "plugged anew (its veth was gone)", d.Plug(h, ns, n, a, false)
+	}
+	br, err := plumb.Bridge(h, d.Device(n), n.Name)
+	if err != nil {
+		return "", err
+	}
+	var did string
+	if hostEnd.Attrs().MasterIndex != br.Attrs().Index {
+		if err := plumb.BridgePort(h, hostEnd, br, n.Name); err != nil {
+			return "", err
+		}
+		did = "put back on its bridge"
+	}
+	if err := plumb.Up(h, hostEnd); err != nil {
+		return "", err
+	}
+	if _, err := plumb.MemberUp(ns, a.IfName, a.Namespace, a.Addrs); err != nil {
+		return "", err
+	}
+	return did, d.DefaultRoute(ns, n, a)
+}
 
 var _ driver.Driver = Driver{}

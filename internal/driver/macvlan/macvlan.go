@@ -153,7 +153,25 @@ func (Driver) DefaultRoute(ns *kernel.NS, n store.Network, a store.Attachment) e
 	return plumb.DefaultRoutesVia(ns, a.IfName, n.Gateways, false)
 }
 
-// Repair implements driver.Driver: nothing to restore.
-func (Driver) Repair(*kernel.NS, store.Network, store.Attachment) error { return nil }
+// Repair implements driver.Driver: a member whose macvlan is gone is
+// plugged anew; otherwise its addresses and default routes are put back.
+func (d Driver) Repair(h *kernel.NS, n store.Network, a store.Attachment) (string, error) {
+	ns, err := plumb.OpenLiveNamespace(a.Namespace)
+	if err != nil || ns == nil {
+		return "", err
+	}
+	defer ns.Close()
+	dev, err := ns.LinkByName(a.IfName)
+	if err != nil {
+		return "", err
+	}
+	if dev == nil {
+		return "plugged anew (its macvlan was gone)", d.Plug(h, ns, n, a, false)
+	}
+	if _, err := plumb.MemberUp(ns, a.IfName, a.Namespace, a.Addrs); err != nil {
+		return "", err
+	}
+	return "", d.DefaultRoute(ns, n, a)
+}
 
 var _ driver.Driver = Driver{}

@@ -155,31 +155,50 @@ func (Driver) DefaultRoute(ns *kernel.NS, n store.Network, a store.Attachment) e
 	return plumb.DefaultRoutesVia(ns, a.IfName, gws, true)
 }
 
-// Repair implements driver.Driver: it gives a member back its gateway
-// neighbour entries, which someone may have flushed (or an older nsnet
-// never made). A member whose namespace or devices are gone is left to
-// the rest of gc.
-func (Driver) Repair(h *kernel.NS, n store.Network, a store.Attachment) error {
-	hostEnd, err := h.LinkByName(a.HostIf)
-	if err != nil || hostEnd == nil {
-		return err
-	}
+// Repair implements driver.Driver: a member whose veth is gone is plugged
+// anew; otherwise its host routes, addresses, default routes and the
+// permanent neighbour entries for its gateway (which someone may have
+// flushed, or an older nsnet never made) are put back.
+func (d Driver) Repair(h *kernel.NS, n store.Network, a store.Attachment) (string, error) {
 	ns, err := plumb.OpenLiveNamespace(a.Namespace)
 	if err != nil || ns == nil {
-		return err
+		return "", err
 	}
 	defer ns.Close()
-	peer, err := ns.LinkByName(a.IfName)
-	if err != nil || peer == nil {
-		return err
+	hostEnd, err := h.LinkByName(a.HostIf)
+	if err != nil {
+		return "", err
+	}
+	if hostEnd == nil {
+		if err := plumb.DeleteLink(ns, a.IfName, "veth", a.Namespace); err != nil {
+			return "", err
+		}
+		return "plugged anew (its veth was gone)", d.Plug(h, ns, n, a, false)
+	}
+	if err := plumb.Up(h, hostEnd); err != nil {
+		return "", err
+	}
+	peer, err := plumb.MemberUp(ns, a.IfName, a.Namespace, a.Addrs)
+	if err != nil {
+		return "", err
 	}
 	for _, p := range a.Addrs {
+		host := &netlink.Route{LinkIndex: hostEnd.Attrs().Index, Dst: kernel.PrefixNet(netip.PrefixFrom(p.Addr(), p.Addr().BitLen())), Scope: netlink.SCOPE_LINK}
+		if err := h.NL.RouteReplace(host); err != nil {
+			return "", fmt.Errorf("host route to %s: %w", p.Addr(), err)
+		}
 		gw := gateway(p.Addr())
 		if err := plumb.Neighbour(ns, peer, gw, hostEnd.Attrs().HardwareAddr); err != nil {
-			return fmt.Errorf("neighbour %s of %s in network %s: %w", gw, a.Namespace, n.Name, err)
+			return "", fmt.Errorf("neighbour %s of %s in network %s: %w", gw, a.Namespace, n.Name, err)
+		}
+		if p.Addr().Is4() {
+			onlink := &netlink.Route{LinkIndex: peer.Attrs().Index, Dst: kernel.PrefixNet(netip.PrefixFrom(gw, 32)), Scope: netlink.SCOPE_LINK}
+			if err := ns.NL.RouteReplace(onlink); err != nil {
+				return "", fmt.Errorf("route to %s in %s: %w", gw, a.Namespace, err)
+			}
 		}
 	}
-	return nil
+	return "", d.DefaultRoute(ns, n, a)
 }
 
 var _ driver.Driver = Driver{}
