@@ -176,6 +176,10 @@ var (
 	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames, bLinks, bTaps, bPorts}
 )
 
+// ErrEmpty reports a store file of no bytes, which a crash or a disk
+// problem left: nsnet refuses to start afresh over it.
+var ErrEmpty = errors.New("the file is empty (truncated?); nsnet will not start afresh over it, as the networks it recorded would be orphaned in the kernel: restore it from a backup, or move it away to start anew and remove the orphans (nsbr-*, nsv* devices, table inet nsnet) by hand")
+
 // FileName is the store's file inside the state directory.
 const FileName = "nsnet.db"
 
@@ -264,6 +268,14 @@ func OpenTimeout(dir string, readOnly bool, timeout time.Duration) (*Store, erro
 	lock, err := acquire(dir, readOnly, timeout)
 	if err != nil {
 		return nil, err
+	}
+	// bbolt takes an empty file for a new store. nsnet's never is one (it
+	// is written whole when made), so an empty one was truncated: opening
+	// it afresh would forget every network while their bridges, veths and
+	// rules stay in the kernel.
+	if fi, err := os.Stat(p); err == nil && fi.Size() == 0 {
+		lock.Close()
+		return nil, fmt.Errorf("state store %s: %w", p, ErrEmpty)
 	}
 	db, err := bolt.Open(p, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: readOnly, NoFreelistSync: true})
 	if errors.Is(err, berrors.ErrTimeout) {

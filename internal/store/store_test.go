@@ -1,7 +1,10 @@
 package store
 
 import (
+	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -111,5 +114,24 @@ func TestJournal(t *testing.T) {
 	ops, _ = s.Pending()
 	if len(ops) != 1 || ops[0].Namespace != "b" {
 		t.Errorf("after End: %+v, want only b's op", ops)
+	}
+}
+
+// An empty store file is refused, not taken for a new store (issue 10,
+// item 16).
+func TestEmptyStoreRefused(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := os.Truncate(filepath.Join(dir, FileName), 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, ro := range []bool{false, true} {
+		if _, err := Open(dir, ro); !errors.Is(err, ErrEmpty) {
+			t.Errorf("open (read-only %v) of an empty store: %v, want ErrEmpty", ro, err)
+		}
 	}
 }
