@@ -289,3 +289,28 @@ func TestResolvableAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// A DNS agent killed with SIGKILL is back for the next nsnet exec, not
+// only for the next command that changes the state (issue 10, item 12).
+func TestExecRestartsAgent(t *testing.T) {
+	l := newLab(t)
+	a, b := l.ns("a"), l.ns("b")
+	l.must("net", "create", "n", "--subnet", "10.0.53.0/24")
+	l.must("net", "connect", "n", a)
+	l.must("net", "connect", "n", b)
+	pid := agentPID(t, l)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got, err := l.getent(a, b); err != nil || !strings.HasPrefix(got, "10.0.53.3") {
+		t.Errorf("getent %s through nsnet exec after the agent died: %q, %v", b, got, err)
+	}
+	if agentPID(t, l) == pid {
+		log, _ := os.ReadFile(filepath.Join(l.state, "agent.log"))
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		t.Errorf("the agent was not restarted; its log:\n%s\nstatus of %d:\n%s", log, pid, st)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -52,7 +53,7 @@ func main() {
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", def, "state directory (env NSNET_STATE_DIR)")
 	root.PersistentFlags().StringVar(&g.hostNetns, "host-netns", "", "namespace (name or path) to treat as the host; default: the one nsnet runs in")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
-	root.AddCommand(nsCmd(g), netCmd(g), linkCmd(g), tapCmd(g), execCmd(), gcCmd(g), agentCmd(g))
+	root.AddCommand(nsCmd(g), netCmd(g), linkCmd(g), tapCmd(g), execCmd(g), gcCmd(g), agentCmd(g))
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return fmt.Errorf("%s: %w", c.CommandPath(), err) })
 	store.Waiting = func(dir string) {
 		fmt.Fprintf(os.Stderr, "nsnet: waiting for another nsnet command to finish with %s\n", dir)
@@ -100,6 +101,40 @@ func (g *globals) config() (engine.Config, error) {
 		cfg.HostNetns = p
 	}
 	return cfg, nil
+}
+
+// ensureAgent restarts a DNS agent that died, for commands that do not
+// open the store otherwise (exec): what runs in a member resolves names
+// at once. A store that cannot be read is left to the commands that can
+// say why.
+func (g *globals) ensureAgent() {
+	cfg, err := g.config()
+	if err != nil {
+		return
+	}
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, store.FileName)); err != nil {
+		return // no state: nothing to serve
+	}
+	m, err := engine.OpenReadOnly(cfg)
+	if err != nil {
+		return
+	}
+	need, err := m.AgentNeeded()
+	gen, gerr := m.Generation()
+	m.Close()
+	if err != nil || gerr != nil || !need {
+		return
+	}
+	exe, err := os.Executable()
+	if err == nil {
+		err = agent.Ensure(cfg.StateDir, exe)
+	}
+	if err == nil {
+		err = agent.Wait(cfg.StateDir, gen, true, agentWait)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nsnet: warning: DNS agent: "+oneLine(err.Error()))
+	}
 }
 
 // agentWait bounds how long a command waits for the DNS agent to serve
@@ -430,7 +465,7 @@ func parseFamilyAddr(s string, v4 bool) (netip.Addr, error) {
 	return a, nil
 }
 
-func execCmd() *cobra.Command {
+func execCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "exec NAME -- CMD [ARG...]",
 		Short: "Run a command inside a namespace, as ip netns exec does",
@@ -446,6 +481,7 @@ func execCmd() *cobra.Command {
 			if cmd.ArgsLenAtDash() != 1 {
 				return errors.New("exec: usage: nsnet exec NAME -- CMD [ARG...]")
 			}
+			g.ensureAgent()
 			return netns.Exec(args[0], args[1:])
 		},
 	}

@@ -99,6 +99,12 @@ func Ensure(stateDir, exe string) error {
 		return fmt.Errorf("agent lock: %w", err)
 	}
 	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	// A dead agent's report and pid would answer for the new one.
+	for _, stale := range []string{stateFile, pidFile} {
+		if err := os.Remove(filepath.Join(stateDir, stale)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("agent: %w", err)
+		}
+	}
 	logf, err := os.OpenFile(filepath.Join(stateDir, logFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("agent log: %w", err)
