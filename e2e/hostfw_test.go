@@ -194,3 +194,25 @@ func TestHostNamespaceNotRemoved(t *testing.T) {
 	l.must("--host-netns", f, "net", "rm", "inner")
 	l.must("ns", "rm", f)
 }
+
+// A second state directory on a host that another one manages is refused
+// with a line naming the first, instead of rebuilding its table over the
+// first's rules (issue 10, item 6).
+func TestSecondStateDirectoryRefused(t *testing.T) {
+	l := newLab(t)
+	a := l.ns("a")
+	l.must("net", "create", "one", "--subnet", "10.0.54.0/24")
+	l.must("net", "connect", "one", a, "-p", "8085:80")
+	other := t.TempDir()
+	_, err := l.run("--state-dir", other, "net", "create", "two", "--subnet", "10.0.55.0/24")
+	if err == nil || !strings.Contains(err.Error(), "managed by the nsnet state directory "+l.state) {
+		t.Fatalf("a second state directory's net create: %v, want it refused naming %s", err, l.state)
+	}
+	if links := l.hostLinks(); slices.Contains(links, "nsbr-two") {
+		t.Errorf("the refused network left its bridge: %v", links)
+	}
+	rules := l.fixture("ip", "netns", "exec", l.host, "nft", "list", "table", "inet", "nsnet")
+	if !strings.Contains(rules, "nsnet:network=one") || !strings.Contains(rules, "nsnet:state="+l.state) {
+		t.Errorf("the first state directory's table changed:\n%s", rules)
+	}
+}

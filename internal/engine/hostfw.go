@@ -53,6 +53,7 @@ func (m *Manager) syncHostState(h *kernel.NS, nets []store.Network, state firewa
 	if routedDNS {
 		state.LocalDNS = driver.LinkLocal4
 	}
+	state.Owner = m.cfg.StateDir
 	fw, err := m.firewall(h)
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"time"
@@ -44,6 +45,9 @@ type Firewall interface {
 	// forward chains that drop; CloseForward removes them.
 	OpenForward(firewall.Network) ([]firewall.ChainRef, error)
 	CloseForward(network string) error
+	// Owner names the state directory whose table the host has ("" for
+	// none).
+	Owner() (string, error)
 }
 
 // Manager is an open store plus the kernel handles an operation needs.
@@ -94,6 +98,11 @@ func OpenReadOnly(cfg Config) (*Manager, error) { return open(cfg, true) }
 func open(cfg Config, readOnly bool) (*Manager, error) {
 	if cfg.StateDir == "" {
 		cfg.StateDir = DefaultStateDir
+	}
+	// The table records its state directory; a relative path would not
+	// name one directory.
+	if abs, err := filepath.Abs(cfg.StateDir); err == nil {
+		cfg.StateDir = abs
 	}
 	st, err := store.Open(cfg.StateDir, readOnly)
 	if err != nil {

@@ -229,6 +229,13 @@ func (m *Manager) checkNetworkFree(tx *store.Tx, d driver.Driver, n store.Networ
 	if err != nil {
 		return err
 	}
+	if fw, err := m.firewall(h); err != nil {
+		return err
+	} else if owner, err := fw.Owner(); err != nil {
+		return err
+	} else if owner != "" && owner != m.cfg.StateDir {
+		return &firewall.OwnedError{Owner: owner}
+	}
 	taken := func(name string) (string, bool) {
 		owner, ok := tx.IfNameOwner(name)
 		return owner.String(), ok

@@ -193,7 +193,6 @@ func TestPlanNetwork(t *testing.T) {
 		{"subnet ::/64", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("::/64")}}, "", "is reserved"},
 		{"subnet ff02::/64", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("ff02::/64")}}, "", "is multicast"},
 		{"subnet ::ffff:10.79.0.0/120", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("::ffff:10.79.0.0/120")}}, "", "is IPv4-mapped"},
-
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.spec.Name = "n"
@@ -545,5 +544,23 @@ func TestPortsHeldByTheHost(t *testing.T) {
 				t.Errorf("a refused port was published: %v", u.fw.Published())
 			}
 		})
+	}
+}
+
+// Two state directories on one host: the second is refused at its first
+// network, and the first's table is untouched (issue 10, item 6).
+func TestSecondStoreRefused(t *testing.T) {
+	first := newUnit(t, "a")
+	first.network(t, "one")
+	second := newUnit(t)
+	second.fw = first.fw
+	second.newFirewall = func(*kernel.NS) (Firewall, error) { return first.fw, nil }
+	_, err := second.CreateNetwork(NetworkSpec{Name: "two", Driver: "fake", Subnets: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/24")}})
+	var owned *firewall.OwnedError
+	if !errors.As(err, &owned) || owned.Owner != first.cfg.StateDir {
+		t.Fatalf("second store's net create: %v, want it refused naming %s", err, first.cfg.StateDir)
+	}
+	if h := first.fw.Host(); len(h.Networks) != 1 || h.Networks[0].Name != "one" || h.Owner != first.cfg.StateDir {
+		t.Errorf("the first store's table after the refusal: %+v", h)
 	}
 }

@@ -86,6 +86,9 @@ func (f *Fake) Sync(h Host) error {
 	if f.FailSync != nil {
 		return f.FailSync
 	}
+	if f.table && f.host.Owner != "" && h.Owner != "" && f.host.Owner != h.Owner {
+		return fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: f.host.Owner})
+	}
 	var subnets []netip.Prefix
 	for _, n := range h.Networks {
 		for _, p := range n.Subnets {
@@ -227,6 +230,16 @@ func (f *Fake) CloseForward(name string) error {
 	}
 	delete(f.accepts, name)
 	return nil
+}
+
+// Owner returns the state directory that owns the table, as Firewall.Owner.
+func (f *Fake) Owner() (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.table {
+		return "", nil
+	}
+	return f.host.Owner, nil
 }
 
 // Host returns the host state of the last Sync that did not fail before

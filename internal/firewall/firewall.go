@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -29,6 +30,10 @@ const (
 	chainPostrouting = "postrouting"
 	tagPrefix        = "nsnet:network="
 	tagStatic        = "nsnet:shared"
+	// chainOwner holds one rule whose comment names the table's state
+	// directory; nothing jumps to it.
+	chainOwner  = "owner"
+	ownerPrefix = "nsnet:state="
 )
 
 // Network is what the firewall must do for one network.
@@ -59,6 +64,9 @@ type Host struct {
 	// Sync then refills the port maps with exactly these (after someone
 	// deleted the table, say). When nil the maps keep their elements.
 	Published []Port
+	// Owner names the state directory whose networks these are; the
+	// table records it, and Sync refuses a host another one owns.
+	Owner string
 	// LocalDNS, when valid, is the link-local address the host holds on
 	// its lo for routed members' DNS, which only routed members may reach.
 	LocalDNS netip.Addr
@@ -285,8 +293,22 @@ func (f *Firewall) Sync(h Host) error {
 		}
 		return nil
 	}
+	if owner, err := f.Owner(); err != nil {
+		return err
+	} else if owner != "" && h.Owner != "" && owner != h.Owner {
+		return fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: owner})
+	}
 	f.syncARP(h.LocalDNS, haveARP)
 	f.conn.AddTable(f.table)
+	if h.Owner != "" {
+		c := &nftables.Chain{Name: chainOwner, Table: f.table}
+		f.conn.AddChain(c)
+		if have[chainOwner] {
+			f.conn.FlushChain(c)
+		}
+		f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: c, UserData: userdata.AppendString(nil, userdata.TypeComment, ownerPrefix+h.Owner),
+			Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}})
+	}
 	host4, any4, host6, any6 := f.portMaps()
 	iso4, iso6 := f.isolationSets()
 	nets4, nets6 := f.networkSets()
@@ -343,7 +365,7 @@ func (f *Firewall) Sync(h Host) error {
 	}
 	// Chains of an older layout go too.
 	for name := range have {
-		if !known[name] {
+		if !known[name] && (name != chainOwner || h.Owner == "") {
 			c := &nftables.Chain{Name: name, Table: f.table}
 			f.conn.FlushChain(c)
 			f.conn.DelChain(c)
@@ -356,6 +378,33 @@ func (f *Firewall) Sync(h Host) error {
 		return f.Publish(h.Published, nil)
 	}
 	return nil
+}
+
+// OwnedError reports a host namespace whose nsnet table belongs to another
+// state directory: two stores rebuilding one table would wipe each other's
+// rules.
+type OwnedError struct{ Owner string }
+
+func (e *OwnedError) Error() string {
+	return fmt.Sprintf("the host namespace is managed by the nsnet state directory %s; use that one (--state-dir %s), or another host namespace", e.Owner, e.Owner)
+}
+
+// Owner returns the state directory recorded in the host's table, or ""
+// when there is no table or it records none (an older nsnet made it).
+func (f *Firewall) Owner() (string, error) {
+	rules, err := f.conn.GetRules(f.table, &nftables.Chain{Name: chainOwner, Table: f.table})
+	if errors.Is(err, unix.ENOENT) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read nftables table %s: %w", TableName, err)
+	}
+	for _, r := range rules {
+		if c, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok && strings.HasPrefix(c, ownerPrefix) {
+			return strings.TrimPrefix(c, ownerPrefix), nil
+		}
+	}
+	return "", nil
 }
 
 // arpTable holds the one ARP rule nsnet needs; ARP has a family of its own.

@@ -36,7 +36,7 @@ type Op struct {
 	// that its undo never touches another namespace the path has come to
 	// mean (zero: not recorded).
 	HostIno uint64 `json:"host_ino,omitempty"`
-	HostIf    string `json:"host_if,omitempty"`
+	HostIf  string `json:"host_if,omitempty"`
 	// IfName is the interface inside Namespace (a macvlan member's only
 	// device, or a link's first end).
 	IfName string `json:"ifname,omitempty"`
