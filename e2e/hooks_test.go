@@ -21,7 +21,8 @@ func (l *lab) chains() []string {
 		switch {
 		case len(f) >= 3 && f[0] == "table":
 			inTable = f[2] == "nsnet"
-		case inTable && len(f) >= 2 && f[0] == "chain":
+		case inTable && len(f) >= 2 && f[0] == "chain" && f[1] != "owner":
+			// owner is a regular chain, no hook: no packet passes it.
 			names = append(names, f[1])
 		}
 	}
