@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -241,4 +244,36 @@ func dialTimeout(ns, addr string, d time.Duration) (string, error) {
 	}
 	c.Close()
 	return "", nil
+}
+
+// A published range larger than the agent's file budget does not take the
+// agent down: the [::1] proxy carries what it can and says so, names still
+// resolve, and its sockets go with the ports (issue 10, item 11).
+func TestProxyBudget(t *testing.T) {
+	l := newLab(t)
+	a, b := l.ns("a"), l.ns("b")
+	l.must("net", "create", "n", "--subnet", "10.0.56.0/24")
+	// The agent this command starts (the first that needs one) inherits
+	// a file limit of 1024: a budget of 512 proxies.
+	cmd := exec.Command("sh", "-c", `ulimit -n 1024 && exec "$0" "$@"`, nsnetBin, "--state-dir", l.state, "--host-netns", l.host,
+		"net", "connect", "n", a, "-p", "20000-21999:20000-21999/udp")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("connect with a large range: %v\n%s", err, out)
+	}
+	l.must("net", "connect", "n", b)
+	count := func() int {
+		out := l.fixture("ip", "netns", "exec", l.host, "ss", "-Hlun", "src", "[::1]")
+		return len(strings.Split(strings.TrimSpace(out), "\n"))
+	}
+	if got, err := l.getent(a, b); err != nil || !strings.HasPrefix(got, "10.0.56.3") {
+		t.Errorf("names after publishing 2000 ports: %q, %v", got, err)
+	}
+	log, _ := os.ReadFile(filepath.Join(l.state, "agent.log"))
+	if n := count(); n != 512 || !strings.Contains(string(log), "carries 512 of 2000 published ports") {
+		t.Errorf("%d [::1] listeners, want the budget of 512; the agent log says:\n%s", n, log)
+	}
+	l.must("net", "disconnect", "n", a)
+	if out := strings.TrimSpace(l.fixture("ip", "netns", "exec", l.host, "ss", "-Hlun", "src", "[::1]")); out != "" {
+		t.Errorf("[::1] listeners left after disconnect:\n%.300s", out)
+	}
 }

@@ -7,17 +7,20 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -140,6 +143,7 @@ func Run(stateDir string) error {
 		return err
 	}
 	defer os.Remove(pidPath)
+	raiseFileLimit()
 	a := &agent{dir: stateDir, servers: map[string]*running{}, proxies: map[proxyKey]*proxy{}}
 	defer a.closeAll()
 	log.Printf("agent %d serving %s", os.Getpid(), stateDir)
@@ -182,6 +186,28 @@ func Run(stateDir string) error {
 		case <-wake:
 			woken = true
 		case <-time.After(poll):
+		}
+	}
+}
+
+// proxyBudget is how many [::1] proxies the agent runs at most: its file
+// limit less a reserve for its resolvers, the store and their clients.
+func proxyBudget() int {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 512
+	}
+	return max(int(lim.Cur)-512, 0)
+}
+
+// raiseFileLimit lifts the agent's soft file limit to its hard one: it
+// holds a socket per proxied port.
+func raiseFileLimit() {
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			log.Printf("agent: raise the file limit: %v", err)
 		}
 	}
 }
@@ -262,9 +288,12 @@ type running struct {
 }
 
 type agent struct {
-	dir     string
-	servers map[string]*running // by network name, or "link-local@HOST" for a host's link-local resolver
-	proxies map[proxyKey]*proxy
+	// proxyCut is how many ports wanted proxying when the budget was last
+	// said to be short.
+	proxyCut int
+	dir      string
+	servers  map[string]*running // by network name, or "link-local@HOST" for a host's link-local resolver
+	proxies  map[proxyKey]*proxy
 }
 
 func (a *agent) closeAll() {
@@ -305,6 +334,27 @@ func (a *agent) syncProxies(nets []store.Network, members map[string][]store.Att
 		if t, ok := want[k]; !ok || t != p.target {
 			p.close()
 			delete(a.proxies, k)
+		}
+	}
+	// One socket per proxied port: a published range of thousands would
+	// take every file the agent may open (and then its own state lock
+	// and resolvers with it). Past its budget the [::1] proxy leaves
+	// ports out, in a stable order, and says so once; those ports stay
+	// reachable on the host's other addresses.
+	keys := slices.SortedFunc(maps.Keys(want), func(x, y proxyKey) int {
+		return cmp.Or(cmp.Compare(x.host, y.host), cmp.Compare(x.proto, y.proto), cmp.Compare(x.port, y.port))
+	})
+	if budget := proxyBudget(); len(keys) > budget {
+		if a.proxyCut != len(keys) {
+			log.Printf("agent: the [::1] proxy carries %d of %d published ports (its file limit); the others are reachable on the host's other addresses", budget, len(keys))
+			a.proxyCut = len(keys)
+		}
+		for _, k := range keys[budget:] {
+			delete(want, k)
+			if p, ok := a.proxies[k]; ok {
+				p.close()
+				delete(a.proxies, k)
+			}
 		}
 	}
 	var errs []error
