@@ -71,3 +71,19 @@ func TestMemberCannotReachHostLoopback(t *testing.T) {
 		t.Errorf("a member reached the host's loopback service through the gateway address")
 	}
 }
+
+// A routed member reaches the others through its gateway by proxy ARP
+// alone: with DNS off and its permanent neighbour entry for 169.254.1.1
+// deleted, it has to ask, and the host end must answer (issue 10, item 29).
+func TestRoutedProxyARP(t *testing.T) {
+	l := newLab(t)
+	r1, r2 := l.ns("r1"), l.ns("r2")
+	l.must("net", "create", "rt", "--driver", "routed", "--subnet", "10.0.60.0/24", "--dns=false")
+	l.must("net", "connect", "rt", r1)
+	l.must("net", "connect", "rt", r2)
+	l.fixture("ip", "-n", r1, "neigh", "del", "169.254.1.1", "dev", "eth0")
+	l.mustPing(r1, l.addrOf("rt", r2, false))
+	if out := l.fixture("ip", "-n", r1, "neigh", "show", "169.254.1.1"); !strings.Contains(out, "REACHABLE") && !strings.Contains(out, "STALE") && !strings.Contains(out, "DELAY") {
+		t.Errorf("the gateway was not learnt by ARP: %q", out)
+	}
+}

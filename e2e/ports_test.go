@@ -277,3 +277,34 @@ func TestProxyBudget(t *testing.T) {
 		t.Errorf("[::1] listeners left after disconnect:\n%.300s", out)
 	}
 }
+
+// Isolation holds for IPv6 as for IPv4 (issue 10, item 32).
+func TestIsolationIPv6(t *testing.T) {
+	l := newLab(t)
+	l.must("net", "create", "A", "--subnet", "10.0.57.0/24", "--subnet", "fd00:57::/64")
+	l.must("net", "create", "B", "--subnet", "10.0.58.0/24", "--subnet", "fd00:58::/64")
+	l.must("net", "create", "O", "--subnet", "10.0.59.0/24", "--subnet", "fd00:59::/64", "--isolate=false")
+	eps := map[string]string{}
+	for name, network := range map[string]string{"a1": "A", "a2": "A", "b": "B", "o": "O"} {
+		ns := l.ns(name)
+		l.must("net", "connect", network, ns)
+		eps[name] = ns
+		listen(t, ns, net.JoinHostPort(l.addrOf(network, ns, true), "7000"))
+	}
+	v6 := func(name string) string {
+		return map[string]string{"a1": "A", "a2": "A", "b": "B", "o": "O"}[name]
+	}
+	for _, c := range []struct {
+		from, to string
+		want     bool
+	}{
+		{"a1", "a2", true}, {"a1", "b", false}, {"b", "a1", false},
+		{"o", "a1", true}, {"a1", "o", true}, {"b", "o", true},
+	} {
+		to := net.JoinHostPort(l.addrOf(v6(c.to), eps[c.to], true), "7000")
+		_, err := dial(eps[c.from], to)
+		if (err == nil) != c.want {
+			t.Errorf("IPv6 %s -> %s (%s): err=%v, want reachable=%v", c.from, c.to, to, err, c.want)
+		}
+	}
+}

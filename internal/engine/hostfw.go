@@ -45,12 +45,15 @@ func (m *Manager) syncHost(h *kernel.NS, nets []store.Network, ports bool) error
 
 // syncHostState is syncHost with the firewall state's other fields given.
 func (m *Manager) syncHostState(h *kernel.NS, nets []store.Network, state firewall.Host) error {
-	routedDNS := false
+	// While a network's members use the link-local gateway, the host
+	// holds it on lo: it answers their ARP for it like any address of its
+	// own, and their DNS queries if the network has DNS.
+	linkLocal := false
 	for _, n := range nets {
 		state.Networks = append(state.Networks, firewallNetwork(n))
-		routedDNS = routedDNS || (drivers.Caps(n).DNS == driver.DNSLinkLocal && n.DNS)
+		linkLocal = linkLocal || drivers.Caps(n).DNS == driver.DNSLinkLocal
 	}
-	if routedDNS {
+	if linkLocal {
 		state.LocalDNS = driver.LinkLocal4
 	}
 	state.Owner = m.cfg.StateDir
@@ -61,7 +64,7 @@ func (m *Manager) syncHostState(h *kernel.NS, nets []store.Network, state firewa
 	if err := fw.Sync(state); err != nil {
 		return err
 	}
-	return setRoutedDNSAddr(h, routedDNS)
+	return setRoutedDNSAddr(h, linkLocal)
 }
 
 func firewallNetwork(n store.Network) firewall.Network {

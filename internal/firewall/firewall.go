@@ -67,8 +67,9 @@ type Host struct {
 	// Owner names the state directory whose networks these are; the
 	// table records it, and Sync refuses a host another one owns.
 	Owner string
-	// LocalDNS, when valid, is the link-local address the host holds on
-	// its lo for routed members' DNS, which only routed members may reach.
+	// LocalDNS, when valid, is the link-local gateway the host holds on
+	// its lo for routed members (their ARP, and their DNS), which only
+	// routed members may reach.
 	LocalDNS netip.Addr
 }
 

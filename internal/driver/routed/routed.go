@@ -68,8 +68,13 @@ func (Driver) Build(h *kernel.NS, n store.Network) error { return plumb.Forwardi
 func (Driver) Unbuild(*kernel.NS, store.Op) error { return nil }
 
 // Plug implements driver.Driver. The host end has no address of its own:
-// it answers ARP for 169.254.1.1 by proxy (and NDP for fe80::1), and the
-// host reaches the member through a /32 (/128) route on it.
+// the host holds 169.254.1.1 on its lo while routed networks exist, so it
+// answers members' ARP for it as for any address of its own (proxy ARP
+// would answer only while the host had a route to it through another
+// interface, a default route say), and NDP for fe80::1 by proxy. Members
+// also get a permanent neighbour entry for their gateway, so they never
+// ask. The host reaches a member through a /32 (/128) route on its host
+// end.
 func (Driver) Plug(h, ns *kernel.NS, n store.Network, a store.Attachment, defaultRoute bool) error {
 	veth, err := plumb.Veth(h, ns, a.HostIf, a.IfName, n.MTU, "nsnet "+n.Name+" "+a.Namespace)
 	if err != nil {
@@ -78,13 +83,11 @@ func (Driver) Plug(h, ns *kernel.NS, n store.Network, a store.Attachment, defaul
 	has6 := false
 	var sysctls []kernel.Sysctl
 	for _, p := range a.Addrs {
-		// The kernel delays proxy answers by up to 0.8 s unless told not to.
 		if p.Addr().Is4() {
-			sysctls = append(sysctls,
-				kernel.Sysctl{Key: "net/ipv4/conf/" + a.HostIf + "/route_localnet", Value: "1"},
-				kernel.Sysctl{Key: "net/ipv4/conf/" + a.HostIf + "/proxy_arp", Value: "1"},
-				kernel.Sysctl{Key: "net/ipv4/neigh/" + a.HostIf + "/proxy_delay", Value: "0"})
+			sysctls = append(sysctls, kernel.Sysctl{Key: "net/ipv4/conf/" + a.HostIf + "/route_localnet", Value: "1"})
 		} else {
+			// The kernel delays proxy answers by up to 0.8 s unless told
+			// not to.
 			has6 = true
 			// The proxy's neighbour advertisements need the host end's
 			// own link-local address usable at once.
