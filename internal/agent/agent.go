@@ -160,13 +160,23 @@ func Run(stateDir string) error {
 		changed := woken || last == nil || !fi.ModTime().Equal(last.ModTime()) || fi.Size() != last.Size()
 		if changed || (!retry.IsZero() && time.Now().After(retry)) {
 			last, retry, woken = fi, time.Time{}, false
-			more, gen, err := a.refresh()
+			more, gen, openProxies, err := a.refresh()
 			if !more {
 				// Close everything before saying so: a command waiting
 				// for this generation may publish a port the proxy held.
 				a.closeAll()
 			}
 			a.report(gen, err)
+			// New [::1] proxies open after the report: a command waits
+			// for names and for the ports that went, not for thousands of
+			// listens a published range brings (tens of ms); they follow
+			// within that.
+			if openProxies != nil {
+				if perr := openProxies(); perr != nil {
+					err = errors.Join(err, perr)
+					a.report(gen, err)
+				}
+			}
 			if err != nil {
 				// Retry a failure once a second, and say it once.
 				retry = time.Now().Add(time.Second)
@@ -252,7 +262,9 @@ func Running(stateDir string) bool {
 func Wait(stateDir string, gen uint64, needed bool, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	signalled := false
-	for wait := 200 * time.Microsecond; ; wait = min(wait*2, 10*time.Millisecond) {
+	// The agent takes a millisecond or few; polling finely keeps the wait
+	// close to that.
+	for wait := 100 * time.Microsecond; ; wait = min(wait*2, time.Millisecond) {
 		if !needed && !Running(stateDir) {
 			return nil
 		}
@@ -310,7 +322,7 @@ func (a *agent) closeAll() {
 // syncProxies carries every published port that any host address may
 // reach (or that names ::1) on [::1], to the member's IPv6 address if it
 // has one, else its IPv4 one. SCTP is left to the kernel alone.
-func (a *agent) syncProxies(nets []store.Network, members map[string][]store.Attachment) error {
+func (a *agent) syncProxies(nets []store.Network, members map[string][]store.Attachment) func() error {
 	want := map[proxyKey]netip.AddrPort{}
 	for _, n := range nets {
 		for _, m := range members[n.Name] {
@@ -357,26 +369,41 @@ func (a *agent) syncProxies(nets []store.Network, members map[string][]store.Att
 			}
 		}
 	}
-	var errs []error
+	// New proxies are started a host at a time: entering a namespace
+	// costs more than a listen, and a range publishes thousands at once.
+	byHost := map[string]map[proxyKey]netip.AddrPort{}
 	for k, t := range want {
 		if _, ok := a.proxies[k]; ok {
 			continue
 		}
-		p, err := startProxy(k, t)
-		if err != nil {
-			errs = append(errs, err)
-			continue
+		if byHost[k.host] == nil {
+			byHost[k.host] = map[proxyKey]netip.AddrPort{}
 		}
-		a.proxies[k] = p
+		byHost[k.host][k] = t
 	}
-	return errors.Join(errs...)
+	if len(byHost) == 0 {
+		return nil
+	}
+	return func() error {
+		var errs []error
+		for host, targets := range byHost {
+			started, err := startProxies(host, targets)
+			for k, p := range started {
+				a.proxies[k] = p
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
 }
 
 // refresh reads the store and makes the resolvers match it.
-func (a *agent) refresh() (bool, uint64, error) {
+func (a *agent) refresh() (bool, uint64, func() error, error) {
 	st, err := store.OpenTimeout(a.dir, true, time.Second)
 	if err != nil {
-		return true, 0, err
+		return true, 0, nil, err
 	}
 	var gen uint64
 	var nets []store.Network
@@ -399,12 +426,12 @@ func (a *agent) refresh() (bool, uint64, error) {
 	})
 	st.Close()
 	if err != nil {
-		return true, gen, err
+		return true, gen, nil, err
 	}
 	if !needed {
-		return false, gen, nil
+		return false, gen, nil, nil
 	}
-	proxyErr := a.syncProxies(nets, members)
+	openProxies := a.syncProxies(nets, members)
 	// One zone per host: every network there, so a member in several
 	// networks is answered for all of them.
 	zones := map[string]resolver.Zone{}
@@ -479,7 +506,7 @@ func (a *agent) refresh() (bool, uint64, error) {
 		w.srv = srv
 		a.servers[k] = w
 	}
-	return true, gen, errors.Join(append(errs, proxyErr)...)
+	return true, gen, openProxies, errors.Join(errs...)
 }
 
 // ignoreNames drops the resolver's complaint about names DNS cannot carry:

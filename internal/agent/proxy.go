@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -32,35 +33,56 @@ type proxy struct {
 // udpIdle is how long a UDP client's relay lives without traffic.
 const udpIdle = 60 * time.Second
 
-// startProxy listens on [::1]:port in the host namespace and relays to
-// target, creating its upstream sockets in the host namespace too.
-func startProxy(k proxyKey, target netip.AddrPort) (*proxy, error) {
-	addr := net.JoinHostPort("::1", fmt.Sprint(k.port))
-	dial := dialIn(k.host)
+// startProxies listens on [::1]:port in the host namespace for each key
+// of targets, all in one visit of that namespace, and relays to the
+// target, creating its upstream sockets in the host namespace too. It
+// returns the proxies it started and what it could not start.
+func startProxies(host string, targets map[proxyKey]netip.AddrPort) (map[proxyKey]*proxy, error) {
+	dial := dialIn(host)
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	var ln net.Listener
-	var pc net.PacketConn
-	err := inHost(k.host, func() (err error) {
-		if k.proto == "tcp" {
-			ln, err = net.Listen("tcp6", addr)
-		} else {
-			pc, err = net.ListenPacket("udp6", addr)
+	type opened struct {
+		ln net.Listener
+		pc net.PacketConn
+	}
+	sockets := map[proxyKey]opened{}
+	var errs []error
+	err := inHost(host, func() error {
+		for k := range targets {
+			addr := net.JoinHostPort("::1", fmt.Sprint(k.port))
+			var o opened
+			var err error
+			if k.proto == "tcp" {
+				o.ln, err = net.Listen("tcp6", addr)
+			} else {
+				o.pc, err = net.ListenPacket("udp6", addr)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("proxy %s %s: %w", k.proto, addr, err))
+				continue
+			}
+			sockets[k] = o
 		}
-		return err
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("proxy %s %s: %w", k.proto, addr, err)
+		return nil, err
 	}
-	if ln != nil {
-		conns := &connSet{m: map[net.Conn]bool{}}
-		go serveTCP(ln, dial, target, conns)
-		return &proxy{target: target, close: func() { ln.Close(); conns.closeAll() }}, nil
+	out := map[proxyKey]*proxy{}
+	for k, o := range sockets {
+		target := targets[k]
+		if o.ln != nil {
+			ln, conns := o.ln, &connSet{m: map[net.Conn]bool{}}
+			go serveTCP(ln, dial, target, conns)
+			out[k] = &proxy{target: target, close: func() { ln.Close(); conns.closeAll() }}
+			continue
+		}
+		pc, stop := o.pc, make(chan struct{})
+		go serveUDP(pc, dial, target, stop)
+		out[k] = &proxy{target: target, close: func() { close(stop); pc.Close() }}
 	}
-	stop := make(chan struct{})
-	go serveUDP(pc, dial, target, stop)
-	return &proxy{target: target, close: func() { close(stop); pc.Close() }}, nil
+	return out, errors.Join(errs...)
 }
 
 func inHost(host string, fn func() error) error {
