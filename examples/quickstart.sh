@@ -4,8 +4,12 @@
 # The private network namespace stands for the host; "outside" is one more
 # namespace holding documentation addresses (203.0.113.0/24, 198.51.100.0/24).
 set -euo pipefail
-if [ "$(readlink /proc/self/ns/net)" = "$(readlink /proc/1/ns/net)" ]; then
-  echo "refusing to run in the machine's own network namespace; see the comment at the top" >&2
+# Refuse unless this is provably another namespace than init's: one that
+# cannot be told apart (/proc/1 unreadable, say) counts as the machine's.
+self_ns=$(readlink /proc/self/ns/net 2>/dev/null || true)
+init_ns=$(readlink /proc/1/ns/net 2>/dev/null || true)
+if [ -z "$self_ns" ] || [ -z "$init_ns" ] || [ "$self_ns" = "$init_ns" ]; then
+  echo "refusing to run in the machine's own network namespace (or one that cannot be told apart from it); see the comment at the top" >&2
   exit 1
 fi
 mkdir -p /run/netns /etc/netns

@@ -338,7 +338,7 @@ func netCmd(g *globals) *cobra.Command {
 	f.BoolVar(&spec.NoNAT, "no-nat", false, "do not masquerade traffic leaving the network")
 	f.BoolVar(&spec.NAT, "nat", false, "masquerade traffic leaving a routed network (bridge networks do by default)")
 	f.BoolVar(&spec.NoHostFirewall, "no-host-firewall", false, "never add accept rules to other tables' forward chains that drop")
-	dns = f.Bool("dns", true, "run a resolver for members (default on, but off for macvlan)")
+	dns = f.Bool("dns", true, "run a resolver for members (macvlan networks have none)")
 	f.StringArrayVar(&upstreams, "dns-upstream", nil, "upstream DNS server for other names (default: the host's resolv.conf)")
 	isolate = f.Bool("isolate", true, "keep members from other networks' members (published ports stay reachable)")
 	f.BoolVar(&spec.Internal, "internal", false, "no default route for members and no way out")
