@@ -195,7 +195,7 @@ type Store struct {
 
 // lockName is nsnet's own lock beside the bbolt file. bbolt's lock retries
 // every 50 ms, which a command would pay whenever the DNS agent reads; this
-// one retries within microseconds, so waiting costs what the holder takes.
+// one waits in the kernel, so waiting costs what the holder takes.
 const lockName = "lock"
 
 // Waiting, when set, is told once when a command has waited a second for
@@ -213,32 +213,58 @@ func acquire(dir string, readOnly bool, timeout time.Duration) (*os.File, error)
 	if err != nil {
 		return nil, fmt.Errorf("state lock: %w", err)
 	}
-	told := time.Now().Add(time.Second)
 	how := unix.LOCK_EX
 	if readOnly {
 		how = unix.LOCK_SH
 	}
-	deadline := time.Now().Add(timeout)
-	wait := 50 * time.Microsecond
+	err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+	if err == nil {
+		return f, nil
+	}
+	if !errors.Is(err, unix.EWOULDBLOCK) {
+		f.Close()
+		return nil, fmt.Errorf("state lock: %w", err)
+	}
+	// Wait in the kernel, not by polling: the kernel hands the lock to a
+	// blocked waiter as it is released, where pollers race every newcomer
+	// and, fifty processes at once, one can lose for a minute. The wait
+	// has a deadline; past it, the waiting goroutine keeps the file until
+	// its flock returns, and lets the lock go at once.
+	got := make(chan error, 1)
+	go func() {
+		for {
+			err := unix.Flock(int(f.Fd()), how)
+			if !errors.Is(err, unix.EINTR) {
+				got <- err
+				return
+			}
+		}
+	}()
+	notice := time.NewTimer(time.Second)
+	defer notice.Stop()
+	expire := time.NewTimer(timeout)
+	defer expire.Stop()
 	for {
-		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
-		if err == nil {
+		select {
+		case err := <-got:
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("state lock: %w", err)
+			}
 			return f, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("state lock: %w", err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
+		case <-notice.C:
+			if Waiting != nil {
+				Waiting(dir)
+			}
+		case <-expire.C:
+			go func() {
+				if <-got == nil {
+					unix.Flock(int(f.Fd()), unix.LOCK_UN)
+				}
+				f.Close()
+			}()
 			return nil, fmt.Errorf("state store %s: another nsnet held it for over %s", dir, timeout)
 		}
-		if Waiting != nil && !told.IsZero() && time.Now().After(told) {
-			Waiting(dir)
-			told = time.Time{}
-		}
-		time.Sleep(wait)
-		wait = min(wait*2, 2*time.Millisecond)
 	}
 }
 

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nsnet/nsnet/internal/ipam"
 )
@@ -133,5 +135,32 @@ func TestEmptyStoreRefused(t *testing.T) {
 		if _, err := Open(dir, ro); !errors.Is(err, ErrEmpty) {
 			t.Errorf("open (read-only %v) of an empty store: %v, want ErrEmpty", ro, err)
 		}
+	}
+}
+
+// A command waiting for the lock gets it as soon as the holder lets go,
+// and gives up at its deadline (issue 10, item 34).
+func TestLockWait(t *testing.T) {
+	dir := t.TempDir()
+	holder, err := Open(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenTimeout(dir, false, 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), "held it for over") {
+		t.Fatalf("open while held: %v, want a timeout", err)
+	}
+	released := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		released <- time.Now()
+		holder.Close()
+	}()
+	s, err := OpenTimeout(dir, false, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if took := time.Since(<-released); took > 2*time.Second {
+		t.Errorf("the waiter took %s after the release", took)
 	}
 }
