@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -172,5 +173,16 @@ func TestErrorsAsJSON(t *testing.T) {
 	}
 	if out, err := l.run("net", "ls"); err != nil || !strings.Contains(out, "ro") {
 		t.Errorf("net ls on a read-only state directory: %q, %v", out, err)
+	}
+}
+
+// As another user than root, nsnet says it needs root instead of a bare
+// "permission denied" (issue 10, item 26).
+func TestNotRoot(t *testing.T) {
+	l := newLab(t)
+	l.must("net", "ls") // the state directory exists, root's own
+	out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", nsnetBin, "--state-dir", l.state, "net", "ls").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "run it as root, or with CAP_NET_ADMIN and CAP_SYS_ADMIN") {
+		t.Errorf("nsnet as nobody: %v, %q; want it to say it needs root", err, out)
 	}
 }
