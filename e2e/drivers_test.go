@@ -108,3 +108,26 @@ func TestRouted(t *testing.T) {
 		t.Errorf("member routes left in host:\n%s", out)
 	}
 }
+
+// A macvlan network on the host's own LAN is its main use: the host's
+// route to that LAN through the parent does not count as an overlap, and
+// the host's own address there is never given to a member (issue 10,
+// item 18).
+func TestMacvlanOnHostLAN(t *testing.T) {
+	l := newLab(t)
+	l.addOutside() // the uplink 203.0.113.1/24, and the router .2 behind it
+	m := l.ns("m")
+	l.must("net", "create", "lan", "--driver", "macvlan", "--parent", "uplink", "--subnet", "203.0.113.0/24", "--gateway", uplinkOut, "--dns=false")
+	l.must("net", "connect", "lan", m)
+	if got := l.addrOf("lan", m, false); got != "203.0.113.3" {
+		t.Errorf("member got %s, want 203.0.113.3 (.1 is the host's, .2 the gateway)", got)
+	}
+	if _, err := l.run("net", "connect", "lan", l.ns("n"), "--ip", uplinkHost); err == nil || !strings.Contains(err.Error(), "is the host's own") {
+		t.Errorf("connect with the host's own address: %v, want it refused", err)
+	}
+	l.mustPing(m, uplinkOut)
+	// Another network may still not take the host's LAN.
+	if _, err := l.run("net", "create", "br", "--subnet", "203.0.113.0/24"); err == nil || !strings.Contains(err.Error(), "overlaps") {
+		t.Errorf("a bridge network on the host's LAN: %v, want it refused", err)
+	}
+}

@@ -94,9 +94,13 @@ type Driver interface {
 	Plan(spec Spec, n *store.Network) error
 	// Device is the host device the network owns, if any (a bridge).
 	Device(n store.Network) string
-	// Check refuses n if the host is in its way. taken says whether nsnet
-	// holds an interface name already, and by what.
+	// Check refuses n if the host is in its way (its routes, a device
+	// of the name). taken says whether nsnet holds an interface name
+	// already, and by what.
 	Check(h *kernel.NS, n store.Network, taken func(ifname string) (string, bool)) error
+	// Reserved lists addresses of n's subnets that members must not get:
+	// the host's own on a segment the network shares with it.
+	Reserved(h *kernel.NS, n store.Network) ([]netip.Addr, error)
 	// Build makes the host match n.
 	Build(h *kernel.NS, n store.Network) error
 	// Unbuild removes what Build made, from op's names alone.

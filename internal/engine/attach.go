@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
+	"slices"
 
 	"github.com/nsnet/nsnet/internal/crash"
 	"github.com/nsnet/nsnet/internal/driver"
@@ -92,7 +93,11 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 		if a.IfName, err = plumb.FreeName(ns, spec.IfName, "eth"); err != nil {
 			return store.Op{}, err
 		}
-		if a.Addrs, err = leaseAddrs(tx, n, spec); err != nil {
+		reserved, err := d.Reserved(h, n)
+		if err != nil {
+			return store.Op{}, err
+		}
+		if a.Addrs, err = leaseAddrs(tx, n, spec, reserved); err != nil {
 			return store.Op{}, err
 		}
 		if caps.HostRoutes {
@@ -173,8 +178,10 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 	return a, err
 }
 
-// leaseAddrs picks the member's addresses, one per subnet.
-func leaseAddrs(tx *store.Tx, n store.Network, spec ConnectSpec) ([]netip.Prefix, error) {
+// leaseAddrs picks the member's addresses, one per subnet, never one of
+// reserved (the host's own on a segment it shares with the network: those
+// are leased to the host as they are met, so later searches skip them).
+func leaseAddrs(tx *store.Tx, n store.Network, spec ConnectSpec, reserved []netip.Addr) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, want := range []netip.Addr{spec.IPv4, spec.IPv6} {
 		if want.IsValid() && !containsFamily(n.Subnets, want) {
@@ -190,6 +197,9 @@ func leaseAddrs(tx *store.Tx, n store.Network, spec ConnectSpec) ([]netip.Prefix
 			if err := ipam.CheckHost(p, want); err != nil {
 				return nil, fmt.Errorf("address %s: %w", want, err)
 			}
+			if slices.Contains(reserved, want) {
+				return nil, errorf(ErrInUse, "address %s is the host's own on network %q's segment", want, n.Name)
+			}
 			if owner, ok := tx.LeaseOwner(n.Name, want); ok {
 				if owner.Kind == store.OwnerGateway {
 					return nil, errorf(ErrInUse, "address %s is the gateway of network %q", want, n.Name)
@@ -199,10 +209,22 @@ func leaseAddrs(tx *store.Tx, n store.Network, spec ConnectSpec) ([]netip.Prefix
 			out = append(out, netip.PrefixFrom(want, p.Bits()))
 			continue
 		}
-		from := tx.FreeHint(n.Name, ipam.FirstUsable(p))
-		a, err := ipam.FirstFree(p, from, tx.LeasedFrom(n.Name, from))
-		if err != nil {
-			return nil, fmt.Errorf("network %q: %w", n.Name, errorf(ErrFull, "%v", err))
+		var a netip.Addr
+		for range len(reserved) + 1 {
+			from := tx.FreeHint(n.Name, ipam.FirstUsable(p))
+			var err error
+			if a, err = ipam.FirstFree(p, from, tx.LeasedFrom(n.Name, from)); err != nil {
+				return nil, fmt.Errorf("network %q: %w", n.Name, errorf(ErrFull, "%v", err))
+			}
+			if !slices.Contains(reserved, a) {
+				break
+			}
+			if err := tx.PutLease(n.Name, a, store.HostOwner(n.Name)); err != nil {
+				return nil, err
+			}
+			if err := tx.SetFreeHint(n.Name, a.Next()); err != nil {
+				return nil, err
+			}
 		}
 		// Everything below a is leased and a is about to be: the next
 		// search may start above it. The transaction undoes this if the
@@ -318,8 +340,11 @@ func forgetAttachment(tx *store.Tx, op store.Op) error {
 }
 
 func describeLeaseOwner(owner store.Owner) string {
-	if owner.Kind == store.OwnerTap {
+	switch owner.Kind {
+	case store.OwnerTap:
 		return fmt.Sprintf("TAP %s", owner.Name)
+	case store.OwnerHost:
+		return "the host"
 	}
 	return fmt.Sprintf("namespace %q", owner.Name)
 }

@@ -8,14 +8,11 @@ import (
 	"slices"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/nsnet/nsnet/internal/crash"
 	"github.com/nsnet/nsnet/internal/driver"
 	"github.com/nsnet/nsnet/internal/drivers"
 	"github.com/nsnet/nsnet/internal/firewall"
 	"github.com/nsnet/nsnet/internal/ipam"
-	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/netns"
 	"github.com/nsnet/nsnet/internal/store"
 )
@@ -240,27 +237,7 @@ func (m *Manager) checkNetworkFree(tx *store.Tx, d driver.Driver, n store.Networ
 		owner, ok := tx.IfNameOwner(name)
 		return owner.String(), ok
 	}
-	if err := d.Check(h, n, taken); err != nil {
-		return err
-	}
-	for _, p := range n.Subnets {
-		routes, err := kernel.Retry(func() ([]netlink.Route, error) {
-			return h.NL.RouteList(nil, kernel.Family(p.Addr()))
-		})
-		if err != nil {
-			return fmt.Errorf("read host routes: %w", err)
-		}
-		for _, r := range routes {
-			dst, ok := kernel.ToPrefix(r.Dst)
-			if !ok || dst.Bits() == 0 || dst.Addr().IsLinkLocalUnicast() || dst.Addr().IsMulticast() {
-				continue
-			}
-			if dst.Masked().Overlaps(p) {
-				return fmt.Errorf("subnet %s overlaps the host route to %s", p, dst.Masked())
-			}
-		}
-	}
-	return nil
+	return d.Check(h, n, taken)
 }
 
 // buildNetwork makes the host match a network; every step may be repeated.

@@ -51,7 +51,7 @@ func (m *Manager) CreateTap(spec TapSpec) (TapInfo, error) {
 		} else if l != nil {
 			return store.Op{}, errorf(ErrExists, "a %s device called %s already exists in the host", l.Type(), spec.Name)
 		}
-		if d.Addrs, err = leaseAddrs(tx, n, ConnectSpec{Network: n.Name, IPv4: spec.IP}); err != nil {
+		if d.Addrs, err = leaseAddrs(tx, n, ConnectSpec{Network: n.Name, IPv4: spec.IP}, nil); err != nil {
 			return store.Op{}, err
 		}
 		ino, err := inode(h)

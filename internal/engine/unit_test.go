@@ -56,6 +56,8 @@ func (*fakeDriver) Plan(spec driver.Spec, n *store.Network) error {
 
 func (*fakeDriver) Device(store.Network) string { return "" }
 
+func (*fakeDriver) Reserved(*kernel.NS, store.Network) ([]netip.Addr, error) { return nil, nil }
+
 func (*fakeDriver) Check(*kernel.NS, store.Network, func(string) (string, bool)) error { return nil }
 
 func (d *fakeDriver) Build(_ *kernel.NS, n store.Network) error {

@@ -340,6 +340,41 @@ func Forwarding(h *kernel.NS, subnets []netip.Prefix) error {
 	return nil
 }
 
+// CheckRoutes refuses subnets that overlap a route of the host: the
+// network would take over addresses the host reaches elsewhere. Routes on
+// the device called lan (a macvlan's parent, whose segment the network
+// shares) do not count.
+func CheckRoutes(h *kernel.NS, subnets []netip.Prefix, lan string) error {
+	lanIndex := -1
+	if lan != "" {
+		l, err := h.LinkByName(lan)
+		if err != nil {
+			return err
+		}
+		if l != nil {
+			lanIndex = l.Attrs().Index
+		}
+	}
+	for _, p := range subnets {
+		routes, err := kernel.Retry(func() ([]netlink.Route, error) {
+			return h.NL.RouteList(nil, kernel.Family(p.Addr()))
+		})
+		if err != nil {
+			return fmt.Errorf("read host routes: %w", err)
+		}
+		for _, r := range routes {
+			dst, ok := kernel.ToPrefix(r.Dst)
+			if !ok || dst.Bits() == 0 || dst.Addr().IsLinkLocalUnicast() || dst.Addr().IsMulticast() || r.LinkIndex == lanIndex {
+				continue
+			}
+			if dst.Masked().Overlaps(p) {
+				return fmt.Errorf("subnet %s overlaps the host route to %s", p, dst.Masked())
+			}
+		}
+	}
+	return nil
+}
+
 // DeleteLink deletes the device called name in ns, if it is there. nsnet
 // reserved or checked the name before making the device, so one by that
 // name is nsnet's own if it is of the kind nsnet made (typ); a device of

@@ -15,6 +15,7 @@ const (
 	OwnerMember                       // a namespace's membership of a network
 	OwnerTap                          // a TAP device
 	OwnerGateway                      // a network's gateway address
+	OwnerHost                         // the host's own address on a network's segment
 )
 
 // Owner is who holds an interface name, an address or a host port. Owners
@@ -40,6 +41,10 @@ func MemberOwner(network, ns string) Owner {
 // TapOwner is a TAP device's hold, on network's addresses or its name.
 func TapOwner(network, name string) Owner { return Owner{Kind: OwnerTap, Network: network, Name: name} }
 
+// HostOwner is the host's hold on its own address within network's
+// subnet (a macvlan network shares the host's LAN).
+func HostOwner(network string) Owner { return Owner{Kind: OwnerHost, Network: network} }
+
 // GatewayOwner is network's hold on its gateway addresses.
 func GatewayOwner(network string) Owner { return Owner{Kind: OwnerGateway, Network: network} }
 
@@ -54,11 +59,13 @@ func (o Owner) String() string {
 		return fmt.Sprintf("TAP device %s", o.Name)
 	case OwnerGateway:
 		return fmt.Sprintf("the gateway of network %q", o.Network)
+	case OwnerHost:
+		return fmt.Sprintf("the host, on network %q's segment", o.Network)
 	}
 	return "an unknown owner"
 }
 
-var ownerWords = map[OwnerKind]string{OwnerNetwork: "network", OwnerMember: "member", OwnerTap: "tap", OwnerGateway: "gateway"}
+var ownerWords = map[OwnerKind]string{OwnerNetwork: "network", OwnerMember: "member", OwnerTap: "tap", OwnerGateway: "gateway", OwnerHost: "host"}
 
 // encode is the owner as stored: its kind, network and name, NUL-separated
 // (names never contain NUL).

@@ -7,6 +7,7 @@ package bridge
 import (
 	"fmt"
 	"hash/fnv"
+	"net/netip"
 
 	"github.com/vishvananda/netlink"
 
@@ -88,8 +89,11 @@ func (d Driver) Check(h *kernel.NS, n store.Network, taken func(string) (string,
 	} else if l != nil {
 		return fmt.Errorf("bridge name %s is held by a device nsnet did not create (a %s)", name, l.Type())
 	}
-	return nil
+	return plumb.CheckRoutes(h, n.Subnets, "")
 }
+
+// Reserved implements driver.Driver: the bridge's addresses are nsnet's.
+func (Driver) Reserved(*kernel.NS, store.Network) ([]netip.Addr, error) { return nil, nil }
 
 // Build implements driver.Driver: the bridge with its gateway addresses.
 func (d Driver) Build(h *kernel.NS, n store.Network) error {

@@ -90,7 +90,33 @@ func (Driver) Check(h *kernel.NS, n store.Network, taken func(string) (string, b
 	if l.Attrs().MasterIndex != 0 {
 		return fmt.Errorf("parent %s is a port of another device (a bridge or bond); use that device instead", name)
 	}
-	return nil
+	// The parent's own LAN is the point of a macvlan network: its routes
+	// do not count, others' do.
+	return plumb.CheckRoutes(h, n.Subnets, name)
+}
+
+// Reserved implements driver.Driver: the host's own addresses on the
+// parent's segment, which a member must never be given.
+func (Driver) Reserved(h *kernel.NS, n store.Network) ([]netip.Addr, error) {
+	l, err := h.LinkByName(n.Options[OptParent])
+	if err != nil || l == nil {
+		return nil, err
+	}
+	addrs, err := kernel.Retry(func() ([]netlink.Addr, error) { return h.NL.AddrList(l, netlink.FAMILY_ALL) })
+	if err != nil {
+		return nil, fmt.Errorf("read addresses of %s: %w", n.Options[OptParent], err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if p, ok := kernel.ToPrefix(a.IPNet); ok {
+			for _, s := range n.Subnets {
+				if s.Contains(p.Addr()) {
+					out = append(out, p.Addr())
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // Build implements driver.Driver: members hang off the parent; the host

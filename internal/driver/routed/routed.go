@@ -57,8 +57,14 @@ func gateway(a netip.Addr) netip.Addr {
 // Device implements driver.Driver: a routed network has none.
 func (Driver) Device(store.Network) string { return "" }
 
-// Check implements driver.Driver: nothing in the host can be in the way.
-func (Driver) Check(*kernel.NS, store.Network, func(string) (string, bool)) error { return nil }
+// Check implements driver.Driver: no host route may cover the subnet.
+func (Driver) Check(h *kernel.NS, n store.Network, _ func(string) (string, bool)) error {
+	return plumb.CheckRoutes(h, n.Subnets, "")
+}
+
+// Reserved implements driver.Driver: members' addresses are routed to
+// them alone.
+func (Driver) Reserved(*kernel.NS, store.Network) ([]netip.Addr, error) { return nil, nil }
 
 // Build implements driver.Driver: the host forwards.
 func (Driver) Build(h *kernel.NS, n store.Network) error { return plumb.Forwarding(h, n.Subnets) }
