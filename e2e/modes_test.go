@@ -182,6 +182,21 @@ func TestShareAndDefaultRoute(t *testing.T) {
 	if _, err := dial(b, "127.0.0.1:7000"); err != nil {
 		t.Errorf("shared namespaces do not share localhost: %v", err)
 	}
+	// Both names are one namespace: the same resolver, the same networks
+	// (issue 10, item 10).
+	if out := l.must("exec", b, "--", "cat", "/etc/resolv.conf"); !strings.Contains(out, "nameserver 10.0.21.1") {
+		t.Errorf("resolv.conf seen through the shared name:\n%s", out)
+	}
+	var nss []struct {
+		Name     string   `json:"name"`
+		Networks []string `json:"networks"`
+	}
+	l.jsonOf(&nss, "ns", "ls")
+	for _, n := range nss {
+		if (n.Name == a || n.Name == b) && (len(n.Networks) != 1 || n.Networks[0] != "n1") {
+			t.Errorf("ns ls shows %s in %v, want [n1]", n.Name, n.Networks)
+		}
+	}
 
 	// The first network joined keeps the default route...
 	l.must("net", "connect", "n2", a)
@@ -209,6 +224,9 @@ func TestShareAndDefaultRoute(t *testing.T) {
 	// The namespace lives while either name does, memberships included.
 	l.must("ns", "rm", a)
 	l.mustPing(b, "10.0.21.1")
+	if out := l.must("exec", b, "--", "cat", "/etc/resolv.conf"); !strings.Contains(out, "nameserver 10.0.21.1") {
+		t.Errorf("resolv.conf of the remaining name after the first went:\n%s", out)
+	}
 	if n := l.network("n1"); len(n.Members) != 1 || n.Members[0].Namespace != b {
 		t.Errorf("n1 members after removing %s = %+v, want %s", a, n.Members, b)
 	}

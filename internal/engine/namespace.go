@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -59,6 +60,9 @@ func (m *Manager) CreateNamespace(name, share string) error {
 		crash.Point("ns-create/recorded")
 		if share != "" {
 			if err := netns.Share(name, share); err != nil {
+				return err
+			}
+			if err := m.shareEtc(name, share); err != nil {
 				return err
 			}
 		} else if err := m.buildNamespace(name); err != nil {
@@ -151,7 +155,10 @@ func (m *Manager) RemoveNamespace(name string) error {
 	}
 	if heir := sharingName(name); heir != "" {
 		// Another name holds the same namespace, which lives on with its
-		// interfaces: its memberships and links pass to that name.
+		// interfaces: its memberships, links and files pass to that name.
+		if err := m.inheritEtc(name, heir); err != nil {
+			return fmt.Errorf("namespace %q: pass its files to %q: %w", name, heir, err)
+		}
 		err := m.st.Update(func(tx *store.Tx) error {
 			if err := m.bequeath(tx, name, heir); err != nil {
 				return err
@@ -287,6 +294,62 @@ func (m *Manager) bequeath(tx *store.Tx, name, heir string) error {
 	return nil
 }
 
+// shareEtc makes /etc/netns/NAME lead to /etc/netns/OTHER: the two names
+// are one namespace, so what `nsnet exec` and `ip netns exec` mount there
+// (resolv.conf) is the same, and stays so as memberships change.
+func (m *Manager) shareEtc(name, other string) error {
+	target := filepath.Join(m.etcDir, other)
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return err
+	}
+	p := filepath.Join(m.etcDir, name)
+	if err := os.RemoveAll(p); err != nil {
+		return err
+	}
+	if err := os.Symlink(other, p); err != nil {
+		return fmt.Errorf("share %s: %w", p, err)
+	}
+	return nil
+}
+
+// inheritEtc gives heir, a name sharing name's namespace, name's
+// /etc/netns files before name goes: a link to them becomes them.
+func (m *Manager) inheritEtc(name, heir string) error {
+	p := filepath.Join(m.etcDir, heir)
+	if fi, err := os.Lstat(p); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		return nil
+	}
+	if err := os.Remove(p); err != nil {
+		return err
+	}
+	if err := os.Rename(filepath.Join(m.etcDir, name), p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// sharedNames lists name and the names recorded as sharing its namespace
+// (or the one it shares), name first.
+func sharedNames(tx *store.Tx, name string) ([]string, error) {
+	recs, err := tx.Namespaces()
+	if err != nil {
+		return nil, err
+	}
+	root := name
+	for _, r := range recs {
+		if r.Name == name && r.Shares != "" {
+			root = r.Shares
+		}
+	}
+	out := []string{name}
+	for _, r := range recs {
+		if r.Name != name && (r.Name == root || r.Shares == root) {
+			out = append(out, r.Name)
+		}
+	}
+	return out, nil
+}
+
 // forgetNamespace drops what nsnet keeps of a namespace that was deleted
 // behind its back (`ip netns del`): its memberships (with their host ends,
 // leases and ports), its links, its record and its /etc/netns files.
@@ -378,6 +441,19 @@ func (m *Manager) Namespaces() ([]NamespaceSummary, error) {
 				}
 			}
 		}
+		// A --share name shows the networks of the namespace it names.
+		for _, r := range recs {
+			if r.Shares == "" {
+				continue
+			}
+			s, t := byName[r.Name], byName[r.Shares]
+			if s == nil || t == nil {
+				continue
+			}
+			joined := append(slices.Clone(s.Networks), t.Networks...)
+			slices.Sort(joined)
+			s.Networks, t.Networks = slices.Compact(joined), slices.Clone(slices.Compact(joined))
+		}
 		return nil
 	})
 	for _, n := range names {
@@ -426,12 +502,19 @@ func (m *Manager) Namespace(name string) (NamespaceInfo, error) {
 		if err != nil {
 			return err
 		}
-		atts, err := tx.AttachmentsOf(name)
+		// Every name of the namespace (--share) has its memberships.
+		group, err := sharedNames(tx, name)
 		if err != nil {
 			return err
 		}
-		for _, a := range atts {
-			info.Networks = append(info.Networks, memberInfo(a))
+		for _, g := range group {
+			atts, err := tx.AttachmentsOf(g)
+			if err != nil {
+				return err
+			}
+			for _, a := range atts {
+				info.Networks = append(info.Networks, memberInfo(a))
+			}
 		}
 		links, err := tx.Links()
 		for _, l := range links {
