@@ -263,8 +263,11 @@ func TestResolverPortTaken(t *testing.T) {
 	}
 	l.must("net", "create", "n", "--subnet", "10.0.42.0/24")
 	_, err = l.run("net", "connect", "n", a)
-	if err == nil || !strings.Contains(err.Error(), "DNS agent") || !strings.Contains(err.Error(), "address already in use") {
-		t.Fatalf("connect with port 53 taken: %v, want a DNS agent error naming the port", err)
+	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "warning: done, but DNS agent") || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("connect with port 53 taken: %v, want a DNS agent warning naming the port, exit status 3", err)
+	}
+	if n := l.network("n"); len(n.Members) != 1 {
+		t.Errorf("the connect was not made: %+v", n.Members)
 	}
 	pc.Close()
 	t.Logf("connect said: %v", err)

@@ -5,6 +5,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nsnet/nsnet/internal/netns"
 )
 
 // TestHostFirewallDrop puts forward chains with policy drop in the test
@@ -156,6 +159,11 @@ func TestNATNetworkClosedFromOutside(t *testing.T) {
 			if _, err := dial(out, "10.0.13.3:80"); err == nil {
 				t.Errorf("the outside reached a published member's port by its address, not through the host")
 			}
+			// Nor with a source address forged to look like a member's.
+			l.fixture("ip", "-n", out, "addr", "add", "10.0.13.77/32", "dev", "lo")
+			if udpReaches(t, out, "10.0.13.77:0", a, "10.0.13.2:5353") {
+				t.Errorf("a packet from the outside with a forged member source reached a NAT member")
+			}
 			if _, err := dial(out, net.JoinHostPort(uplinkHost, "8080")); err != nil {
 				t.Errorf("published port from the outside: %v", err)
 			}
@@ -215,4 +223,47 @@ func TestSecondStateDirectoryRefused(t *testing.T) {
 	if !strings.Contains(rules, "nsnet:network=one") || !strings.Contains(rules, "nsnet:state="+l.state) {
 		t.Errorf("the first state directory's table changed:\n%s", rules)
 	}
+}
+
+// udpReaches sends one datagram from namespace from (bound to local) to
+// addr, where namespace to listens, and says whether it arrived.
+func udpReaches(t *testing.T, from, local, to, addr string) bool {
+	t.Helper()
+	var pc net.PacketConn
+	th, err := netns.Open(netns.Path(to))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer th.Close()
+	if err := netns.Do(th, func() (err error) { pc, err = net.ListenPacket("udp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	fh, err := netns.Open(netns.Path(from))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if err := netns.Do(fh, func() error {
+		la, err := net.ResolveUDPAddr("udp", local)
+		if err != nil {
+			return err
+		}
+		ra, err := net.ResolveUDPAddr("udp", addr)
+		if err != nil {
+			return err
+		}
+		c, err := net.DialUDP("udp", la, ra)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("x"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pc.SetReadDeadline(time.Now().Add(time.Second))
+	_, _, err = pc.ReadFrom(make([]byte, 16))
+	return err == nil
 }

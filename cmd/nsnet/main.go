@@ -70,6 +70,9 @@ func main() {
 		}
 		os.Exit(1)
 	}
+	if agentFailed {
+		os.Exit(3)
+	}
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
@@ -137,6 +140,10 @@ func (g *globals) ensureAgent() {
 	}
 }
 
+// agentFailed: the command did its work, but the DNS agent could not serve
+// it; nsnet exits with status 3.
+var agentFailed bool
+
 // agentWait bounds how long a command waits for the DNS agent to serve
 // its change.
 const agentWait = 3 * time.Second
@@ -167,10 +174,12 @@ func (g *globals) withManager(readOnly bool, fn func(*engine.Manager) error) err
 	}
 	// Any command restarts a DNS agent that died. One that changed the
 	// state returns once the agent serves it: a member that connect
-	// returned for resolves at once, and a resolver that cannot be
-	// served (port 53 taken, say) fails the command, not a lookup later.
-	// An agent no longer needed closes its sockets before the command
-	// returns, so that the next one finds the ports free.
+	// returned for resolves at once. An agent no longer needed closes its
+	// sockets before the command returns, so that the next one finds the
+	// ports free. The change is made and committed by then: what the
+	// agent cannot serve (port 53 taken, say) is a warning line that
+	// names it, with exit status 3, not an error that would claim the
+	// change was not made.
 	if ferr == nil && nerr == nil && (need || !readOnly) {
 		var err error
 		if need {
@@ -183,7 +192,10 @@ func (g *globals) withManager(readOnly bool, fn func(*engine.Manager) error) err
 			err = agent.Wait(cfg.StateDir, gen, need, agentWait)
 		}
 		if err != nil {
-			return fmt.Errorf("DNS agent: %w", err)
+			fmt.Fprintln(os.Stderr, "nsnet: warning: done, but DNS agent: "+oneLine(err.Error()))
+			if !readOnly {
+				agentFailed = true
+			}
 		}
 	}
 	return ferr

@@ -101,13 +101,15 @@ func Ensure(stateDir, exe string) error {
 	} else if err != nil {
 		return fmt.Errorf("agent lock: %w", err)
 	}
-	unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	// A dead agent's report and pid would answer for the new one.
+	// A dead agent's report and pid would answer for the new one; they
+	// go while the lock is held, so never a live agent's.
 	for _, stale := range []string{stateFile, pidFile} {
 		if err := os.Remove(filepath.Join(stateDir, stale)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			unix.Flock(int(f.Fd()), unix.LOCK_UN)
 			return fmt.Errorf("agent: %w", err)
 		}
 	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
 	logf, err := os.OpenFile(filepath.Join(stateDir, logFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("agent log: %w", err)
@@ -130,7 +132,17 @@ func Run(stateDir string) error {
 		return err
 	}
 	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	// A command probing whether an agent runs holds the lock shared for
+	// a moment: retry briefly before deciding another agent serves.
+	locked := false
+	for range 50 {
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			locked = true
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !locked {
 		return nil // another agent serves this state directory
 	}
 	// A command that changed the store signals; the agent then looks at
@@ -172,9 +184,10 @@ func Run(stateDir string) error {
 			// listens a published range brings (tens of ms); they follow
 			// within that.
 			if openProxies != nil {
+				// What the proxy cannot open is the log's: the generation
+				// was reported, and [::1] is only one of a port's ways in.
 				if perr := openProxies(); perr != nil {
-					err = errors.Join(err, perr)
-					a.report(gen, err)
+					log.Printf("agent: %v", perr)
 				}
 			}
 			if err != nil {
@@ -260,13 +273,22 @@ func Running(stateDir string) bool {
 // the agent is not needed any more, its exit is as good as a report (it
 // closes everything first).
 func Wait(stateDir string, gen uint64, needed bool, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	deadline := start.Add(timeout)
 	signalled := false
 	// The agent takes a millisecond or few; polling finely keeps the wait
 	// close to that.
 	for wait := 100 * time.Microsecond; ; wait = min(wait*2, time.Millisecond) {
-		if !needed && !Running(stateDir) {
-			return nil
+		if !Running(stateDir) {
+			if !needed {
+				return nil
+			}
+			// Started a moment ago, it has not locked yet; one that is
+			// still not there exited (it read an older state that needed
+			// nothing): the next command starts it again.
+			if time.Since(start) > 500*time.Millisecond {
+				return fmt.Errorf("the agent is not running (see %s); the next nsnet command starts it", filepath.Join(stateDir, logFile))
+			}
 		}
 		if !signalled {
 			if raw, err := os.ReadFile(filepath.Join(stateDir, pidFile)); err == nil {

@@ -175,13 +175,16 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 		add(chainPostrouting, static, dnatted(true), matchAddr(netip.MustParsePrefix("127.0.0.0/8"), true, expr.CmpOpEq, true), masq)
 	}
 	iso4, iso6 := f.isolationSets()
-	nets4, nets6 := f.networkSets()
 	closed4, closed6 := f.closedSets()
+	bridges := f.bridgeSet()
 	// NAT networks are reached from outside only through their published
 	// ports, or by replies (accepted first, as established): a host that
 	// routes to their subnets gets no further, as with Docker 28's bridge.
-	// Other networks (isolation decides between those) and the host itself
-	// may. One rule per family, whatever the number of networks.
+	// What counts is the interface a packet comes in on, not its source
+	// address, which an outside host may forge: nsnet's bridges and
+	// routed host ends may (isolation decides between networks), and the
+	// host itself does not pass here. One rule per family, whatever the
+	// number of networks.
 	has4, has6 := false, false
 	for _, n := range h.Networks {
 		for _, p := range n.Subnets {
@@ -191,13 +194,13 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 		}
 	}
 	for _, fam := range []struct {
-		has             bool
-		proto           byte
-		closed, allowed *nftables.Set
-	}{{has4, unix.NFPROTO_IPV4, closed4, nets4}, {has6, unix.NFPROTO_IPV6, closed6, nets6}} {
+		has    bool
+		proto  byte
+		closed *nftables.Set
+	}{{has4, unix.NFPROTO_IPV4, closed4}, {has6, unix.NFPROTO_IPV6, closed6}} {
 		if fam.has {
 			v6 := fam.proto == unix.NFPROTO_IPV6
-			add(chainForward, static, notDNATed(), matchProto(fam.proto), matchSet(v6, fam.closed), notFrom(v6, fam.allowed), drop)
+			add(chainForward, static, notDNATed(), matchProto(fam.proto), matchSet(v6, fam.closed), notFromNsnet(bridges), drop)
 		}
 	}
 	for _, n := range h.Networks {
@@ -314,13 +317,21 @@ func (f *Firewall) Sync(h Host) error {
 	iso4, iso6 := f.isolationSets()
 	nets4, nets6 := f.networkSets()
 	closed4, closed6 := f.closedSets()
-	for _, s := range []*nftables.Set{host4, any4, host6, any6, iso4, iso6, nets4, nets6, closed4, closed6} {
+	bridges := f.bridgeSet()
+	for _, s := range []*nftables.Set{host4, any4, host6, any6, iso4, iso6, nets4, nets6, closed4, closed6, bridges} {
 		if err := f.conn.AddSet(s, nil); err != nil {
 			return fmt.Errorf("nftables set %s: %w", s.Name, err)
 		}
 	}
-	for _, s := range []*nftables.Set{iso4, iso6, nets4, nets6, closed4, closed6} {
+	for _, s := range []*nftables.Set{iso4, iso6, nets4, nets6, closed4, closed6, bridges} {
 		f.conn.FlushSet(s)
+	}
+	for _, n := range h.Networks {
+		if n.Bridge != "" {
+			if err := f.conn.SetAddElements(bridges, []nftables.SetElement{{Key: ifname(n.Bridge)}}); err != nil {
+				return fmt.Errorf("nftables set %s: %w", bridges.Name, err)
+			}
+		}
 	}
 	if h.Published != nil {
 		for _, s := range []*nftables.Set{host4, any4, host6, any6} {
@@ -516,17 +527,16 @@ func matchProto(proto byte) []expr.Any {
 	return []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}}}
 }
 
-// notFrom matches a packet whose source address is not in set s.
-func notFrom(v6 bool, s *nftables.Set) []expr.Any {
-	off, size := uint32(12), uint32(4)
-	if v6 {
-		off, size = 8, 16
-	}
+// notFromNsnet matches a packet that came in on neither one of nsnet's
+// bridges (set s) nor a routed member's host end.
+func notFromNsnet(s *nftables.Set) []expr.Any {
 	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: size},
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 		&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: true},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(HostIfPrefix)},
 	}
 }
+
 
 func matchAddr(p netip.Prefix, source bool, op expr.CmpOp, withProto bool) []expr.Any {
 	proto, off, size := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4)

@@ -40,6 +40,7 @@ const (
 	// anywhere else but through published ports.
 	setClosed4 = "closed4"
 	setClosed6 = "closed6"
+	setBridges = "bridges"
 )
 
 func (f *Firewall) portMaps() (host4, any4, host6, any6 *nftables.Set) {
@@ -61,6 +62,12 @@ func (f *Firewall) networkSets() (v4, v6 *nftables.Set) {
 	v4 = &nftables.Set{Table: f.table, Name: setNetworks4, Interval: true, KeyType: nftables.TypeIPAddr}
 	v6 = &nftables.Set{Table: f.table, Name: setNetworks6, Interval: true, KeyType: nftables.TypeIP6Addr}
 	return
+}
+
+// bridgeSet holds the names of nsnet's bridges in the host: with the
+// routed host ends (nsv*), the interfaces nsnet's members send from.
+func (f *Firewall) bridgeSet() *nftables.Set {
+	return &nftables.Set{Table: f.table, Name: setBridges, KeyType: nftables.TypeIFName}
 }
 
 func (f *Firewall) closedSets() (v4, v6 *nftables.Set) {
