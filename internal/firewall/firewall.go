@@ -537,7 +537,6 @@ func notFromNsnet(s *nftables.Set) []expr.Any {
 	}
 }
 
-
 func matchAddr(p netip.Prefix, source bool, op expr.CmpOp, withProto bool) []expr.Any {
 	proto, off, size := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4)
 	if p.Addr().Is6() {
