@@ -33,6 +33,7 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		nsnetBin = filepath.Join(dir, "nsnet")
+		nstest.Cleanup = func() { os.RemoveAll(dir) }
 		if nstest.Isolated() {
 			out, err := exec.Command("go", "build", "-tags", "nsnetcrash", "-o", nsnetBin, "github.com/nsnet/nsnet/cmd/nsnet").CombinedOutput()
 			if err != nil {

@@ -38,6 +38,19 @@ func CI() bool { return os.Getenv("CI") == "true" }
 // privileged ones (or fails them under CI).
 func Main(m *testing.M) { MainWithTmpfs(m) }
 
+// Cleanup, when set before Main, runs after the tests and before the
+// process exits (Main exits, so a deferred call would not run): e2e
+// removes the nsnet binary it built.
+var Cleanup func()
+
+// exit runs Cleanup, then exits with code.
+func exit(code int) {
+	if Cleanup != nil {
+		Cleanup()
+	}
+	os.Exit(code)
+}
+
 // MainWithTmpfs is Main for tests that also want a fresh tmpfs on dirs
 // (bench keeps every tool's state under /run, for one). Each is mounted
 // before /run/netns and /etc/netns, so a parent of those may be among them.
@@ -48,20 +61,20 @@ func MainWithTmpfs(m *testing.M, dirs ...string) {
 				fmt.Fprintln(os.Stderr, "FAIL: privileged tests need root under CI=true")
 				os.Exit(1)
 			}
-			os.Exit(m.Run())
+			exit(m.Run())
 		}
 		code, err := Reexec()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "FAIL: re-execute tests in private namespaces: %v\n", err)
-			os.Exit(1)
+			exit(1)
 		}
-		os.Exit(code)
+		exit(code)
 	}
 	if err := setup(dirs...); err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: prepare private namespaces: %v\n", err)
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	exit(m.Run())
 }
 
 // setup mounts a fresh tmpfs on each of dirs, then on /run/netns and
