@@ -122,8 +122,19 @@ func (m *Manager) RemoveNamespace(name string) error {
 		if err != nil {
 			return err
 		}
+		// By path, and by inode for a path spelt another way
+		// (/var/run/netns/NAME).
+		// Another name of the same namespace (--share) keeps it alive.
+		var ino uint64
+		if h, err := netns.Open(netns.Path(name)); err == nil {
+			ino, _ = h.Inode()
+			h.Close()
+		}
+		if ino != 0 && sharingName(name) != "" {
+			ino = 0
+		}
 		for _, n := range nets {
-			if n.HostNetns == netns.Path(name) {
+			if n.HostNetns == netns.Path(name) || (ino != 0 && n.HostIno == ino) {
 				hosted = append(hosted, "network "+n.Name)
 			}
 		}
@@ -132,7 +143,7 @@ func (m *Manager) RemoveNamespace(name string) error {
 			return err
 		}
 		for _, l := range hostLinks {
-			if l.HostNetns == netns.Path(name) {
+			if l.HostNetns == netns.Path(name) || (ino != 0 && l.HostIno == ino) {
 				hosted = append(hosted, "link "+l.NS1+"-"+l.NS2)
 			}
 		}
