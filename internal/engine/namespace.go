@@ -150,15 +150,7 @@ func (m *Manager) RemoveNamespace(name string) error {
 		if len(hosted) > 0 {
 			return errorf(ErrInUse, "it is the host of %s; remove those first (with --host-netns %s)", strings.Join(hosted, ", "), name)
 		}
-		if atts, err = tx.AttachmentsOf(name); err != nil {
-			return err
-		}
-		all, err := tx.Links()
-		for _, l := range all {
-			if l.NS1 == name || l.NS2 == name {
-				links = append(links, l)
-			}
-		}
+		atts, links, err = membershipsOf(tx, name)
 		return err
 	})
 	if err != nil {
@@ -176,16 +168,7 @@ func (m *Manager) RemoveNamespace(name string) error {
 			}
 			// What could not pass (heir already had it) goes below.
 			var err error
-			if atts, err = tx.AttachmentsOf(name); err != nil {
-				return err
-			}
-			all, err := tx.Links()
-			links = links[:0]
-			for _, l := range all {
-				if l.NS1 == name || l.NS2 == name {
-					links = append(links, l)
-				}
-			}
+			atts, links, err = membershipsOf(tx, name)
 			return err
 		})
 		if err != nil {
@@ -361,6 +344,23 @@ func sharedNames(tx *store.Tx, name string) ([]string, error) {
 	return out, nil
 }
 
+// membershipsOf lists the networks and links the namespace called name is
+// in.
+func membershipsOf(tx *store.Tx, name string) ([]store.Attachment, []store.Link, error) {
+	atts, err := tx.AttachmentsOf(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	all, err := tx.Links()
+	var links []store.Link
+	for _, l := range all {
+		if l.NS1 == name || l.NS2 == name {
+			links = append(links, l)
+		}
+	}
+	return atts, links, err
+}
+
 // forgetNamespace drops what nsnet keeps of a namespace that was deleted
 // behind its back (`ip netns del`): its memberships (with their host ends,
 // leases and ports), its links, its record and its /etc/netns files.
@@ -368,15 +368,7 @@ func (m *Manager) forgetNamespace(name string) error {
 	var atts []store.Attachment
 	var links []store.Link
 	if err := m.st.View(func(tx *store.Tx) (err error) {
-		if atts, err = tx.AttachmentsOf(name); err != nil {
-			return err
-		}
-		all, err := tx.Links()
-		for _, l := range all {
-			if l.NS1 == name || l.NS2 == name {
-				links = append(links, l)
-			}
-		}
+		atts, links, err = membershipsOf(tx, name)
 		return err
 	}); err != nil {
 		return err
