@@ -26,12 +26,12 @@ import (
 //     fails with EEXIST; publishing it again unchanged succeeds. A port
 //     without an Addr, or whose HostIP and Addr families differ, fails
 //     with EINVAL.
-//   - Sync refuses subnets that overlap without being equal (EEXIST), as
-//     the interval sets of every network's subnets do, and invalid
-//     subnets (EINVAL).
+//   - Sync refuses isolated subnets, or NAT bridge networks' subnets,
+//     that overlap without being equal (EEXIST), as those interval sets
+//     do, and invalid subnets (EINVAL).
 //
 // Unlike the real one, Publish is all or nothing however many ports it is
-// given, and Sync refuses every overlap of subnets, where the
+// given, and Sync refuses every overlap within those sets, where the
 // kernel lets some pass within one network. Set the exported fields
 // before a call, not during one; the methods may be called from any
 // goroutine.
@@ -89,19 +89,30 @@ func (f *Fake) Sync(h Host) error {
 	if f.table && f.host.Owner != "" && h.Owner != "" && f.host.Owner != h.Owner {
 		return fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: f.host.Owner})
 	}
-	var subnets []netip.Prefix
+	// The isolation sets and the closed NAT sets are interval sets: an
+	// overlap within one (not an equal subnet) is refused.
+	inSet := map[string][]netip.Prefix{}
 	for _, n := range h.Networks {
 		for _, p := range n.Subnets {
 			if !p.IsValid() {
 				return fmt.Errorf("nftables table %s: network %s: subnet %s: %w", TableName, n.Name, p, unix.EINVAL)
 			}
 			p = p.Masked()
-			for _, q := range subnets {
-				if p != q && p.Overlaps(q) {
-					return fmt.Errorf("nftables set networks: %s overlaps %s: %w", p, q, unix.EEXIST)
-				}
+			var sets []string
+			if n.Isolate {
+				sets = append(sets, "isolated")
 			}
-			subnets = append(subnets, p)
+			if closed(n) {
+				sets = append(sets, "closed")
+			}
+			for _, set := range sets {
+				for _, q := range inSet[set] {
+					if p != q && p.Overlaps(q) {
+						return fmt.Errorf("nftables set %s: %s overlaps %s: %w", set, p, q, unix.EEXIST)
+					}
+				}
+				inSet[set] = append(inSet[set], p)
+			}
 		}
 	}
 	f.host = copyHost(h)

@@ -172,8 +172,10 @@ var scenarios = []struct {
 		syncs(Host{Networks: []Network{netB, {Name: "twin", Bridge: "nsbr-t", Subnets: netB.Subnets, Isolate: true}}}, nil),
 	}, true, nil},
 	{"overlap with a network that is not isolated", []step{
-		// Every network's subnets are in one set (networks4), isolated or not.
-		syncs(Host{Networks: []Network{netA, {Name: "open", Bridge: "nsbr-o", Subnets: []netip.Prefix{prefix("10.0.0.0/8")}}}}, unix.EEXIST),
+		syncs(Host{Networks: []Network{netA, {Name: "open", Bridge: "nsbr-o", Subnets: []netip.Prefix{prefix("10.0.0.0/8")}}}}, nil),
+	}, true, nil},
+	{"overlapping NAT networks", []step{
+		syncs(Host{Networks: []Network{netA, {Name: "wide", Bridge: "nsbr-w", Subnets: []netip.Prefix{prefix("10.0.0.0/8")}, Masquerade: true}}}, unix.EEXIST),
 	}, false, nil},
 }
 

@@ -315,15 +315,14 @@ func (f *Firewall) Sync(h Host) error {
 	}
 	host4, any4, host6, any6 := f.portMaps()
 	iso4, iso6 := f.isolationSets()
-	nets4, nets6 := f.networkSets()
 	closed4, closed6 := f.closedSets()
 	bridges := f.bridgeSet()
-	for _, s := range []*nftables.Set{host4, any4, host6, any6, iso4, iso6, nets4, nets6, closed4, closed6, bridges} {
+	for _, s := range []*nftables.Set{host4, any4, host6, any6, iso4, iso6, closed4, closed6, bridges} {
 		if err := f.conn.AddSet(s, nil); err != nil {
 			return fmt.Errorf("nftables set %s: %w", s.Name, err)
 		}
 	}
-	for _, s := range []*nftables.Set{iso4, iso6, nets4, nets6, closed4, closed6, bridges} {
+	for _, s := range []*nftables.Set{iso4, iso6, closed4, closed6, bridges} {
 		f.conn.FlushSet(s)
 	}
 	for _, n := range h.Networks {
@@ -341,7 +340,7 @@ func (f *Firewall) Sync(h Host) error {
 	for _, n := range h.Networks {
 		for _, p := range n.Subnets {
 			v6 := p.Addr().Is6()
-			sets := []*nftables.Set{map[bool]*nftables.Set{false: nets4, true: nets6}[v6]}
+			var sets []*nftables.Set
 			if n.Isolate {
 				sets = append(sets, map[bool]*nftables.Set{false: iso4, true: iso6}[v6])
 			}

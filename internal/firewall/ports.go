@@ -32,10 +32,6 @@ const (
 	// setIsolated4/6 hold the subnets of networks isolated from each other.
 	setIsolated4 = "isolated4"
 	setIsolated6 = "isolated6"
-	// Every network's subnets, which may open connections into a NAT
-	// network (isolation decides between networks).
-	setNetworks4 = "networks4"
-	setNetworks6 = "networks6"
 	// The subnets of NAT bridge networks, closed to new connections from
 	// anywhere else but through published ports.
 	setClosed4 = "closed4"
@@ -55,12 +51,6 @@ func (f *Firewall) portMaps() (host4, any4, host6, any6 *nftables.Set) {
 	any4 = mk(mapAny4, []nftables.SetDatatype{p, s}, []nftables.SetDatatype{nftables.TypeIPAddr, s})
 	host6 = mk(mapHost6, []nftables.SetDatatype{nftables.TypeIP6Addr, p, s}, []nftables.SetDatatype{nftables.TypeIP6Addr, s})
 	any6 = mk(mapAny6, []nftables.SetDatatype{p, s}, []nftables.SetDatatype{nftables.TypeIP6Addr, s})
-	return
-}
-
-func (f *Firewall) networkSets() (v4, v6 *nftables.Set) {
-	v4 = &nftables.Set{Table: f.table, Name: setNetworks4, Interval: true, KeyType: nftables.TypeIPAddr}
-	v6 = &nftables.Set{Table: f.table, Name: setNetworks6, Interval: true, KeyType: nftables.TypeIP6Addr}
 	return
 }
 

@@ -404,6 +404,17 @@ func DeleteHostEnd(h *kernel.NS, name string) error {
 	return DeleteLink(h, name, "veth", "the host")
 }
 
+// HostEnd returns a member's host end for repair, or nil when its veth is
+// gone: a veth pair dies whole, so whatever is left of the member's end is
+// deleted too, and the member can be plugged anew.
+func HostEnd(h, ns *kernel.NS, hostIf, ifName, where string) (netlink.Link, error) {
+	hostEnd, err := h.LinkByName(hostIf)
+	if err != nil || hostEnd != nil {
+		return hostEnd, err
+	}
+	return nil, DeleteLink(ns, ifName, "veth", where)
+}
+
 // RandomMAC is a random unicast, locally administered MAC.
 func RandomMAC() net.HardwareAddr {
 	mac := make(net.HardwareAddr, 6)

@@ -211,15 +211,11 @@ func (d Driver) Repair(h *kernel.NS, n store.Network, a store.Attachment) (strin
 		return "", err
 	}
 	defer ns.Close()
-	hostEnd, err := h.LinkByName(a.HostIf)
+	hostEnd, err := plumb.HostEnd(h, ns, a.HostIf, a.IfName, a.Namespace)
 	if err != nil {
 		return "", err
 	}
 	if hostEnd == nil {
-		// A veth pair dies whole: the member's end went with it.
-		if err := plumb.DeleteLink(ns, a.IfName, "veth", a.Namespace); err != nil {
-			return "", err
-		}
 		return "plugged anew (its veth was gone)", d.Plug(h, ns, n, a, false)
 	}
 	br, err := plumb.Bridge(h, d.Device(n), n.Name)
