@@ -317,3 +317,32 @@ func TestExecRestartsAgent(t *testing.T) {
 		t.Errorf("the agent was not restarted; its log:\n%s\nstatus of %d:\n%s", log, pid, st)
 	}
 }
+
+// An IPv6-only routed network has a resolver its members can reach: the
+// host's fd6e:736e:6574::53, not 169.254.1.1 (issue 10, item 9) — also
+// from a member whose default route is on another network.
+func TestRoutedIPv6OnlyDNS(t *testing.T) {
+	l := newLab(t)
+	a, b, c := l.ns("a"), l.ns("b"), l.ns("c")
+	l.must("net", "create", "v6", "--driver", "routed", "--subnet", "fd00:56::/64")
+	l.must("net", "create", "br", "--subnet", "10.0.56.0/24")
+	l.must("net", "connect", "v6", a)
+	l.must("net", "connect", "v6", b)
+	l.must("net", "connect", "br", c)
+	l.must("net", "connect", "v6", c)
+	conf, err := l.run("exec", a, "--", "cat", "/etc/resolv.conf")
+	if err != nil || !strings.Contains(conf, "nameserver fd6e:736e:6574::53") || strings.Contains(conf, "169.254.1.1") {
+		t.Errorf("resolv.conf of an IPv6-only routed member:\n%s(%v)", conf, err)
+	}
+	bIP := l.addrOf("v6", b, true)
+	for _, from := range []string{a, c} {
+		if got, err := l.getent(from, b); err != nil || !strings.HasPrefix(got, bIP+" ") {
+			t.Errorf("getent %s in %s = %q (%v), want %s", b, from, got, err, bIP)
+		}
+	}
+	// The address goes with the last routed network that needs it.
+	l.must("net", "rm", "v6", "--force")
+	if out := l.fixture("ip", "-n", l.host, "-6", "addr", "show", "dev", "lo"); strings.Contains(out, "fd6e:736e:6574::53") {
+		t.Errorf("fd6e:736e:6574::53 stays on lo after the last routed network:\n%s", out)
+	}
+}

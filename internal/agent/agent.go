@@ -59,7 +59,15 @@ func Servers(n store.Network) []netip.Addr {
 	// A link-local resolver is on the host's lo while such a network has
 	// DNS; one serves all of a host's networks of that kind.
 	if drivers.Caps(n).DNS == driver.DNSLinkLocal {
-		return []netip.Addr{driver.LinkLocal4}
+		var out []netip.Addr
+		for _, p := range n.Subnets {
+			if p.Addr().Is4() {
+				out = appendNew(out, driver.LinkLocal4)
+			} else {
+				out = appendNew(out, driver.HostDNS6)
+			}
+		}
+		return out
 	}
 	var out []netip.Addr
 	for i, gw := range n.Gateways {
@@ -490,8 +498,11 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 			key := "link-local@" + n.HostNetns
 			r := want[key]
 			if r == nil {
-				r = &running{host: n.HostNetns, listen: []netip.AddrPort{netip.AddrPortFrom(driver.LinkLocal4, 53)}}
+				r = &running{host: n.HostNetns}
 				want[key] = r
+			}
+			for _, s := range Servers(n) {
+				r.listen = appendNew(r.listen, netip.AddrPortFrom(s, 53))
 			}
 			r.upstreams = appendNew(r.upstreams, upstreams...)
 			continue
@@ -591,13 +602,9 @@ func hostUpstreams(host string) []netip.AddrPort {
 	return nil
 }
 
-func appendNew(list []netip.AddrPort, more ...netip.AddrPort) []netip.AddrPort {
+func appendNew[T comparable](list []T, more ...T) []T {
 	for _, m := range more {
-		found := false
-		for _, l := range list {
-			found = found || l == m
-		}
-		if !found {
+		if !slices.Contains(list, m) {
 			list = append(list, m)
 		}
 	}

@@ -22,8 +22,9 @@ const (
 	NoDNS DNS = iota
 	// DNSAtGateway: on the network's gateway addresses, in its subnets.
 	DNSAtGateway
-	// DNSLinkLocal: on LinkLocal4 on the host's lo, one resolver for all
-	// such networks of a host, reached through each member's host end.
+	// DNSLinkLocal: on LinkLocal4 (and HostDNS6) on the host's lo, one
+	// resolver for all such networks of a host, reached through each
+	// member's host end.
 	DNSLinkLocal
 )
 
@@ -33,6 +34,17 @@ const (
 var (
 	LinkLocal4 = netip.MustParseAddr("169.254.1.1")
 	LinkLocal6 = netip.MustParseAddr("fe80::1")
+)
+
+// HostDNS6 is where the resolver of DNSLinkLocal networks listens for
+// IPv6 members. fe80::1 cannot serve: a link-local address is one per
+// link, so the resolver would need a socket per host end, and members a
+// scope in resolv.conf. This unique local address (its global ID spells
+// "nsnet") sits on the host's lo like LinkLocal4; members reach it
+// through their gateway. Subnets may not contain HostDNS6Block.
+var (
+	HostDNS6      = netip.MustParseAddr("fd6e:736e:6574::53")
+	HostDNS6Block = netip.MustParsePrefix("fd6e:736e:6574::/48")
 )
 
 // Capabilities say what a driver's networks need of the rest of nsnet.

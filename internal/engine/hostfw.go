@@ -48,13 +48,19 @@ func (m *Manager) syncHostState(h *kernel.NS, nets []store.Network, state firewa
 	// While a network's members use the link-local gateway, the host
 	// holds it on lo: it answers their ARP for it like any address of its
 	// own, and their DNS queries if the network has DNS.
-	linkLocal := false
+	linkLocal, dns6 := false, false
 	for _, n := range nets {
 		state.Networks = append(state.Networks, firewallNetwork(n))
-		linkLocal = linkLocal || drivers.Caps(n).DNS == driver.DNSLinkLocal
+		if drivers.Caps(n).DNS == driver.DNSLinkLocal {
+			linkLocal = true
+			dns6 = dns6 || n.DNS && hasIPv6(n.Subnets)
+		}
 	}
 	if linkLocal {
 		state.LocalDNS = driver.LinkLocal4
+	}
+	if dns6 {
+		state.LocalDNS6 = driver.HostDNS6
 	}
 	state.Owner = m.cfg.StateDir
 	fw, err := m.firewall(h)
@@ -64,20 +70,33 @@ func (m *Manager) syncHostState(h *kernel.NS, nets []store.Network, state firewa
 	if err := fw.Sync(state); err != nil {
 		return err
 	}
-	return setRoutedDNSAddr(h, linkLocal)
+	if err := setLocalAddr(h, driver.LinkLocal4, linkLocal); err != nil {
+		return err
+	}
+	return setLocalAddr(h, driver.HostDNS6, dns6)
+}
+
+func hasIPv6(subnets []netip.Prefix) bool {
+	for _, p := range subnets {
+		if p.Addr().Is6() {
+			return true
+		}
+	}
+	return false
 }
 
 func firewallNetwork(n store.Network) firewall.Network {
 	return firewall.Network{Name: n.Name, Bridge: deviceOf(n), Subnets: n.Subnets, Masquerade: n.NAT, Internal: n.Internal, Isolate: !n.NoIsolate}
 }
 
-// setRoutedDNSAddr adds (or removes) 169.254.1.1/32 on the host's lo. Routed
-// members send DNS queries to their gateway, 169.254.1.1; with the address
-// local, the agent's resolver answers there directly. Redirecting the
-// queries with DNAT instead would turn on connection tracking for every
-// packet the host forwards. Scope host keeps the kernel from choosing the
-// address as a source for anything else.
-func setRoutedDNSAddr(h *kernel.NS, want bool) error {
+// setLocalAddr adds (or removes) addr on the host's lo: 169.254.1.1, the
+// routed members' gateway and resolver, and HostDNS6, their IPv6
+// resolver. With the address local, the agent's resolver answers there
+// directly; redirecting the queries with DNAT instead would turn on
+// connection tracking for every packet the host forwards. Scope host
+// keeps the kernel from choosing the address as a source for anything
+// else; an IPv6 address is added without DAD, so it serves at once.
+func setLocalAddr(h *kernel.NS, addr netip.Addr, want bool) error {
 	lo, err := h.LinkByName("lo")
 	if err != nil {
 		return err
@@ -85,21 +104,30 @@ func setRoutedDNSAddr(h *kernel.NS, want bool) error {
 	if lo == nil {
 		return errors.New("the host namespace has no lo")
 	}
-	addr := &netlink.Addr{IPNet: kernel.PrefixNet(netip.PrefixFrom(driver.LinkLocal4, 32)), Scope: unix.RT_SCOPE_HOST, Label: dnsLabel}
+	nl := &netlink.Addr{IPNet: kernel.PrefixNet(netip.PrefixFrom(addr, addr.BitLen())), Scope: unix.RT_SCOPE_HOST}
+	family := netlink.FAMILY_V4
+	if addr.Is4() {
+		nl.Label = dnsLabel
+	} else {
+		family = netlink.FAMILY_V6
+		nl.Flags = unix.IFA_F_NODAD
+	}
 	if want {
-		if err := h.NL.AddrReplace(lo, addr); err != nil {
-			return fmt.Errorf("add %s to lo for routed networks' DNS: %w", driver.LinkLocal4, err)
+		if err := h.NL.AddrReplace(lo, nl); err != nil {
+			return fmt.Errorf("add %s to lo for routed networks' DNS: %w", addr, err)
 		}
 		return nil
 	}
-	have, err := kernel.Retry(func() ([]netlink.Addr, error) { return h.NL.AddrList(lo, netlink.FAMILY_V4) })
+	have, err := kernel.Retry(func() ([]netlink.Addr, error) { return h.NL.AddrList(lo, family) })
 	if err != nil {
 		return fmt.Errorf("read addresses of lo: %w", err)
 	}
 	for _, a := range have {
-		if p, ok := kernel.ToPrefix(a.IPNet); ok && p.Addr() == driver.LinkLocal4 && a.Label == dnsLabel {
-			if err := h.NL.AddrDel(lo, addr); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-				return fmt.Errorf("remove %s from lo: %w", driver.LinkLocal4, err)
+		// IPv4 addresses carry nsnet's label; IPv6 has no labels, but
+		// HostDNS6 is in a block no subnet may use.
+		if p, ok := kernel.ToPrefix(a.IPNet); ok && p.Addr() == addr && (addr.Is6() || a.Label == dnsLabel) {
+			if err := h.NL.AddrDel(lo, nl); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				return fmt.Errorf("remove %s from lo: %w", addr, err)
 			}
 		}
 	}

@@ -194,6 +194,7 @@ func TestPlanNetwork(t *testing.T) {
 		{"subnet fe80::/64", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("fe80::/64")}}, "", "is link-local"},
 		{"subnet ::/64", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("::/64")}}, "", "is reserved"},
 		{"subnet ff02::/64", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("ff02::/64")}}, "", "is multicast"},
+		{"subnet in nsnet's resolver block", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("fd6e:736e:6574:1::/64")}}, "", "is nsnet's own"},
 		{"subnet ::ffff:10.79.0.0/120", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("::ffff:10.79.0.0/120")}}, "", "is IPv4-mapped"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -71,6 +71,9 @@ type Host struct {
 	// its lo for routed members (their ARP, and their DNS), which only
 	// routed members may reach.
 	LocalDNS netip.Addr
+	// LocalDNS6, when valid, is the routed networks' IPv6 resolver
+	// address on the host's lo, kept from all but routed members too.
+	LocalDNS6 netip.Addr
 }
 
 // HostIfPrefix starts the name of every host end of a member's veth.
@@ -154,10 +157,13 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 		return nil
 	}
 
-	if h.LocalDNS.IsValid() {
-		// 169.254.1.1 is on the host's lo for routed members' DNS; from
-		// any other interface it is nobody's business.
-		add(chainInput, static, matchAddr(netip.PrefixFrom(h.LocalDNS, 32), false, expr.CmpOpEq, true),
+	for _, a := range []netip.Addr{h.LocalDNS, h.LocalDNS6} {
+		if !a.IsValid() {
+			continue
+		}
+		// 169.254.1.1 (and its IPv6 peer) is on the host's lo for routed
+		// members' DNS; from any other interface it is nobody's business.
+		add(chainInput, static, matchAddr(netip.PrefixFrom(a, a.BitLen()), false, expr.CmpOpEq, true),
 			[]expr.Any{
 				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname("lo")},

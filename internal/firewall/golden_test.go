@@ -30,7 +30,7 @@ var goldenHosts = []struct {
 	{name: "bridge-nat", host: Host{Networks: []Network{bridgeNAT}}},
 	{name: "two-isolated", host: Host{Networks: []Network{bridgeNAT, bridgeDual}}},
 	{name: "internal", host: Host{Networks: []Network{internalNet}}},
-	{name: "routed-dns", host: Host{Networks: []Network{routedDNS}, LocalDNS: addr("169.254.1.1")}},
+	{name: "routed-dns", host: Host{Networks: []Network{routedDNS}, LocalDNS: addr("169.254.1.1"), LocalDNS6: addr("fd6e:736e:6574::53")}},
 	{name: "ports", host: Host{Networks: []Network{bridgeNAT, bridgeDual}, Ports: true, Published: []Port{
 		{Proto: tcp, HostPort: 8080, Addr: addr("10.88.0.2"), Port: 80},
 		{Proto: udp, HostPort: 5353, Addr: addr("10.88.0.3"), Port: 53},

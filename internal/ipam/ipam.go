@@ -32,6 +32,7 @@ var special = []struct {
 	{netip.MustParsePrefix("::/8"), "is reserved (unspecified, loopback and IPv4-mapped addresses)"},
 	{netip.MustParsePrefix("fe80::/10"), "is link-local, which the kernel does not route"},
 	{netip.MustParsePrefix("ff00::/8"), "is multicast"},
+	{netip.MustParsePrefix("fd6e:736e:6574::/48"), "is nsnet's own (its routed networks' IPv6 resolver fd6e:736e:6574::53 is in it)"},
 }
 
 // CheckSubnet says why p cannot be a network's subnet, if it cannot: an

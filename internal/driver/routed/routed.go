@@ -137,11 +137,8 @@ func (Driver) Plug(h, ns *kernel.NS, n store.Network, a store.Attachment, defaul
 		if err := plumb.Neighbour(ns, peer, gw, veth.Attrs().HardwareAddr); err != nil {
 			return fmt.Errorf("neighbour %s in %s: %w", gw, a.Namespace, err)
 		}
-		if p.Addr().Is4() {
-			onlink := &netlink.Route{LinkIndex: peer.Attrs().Index, Dst: kernel.PrefixNet(netip.PrefixFrom(gw, 32)), Scope: netlink.SCOPE_LINK}
-			if err := ns.NL.RouteReplace(onlink); err != nil {
-				return fmt.Errorf("route to %s in %s: %w", gw, a.Namespace, err)
-			}
+		if err := gatewayRoutes(ns, peer, n, a, gw); err != nil {
+			return err
 		}
 		if err := plumb.DefaultRouteVia(ns, peer, gw, defaultRoute, gw.Is4()); err != nil {
 			return fmt.Errorf("default route in %s: %w", a.Namespace, err)
@@ -197,14 +194,31 @@ func (d Driver) Repair(h *kernel.NS, n store.Network, a store.Attachment) (strin
 		if err := plumb.Neighbour(ns, peer, gw, hostEnd.Attrs().HardwareAddr); err != nil {
 			return "", fmt.Errorf("neighbour %s of %s in network %s: %w", gw, a.Namespace, n.Name, err)
 		}
-		if p.Addr().Is4() {
-			onlink := &netlink.Route{LinkIndex: peer.Attrs().Index, Dst: kernel.PrefixNet(netip.PrefixFrom(gw, 32)), Scope: netlink.SCOPE_LINK}
-			if err := ns.NL.RouteReplace(onlink); err != nil {
-				return "", fmt.Errorf("route to %s in %s: %w", gw, a.Namespace, err)
-			}
+		if err := gatewayRoutes(ns, peer, n, a, gw); err != nil {
+			return "", err
 		}
 	}
 	return "", d.DefaultRoute(ns, n, a)
+}
+
+// gatewayRoutes gives a member the routes to its gateway gw that do not
+// depend on its default route being ours: 169.254.1.1 on-link, and the
+// IPv6 resolver via fe80::1 when the network has DNS, so a member whose
+// default route is on another network still reaches our resolver.
+func gatewayRoutes(ns *kernel.NS, peer netlink.Link, n store.Network, a store.Attachment, gw netip.Addr) error {
+	var r *netlink.Route
+	switch {
+	case gw.Is4():
+		r = &netlink.Route{LinkIndex: peer.Attrs().Index, Dst: kernel.PrefixNet(netip.PrefixFrom(gw, 32)), Scope: netlink.SCOPE_LINK}
+	case n.DNS:
+		r = &netlink.Route{LinkIndex: peer.Attrs().Index, Dst: kernel.PrefixNet(netip.PrefixFrom(driver.HostDNS6, 128)), Gw: gw.AsSlice()}
+	default:
+		return nil
+	}
+	if err := ns.NL.RouteReplace(r); err != nil {
+		return fmt.Errorf("route to %s in %s: %w", r.Dst, a.Namespace, err)
+	}
+	return nil
 }
 
 var _ driver.Driver = Driver{}
