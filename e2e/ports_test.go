@@ -308,3 +308,32 @@ func TestIsolationIPv6(t *testing.T) {
 		}
 	}
 }
+
+// A member reaches its own published port, with br_netfilter's bridge
+// hooks on (bridge-nf-call-iptables=1, the default once the module is
+// loaded, as on any Docker host) and off (issue 10, item 17).
+func TestSelfHairpin(t *testing.T) {
+	const knob = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+	for _, brnf := range []string{"0", "1"} {
+		t.Run("bridge-nf-call-iptables="+brnf, func(t *testing.T) {
+			l := newLab(t)
+			l.addOutside()
+			if _, err := os.Stat(knob); err != nil {
+				// The machine has no br_netfilter: the bridge runs no
+				// IP hooks, which is the "0" case.
+				if brnf == "1" {
+					t.Skip("br_netfilter is not loaded on this machine; nsnet's tests never load kernel modules")
+				}
+			} else {
+				l.fixture("ip", "netns", "exec", l.host, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables="+brnf)
+			}
+			srv := l.ns("srv")
+			l.must("net", "create", "web", "--subnet", "10.0.33.0/24")
+			l.must("net", "connect", "web", srv, "-p", "8080:80")
+			listen(t, srv, "0.0.0.0:80")
+			if _, err := dial(srv, uplinkHost+":8080"); err != nil {
+				t.Errorf("the member to its own published port %s:8080: %v", uplinkHost, err)
+			}
+		})
+	}
+}

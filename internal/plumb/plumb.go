@@ -116,6 +116,18 @@ func BridgePort(h *kernel.NS, l, br netlink.Link, network string) error {
 	return nil
 }
 
+// Hairpin lets the bridge send frames back out of the port l they came
+// in on. A member that reaches its own published port needs it when
+// br_netfilter is loaded (bridge-nf-call-iptables=1, as on any Docker
+// host): the DNAT back to the member then happens in the bridge, which
+// would otherwise drop a frame bound for the port it came from.
+func Hairpin(h *kernel.NS, l netlink.Link) error {
+	if err := h.NL.LinkSetHairpin(l, true); err != nil {
+		return fmt.Errorf("hairpin on bridge port %s: %w", l.Attrs().Name, err)
+	}
+	return nil
+}
+
 // Tap creates a persistent TAP device in h, with no IPv6 of its own and
 // labelled alias; the guest that opens it brings its carrier. TUNSETIFF
 // acts in the calling thread's namespace, hence the switch.

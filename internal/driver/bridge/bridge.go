@@ -172,6 +172,13 @@ func (d Driver) Plug(h, ns *kernel.NS, n store.Network, a store.Attachment, defa
 	if err := plumb.BridgePort(h, veth, br, n.Name); err != nil {
 		return err
 	}
+	// Only a member with published ports can reach itself through a DNAT;
+	// hairpin on every port would also reflect each member's broadcasts.
+	if len(a.Ports) > 0 {
+		if err := plumb.Hairpin(h, veth); err != nil {
+			return err
+		}
+	}
 	if err := plumb.Up(h, veth); err != nil {
 		return err
 	}
@@ -228,6 +235,11 @@ func (d Driver) Repair(h *kernel.NS, n store.Network, a store.Attachment) (strin
 			return "", err
 		}
 		did = "put back on its bridge"
+	}
+	if len(a.Ports) > 0 {
+		if err := plumb.Hairpin(h, hostEnd); err != nil {
+			return "", err
+		}
 	}
 	if err := plumb.Up(h, hostEnd); err != nil {
 		return "", err
