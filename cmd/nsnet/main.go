@@ -53,7 +53,7 @@ func main() {
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", def, "state directory (env NSNET_STATE_DIR)")
 	root.PersistentFlags().StringVar(&g.hostNetns, "host-netns", "", "namespace (name or path) to treat as the host; default: the one nsnet runs in")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
-	root.AddCommand(nsCmd(g), netCmd(g), linkCmd(g), tapCmd(g), execCmd(g), gcCmd(g), agentCmd(g))
+	root.AddCommand(nsCmd(g), netCmd(g), linkCmd(g), tapCmd(g), execCmd(g), gcCmd(g), restoreCmd(g), agentCmd(g))
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return fmt.Errorf("%s: %w", c.CommandPath(), err) })
 	store.Waiting = func(dir string) {
 		fmt.Fprintf(os.Stderr, "nsnet: waiting for another nsnet command to finish with %s\n", dir)
@@ -507,6 +507,33 @@ func gcCmd(g *globals) *cobra.Command {
 				done, err := m.GC()
 				for _, d := range done {
 					fmt.Fprintln(cmd.OutOrStdout(), d)
+				}
+				return err
+			})
+		},
+	}
+}
+
+func restoreCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "restore",
+		Short: "Rebuild the recorded networks after a reboot",
+		Long: `Rebuild, after a reboot (or in a host namespace made anew under the same
+path), what the state directory records: the namespaces nsnet made are made
+again, empty; the host namespace is adopted; then, as gc does, bridges,
+firewall tables, members with their addresses, routes, published ports and
+DNS, TAPs and links are rebuilt. Memberships of namespaces nsnet did not make
+are removed if those namespaces are gone. A host namespace whose nsnet table
+belongs to another state directory is refused.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withManager(false, func(m *engine.Manager) error {
+				done, err := m.Restore()
+				for _, d := range done {
+					fmt.Fprintln(cmd.OutOrStdout(), d)
+				}
+				if err == nil && len(done) == 0 {
+					fmt.Fprintln(cmd.OutOrStdout(), "nothing to restore")
 				}
 				return err
 			})

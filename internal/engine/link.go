@@ -116,43 +116,8 @@ func (m *Manager) createLink(spec LinkSpec) (store.Link, error) {
 		}
 		return store.Op{Kind: store.OpLinkCreate, Namespace: spec.NS1, Peer: spec.NS2, IfName: l.If1, HostNetns: l.HostNetns, HostIno: l.HostIno}, nil
 	}, func(tx *store.Tx, op store.Op) error {
-		veth := &netlink.Veth{
-			LinkAttrs: netlink.LinkAttrs{Name: l.If1, MTU: l.MTU, TxQLen: -1, Namespace: netlink.NsFd(int(ns1.Fd()))},
-			PeerName:  l.If2, PeerNamespace: netlink.NsFd(int(ns2.Fd())),
-		}
-		if err := ns1.NL.LinkAdd(veth); err != nil {
-			return fmt.Errorf("create veth %s/%s: %w", l.If1, l.If2, err)
-		}
-		crash.Point("link-create/created")
-		for _, end := range []struct {
-			ns        *kernel.NS
-			name, who string
-			addrs     []netip.Prefix
-		}{{ns1, l.If1, l.NS1, l.Addrs1}, {ns2, l.If2, l.NS2, l.Addrs2}} {
-			// A link given no addresses keeps its IPv6 link-local one:
-			// that is all the user has to reach the other end by.
-			if len(end.addrs) == 0 {
-				if err := upByName(end.ns, end.name); err != nil {
-					return err
-				}
-				continue
-			}
-			if _, err := plumb.MemberUp(end.ns, end.name, end.who, end.addrs); err != nil {
-				return err
-			}
-		}
-		// IPv6 works over the link once both ends are ready; a command
-		// that returns has finished.
-		for _, end := range []struct {
-			ns    *kernel.NS
-			name  string
-			addrs []netip.Prefix
-		}{{ns1, l.If1, l.Addrs1}, {ns2, l.If2, l.Addrs2}} {
-			if slices.ContainsFunc(end.addrs, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
-				if err := plumb.WaitIPv6(end.ns, end.name, 3*time.Second); err != nil {
-					return err
-				}
-			}
+		if err := plugLink(ns1, ns2, l); err != nil {
+			return err
 		}
 		if l.HostIno != 0 {
 			m.knowHost(l.HostNetns, l.HostIno)
@@ -160,6 +125,50 @@ func (m *Manager) createLink(spec LinkSpec) (store.Link, error) {
 		return tx.PutLink(l)
 	}, m.unlink)
 	return l, err
+}
+
+// plugLink makes link l's veth between ns1 and ns2, with its addresses,
+// and returns once IPv6 works over it.
+func plugLink(ns1, ns2 *kernel.NS, l store.Link) error {
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{Name: l.If1, MTU: l.MTU, TxQLen: -1, Namespace: netlink.NsFd(int(ns1.Fd()))},
+		PeerName:  l.If2, PeerNamespace: netlink.NsFd(int(ns2.Fd())),
+	}
+	if err := ns1.NL.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create veth %s/%s: %w", l.If1, l.If2, err)
+	}
+	crash.Point("link-create/created")
+	for _, end := range []struct {
+		ns        *kernel.NS
+		name, who string
+		addrs     []netip.Prefix
+	}{{ns1, l.If1, l.NS1, l.Addrs1}, {ns2, l.If2, l.NS2, l.Addrs2}} {
+		// A link given no addresses keeps its IPv6 link-local one:
+		// that is all the user has to reach the other end by.
+		if len(end.addrs) == 0 {
+			if err := upByName(end.ns, end.name); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := plumb.MemberUp(end.ns, end.name, end.who, end.addrs); err != nil {
+			return err
+		}
+	}
+	// IPv6 works over the link once both ends are ready; a command
+	// that returns has finished.
+	for _, end := range []struct {
+		ns    *kernel.NS
+		name  string
+		addrs []netip.Prefix
+	}{{ns1, l.If1, l.Addrs1}, {ns2, l.If2, l.Addrs2}} {
+		if slices.ContainsFunc(end.addrs, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+			if err := plumb.WaitIPv6(end.ns, end.name, 3*time.Second); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // checkLinkOverlap refuses link addresses that overlap a network an end

@@ -187,7 +187,7 @@ func (m *Manager) host(path string) (*kernel.NS, error) {
 // errHostReplaced means a host path now leads to another namespace than
 // the one nsnet's networks were made in: that one is gone, and this one
 // is not nsnet's to change.
-var errHostReplaced = errors.New("it is not the namespace nsnet's networks were made in any more (deleted and made anew?); nsnet net rm forgets networks whose host is gone")
+var errHostReplaced = errors.New("it is not the namespace nsnet's networks were made in any more (deleted and made anew, or rebooted?); nsnet restore rebuilds them in it, nsnet net rm forgets them")
 
 func describeHost(path string) string {
 	if path == "" {
@@ -443,8 +443,12 @@ func (m *Manager) GC() ([]string, error) {
 	// case someone deleted or changed them.
 	var nets []store.Network
 	var members map[string][]store.Attachment
+	var taps []store.Tap
 	if err := m.st.View(func(tx *store.Tx) (err error) {
 		if nets, err = tx.Networks(); err != nil {
+			return err
+		}
+		if taps, err = tx.Taps(); err != nil {
 			return err
 		}
 		members, err = tx.AllMembers()
@@ -462,14 +466,11 @@ func (m *Manager) GC() ([]string, error) {
 				errs = append(errs, fmt.Errorf("rebuild host namespace %s: %w", describeHost(n.HostNetns), err))
 			}
 		}
-		did, err := m.repair(n, members[n.Name])
+		did, err := m.repair(n, members[n.Name], taps)
 		done = append(done, did...)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("repair network %s: %w", n.Name, err))
 		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return done, err
 	}
 	var links []store.Link
 	var nss []store.Namespace
@@ -480,25 +481,33 @@ func (m *Manager) GC() ([]string, error) {
 		nss, err = tx.Namespaces()
 		return err
 	}); err != nil {
-		return done, err
+		return done, errors.Join(append(errs, err)...)
 	}
+	var kept []store.Link
 	for _, l := range links {
 		if (l.NS1 != HostName && !m.nsExists(l.NS1)) || (l.NS2 != HostName && !m.nsExists(l.NS2)) {
 			if err := m.RemoveLink(l.NS1, l.NS2); err != nil {
-				return done, err
+				errs = append(errs, err)
+				continue
 			}
 			done = append(done, fmt.Sprintf("removed link %s-%s of a vanished namespace", l.NS1, l.NS2))
+			continue
 		}
+		kept = append(kept, l)
 	}
+	did, err := m.repairLinks(kept)
+	done = append(done, did...)
+	errs = append(errs, err)
 	for _, n := range nss {
 		if !m.nsExists(n.Name) {
 			if err := m.forgetNamespace(n.Name); err != nil {
-				return done, err
+				errs = append(errs, err)
+				continue
 			}
 			done = append(done, fmt.Sprintf("forgot namespace %s, deleted behind nsnet's back", n.Name))
 		}
 	}
-	return done, nil
+	return done, errors.Join(errs...)
 }
 
 // repair makes network n's host and members what the store says, as far
@@ -506,7 +515,7 @@ func (m *Manager) GC() ([]string, error) {
 // own devices and addresses, the host's other tables get their accepts
 // again, and each member whose namespace is there its devices, addresses,
 // routes and resolv.conf. It says what it restored.
-func (m *Manager) repair(n store.Network, members []store.Attachment) ([]string, error) {
+func (m *Manager) repair(n store.Network, members []store.Attachment, taps []store.Tap) ([]string, error) {
 	d, err := drivers.Of(n)
 	if err != nil {
 		return nil, err
@@ -516,14 +525,14 @@ func (m *Manager) repair(n store.Network, members []store.Attachment) ([]string,
 		return nil, err
 	}
 	if h == nil {
-		return []string{fmt.Sprintf("cannot repair network %s: its host namespace %s is gone (nsnet net rm %s forgets it)", n.Name, describeHost(n.HostNetns), n.Name)}, nil
+		return []string{fmt.Sprintf("cannot repair network %s: its host namespace %s is gone or made anew (after a reboot, nsnet restore rebuilds it there; nsnet net rm %s forgets it)", n.Name, describeHost(n.HostNetns), n.Name)}, nil
 	}
 	var done []string
 	if dev := d.Device(n); dev != "" {
 		if l, err := h.LinkByName(dev); err != nil {
 			return done, err
 		} else if l == nil {
-			done = append(done, fmt.Sprintf("rebuilt %s of network %s, deleted behind nsnet's back", dev, n.Name))
+			done = append(done, fmt.Sprintf("rebuilt %s of network %s (it was gone)", dev, n.Name))
 		}
 	}
 	if err := d.Build(h, n); err != nil {
@@ -533,6 +542,11 @@ func (m *Manager) repair(n store.Network, members []store.Attachment) ([]string,
 		return done, err
 	} else if did != "" {
 		done = append(done, did)
+	}
+	did, err := m.repairTaps(h, n, taps)
+	done = append(done, did...)
+	if err != nil {
+		return done, err
 	}
 	for _, a := range members {
 		did, err := d.Repair(h, n, a)
