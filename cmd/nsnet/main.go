@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -289,7 +291,7 @@ func netCmd(g *globals) *cobra.Command {
 	var spec engine.NetworkSpec
 	var subnets, gateways []string
 	var isolate, dns *bool
-	var upstreams []string
+	var upstreams, ipRanges, auxAddrs []string
 	// Each driver's own flags (--bridge-name, --parent), by name.
 	driverFlags := map[string]*string{}
 	create := &cobra.Command{
@@ -327,6 +329,27 @@ func netCmd(g *globals) *cobra.Command {
 				}
 				spec.Gateways = append(spec.Gateways, a)
 			}
+			for _, s := range ipRanges {
+				p, err := netip.ParsePrefix(s)
+				if err != nil {
+					return fmt.Errorf("network %q: invalid --ip-range %q (want CIDR such as 10.1.0.128/25)", spec.Name, s)
+				}
+				spec.IPRanges = append(spec.IPRanges, p)
+			}
+			for _, s := range auxAddrs {
+				name, ip, ok := strings.Cut(s, "=")
+				a, err := netip.ParseAddr(ip)
+				if !ok || err != nil {
+					return fmt.Errorf("network %q: invalid --aux-address %q (want NAME=IP such as router=10.1.0.254)", spec.Name, s)
+				}
+				if spec.AuxAddresses == nil {
+					spec.AuxAddresses = map[string]netip.Addr{}
+				}
+				if _, dup := spec.AuxAddresses[name]; dup {
+					return fmt.Errorf("network %q: --aux-address %q: the name %q is given twice", spec.Name, s, name)
+				}
+				spec.AuxAddresses[name] = a
+			}
 			return g.withManager(false, func(m *engine.Manager) error {
 				n, err := m.CreateNetwork(spec)
 				if err != nil {
@@ -355,6 +378,8 @@ func netCmd(g *globals) *cobra.Command {
 	isolate = f.Bool("isolate", true, "keep members from other networks' members (published ports stay reachable)")
 	f.BoolVar(&spec.Internal, "internal", false, "no default route for members and no way out")
 	f.IntVar(&spec.MTU, "mtu", 0, "MTU of the bridge and members' interfaces")
+	f.StringArrayVar(&ipRanges, "ip-range", nil, "hand out members' addresses from this CIDR inside the subnet only (one per family)")
+	f.StringArrayVar(&auxAddrs, "aux-address", nil, "NAME=IP: keep an address of the segment from members (a router, the host's own); repeatable")
 
 	var force bool
 	rm := &cobra.Command{
@@ -443,6 +468,12 @@ func netCmd(g *globals) *cobra.Command {
 						}
 					}
 					fmt.Fprintf(w, "nat\t%v\ninternal\t%v\nhost\t%s\n", n.NAT, n.Internal, dash(n.Host))
+					if len(n.IPRanges) > 0 {
+						fmt.Fprintf(w, "ip ranges\t%s\n", joinPrefixes(n.IPRanges))
+					}
+					for _, name := range slices.Sorted(maps.Keys(n.AuxAddresses)) {
+						fmt.Fprintf(w, "aux address\t%s=%s\n", name, n.AuxAddresses[name])
+					}
 					for _, c := range n.ForwardAccepts {
 						fmt.Fprintf(w, "host forward accepts\t%s %s %s\n", c.Family, c.Table, c.Chain)
 					}

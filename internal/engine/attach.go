@@ -209,11 +209,21 @@ func leaseAddrs(tx *store.Tx, n store.Network, spec ConnectSpec, reserved []neti
 			out = append(out, netip.PrefixFrom(want, p.Bits()))
 			continue
 		}
+		// Without --ip-range the whole subnet is the range.
+		rng, start := p, ipam.FirstUsable(p)
+		for _, r := range n.IPRanges {
+			if p.Contains(r.Addr()) {
+				rng, start = r, ipam.RangeFirst(p, r)
+			}
+		}
 		var a netip.Addr
 		for range len(reserved) + 1 {
-			from := tx.FreeHint(n.Name, ipam.FirstUsable(p))
+			from := tx.FreeHint(n.Name, start)
 			var err error
-			if a, err = ipam.FirstFree(p, from, tx.LeasedFrom(n.Name, from)); err != nil {
+			if a, err = ipam.FirstFree(p, from, tx.LeasedFrom(n.Name, from)); err == nil && !rng.Contains(a) {
+				err = fmt.Errorf("ip range %s has no free address", rng)
+			}
+			if err != nil {
 				return nil, fmt.Errorf("network %q: %w", n.Name, errorf(ErrFull, "%v", err))
 			}
 			if !slices.Contains(reserved, a) {
@@ -345,6 +355,8 @@ func describeLeaseOwner(owner store.Owner) string {
 		return fmt.Sprintf("TAP %s", owner.Name)
 	case store.OwnerHost:
 		return "the host"
+	case store.OwnerAux:
+		return fmt.Sprintf("the auxiliary address %q", owner.Name)
 	}
 	return fmt.Sprintf("namespace %q", owner.Name)
 }

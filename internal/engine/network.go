@@ -46,6 +46,12 @@ type NetworkSpec struct {
 	// host an address for a resolver.
 	DNS          *bool
 	DNSUpstreams []netip.Addr
+	// IPRanges limit the addresses handed out without an explicit one,
+	// one per family (Docker's --ip-range).
+	IPRanges []netip.Prefix
+	// AuxAddresses are kept from members, by name (Docker's
+	// --aux-address).
+	AuxAddresses map[string]netip.Addr
 }
 
 // CreateNetwork validates spec, builds it in the host namespace and records it.
@@ -79,6 +85,11 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (NetworkInfo, error) {
 				if err := tx.PutLease(n.Name, gw, store.GatewayOwner(n.Name)); err != nil {
 					return err
 				}
+			}
+		}
+		for name, a := range n.AuxAddresses {
+			if err := tx.PutLease(n.Name, a, store.AuxOwner(n.Name, name)); err != nil {
+				return err
 			}
 		}
 		if op.Device == "" {
@@ -183,7 +194,68 @@ func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, driver.Driver, e
 	if len(n.Gateways) != len(n.Subnets) {
 		return n, nil, fmt.Errorf("driver %s planned %d gateways for %d subnets", d.Name(), len(n.Gateways), len(n.Subnets))
 	}
+	if err := planAddresses(spec, &n); err != nil {
+		return n, nil, err
+	}
 	return n, d, nil
+}
+
+// planAddresses checks and records the network's --ip-range and
+// --aux-address settings.
+func planAddresses(spec NetworkSpec, n *store.Network) error {
+	subnetOf := func(a netip.Addr) (int, bool) {
+		for i, p := range n.Subnets {
+			if p.Contains(a) {
+				return i, true
+			}
+		}
+		return 0, false
+	}
+	var seen4, seen6 bool
+	for _, r := range spec.IPRanges {
+		if r != r.Masked() {
+			return fmt.Errorf("--ip-range %s has host bits set; did you mean %s?", r, r.Masked())
+		}
+		i, ok := subnetOf(r.Addr())
+		if !ok || r.Bits() < n.Subnets[i].Bits() {
+			return fmt.Errorf("--ip-range %s is not inside a subnet of the network", r)
+		}
+		if r.Addr().Is4() && seen4 || r.Addr().Is6() && seen6 {
+			return fmt.Errorf("--ip-range %s: at most one per family", r)
+		}
+		seen4, seen6 = seen4 || r.Addr().Is4(), seen6 || r.Addr().Is6()
+		if !ipam.RangeFirst(n.Subnets[i], r).IsValid() {
+			return fmt.Errorf("--ip-range %s holds no address a member could have", r)
+		}
+		n.IPRanges = append(n.IPRanges, r)
+	}
+	names := slices.Sorted(maps.Keys(spec.AuxAddresses))
+	for _, name := range names {
+		a := spec.AuxAddresses[name]
+		if name == "" {
+			return fmt.Errorf("--aux-address %s has no name (NAME=IP)", a)
+		}
+		i, ok := subnetOf(a)
+		if !ok {
+			return fmt.Errorf("--aux-address %s=%s is not inside a subnet of the network", name, a)
+		}
+		if err := ipam.CheckHost(n.Subnets[i], a); err != nil {
+			return fmt.Errorf("--aux-address %s=%s: %w", name, a, err)
+		}
+		if a == n.Gateways[i] {
+			return fmt.Errorf("--aux-address %s=%s is the network's gateway", name, a)
+		}
+		for _, other := range names {
+			if other < name && spec.AuxAddresses[other] == a {
+				return fmt.Errorf("--aux-address %s=%s: the address is already %q's", name, a, other)
+			}
+		}
+		if n.AuxAddresses == nil {
+			n.AuxAddresses = map[string]netip.Addr{}
+		}
+		n.AuxAddresses[name] = a
+	}
+	return nil
 }
 
 // gatewayIn reports whether gw is a real address of subnet p that members

@@ -195,6 +195,16 @@ func TestPlanNetwork(t *testing.T) {
 		{"subnet ::/64", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("::/64")}}, "", "is reserved"},
 		{"subnet ff02::/64", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("ff02::/64")}}, "", "is multicast"},
 		{"subnet in nsnet's resolver block", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("fd6e:736e:6574:1::/64")}}, "", "is nsnet's own"},
+		{"ip range outside", NetworkSpec{Subnets: v4, IPRanges: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/28")}}, "", "--ip-range 10.2.0.0/28 is not inside a subnet"},
+		{"ip range wider than the subnet", NetworkSpec{Subnets: v4, IPRanges: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, "", "is not inside a subnet"},
+		{"ip range host bits", NetworkSpec{Subnets: v4, IPRanges: []netip.Prefix{netip.MustParsePrefix("10.1.0.129/25")}}, "", "has host bits set"},
+		{"two ip ranges of a family", NetworkSpec{Subnets: v4, IPRanges: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/28"), netip.MustParsePrefix("10.1.0.128/28")}}, "", "at most one per family"},
+		{"ip range of the network address", NetworkSpec{Subnets: v4, IPRanges: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/32")}}, "", "holds no address a member could have"},
+		{"aux address outside", NetworkSpec{Subnets: v4, AuxAddresses: map[string]netip.Addr{"r": netip.MustParseAddr("10.2.0.1")}}, "", "--aux-address r=10.2.0.1 is not inside a subnet"},
+		{"aux address broadcast", NetworkSpec{Subnets: v4, AuxAddresses: map[string]netip.Addr{"r": netip.MustParseAddr("10.1.0.255")}}, "", "is the broadcast address"},
+		{"aux address gateway", NetworkSpec{Subnets: v4, AuxAddresses: map[string]netip.Addr{"r": netip.MustParseAddr("10.1.0.1")}}, "", "is the network's gateway"},
+		{"aux address twice", NetworkSpec{Subnets: v4, AuxAddresses: map[string]netip.Addr{"a": netip.MustParseAddr("10.1.0.9"), "b": netip.MustParseAddr("10.1.0.9")}}, "", `--aux-address b=10.1.0.9: the address is already "a"'s`},
+		{"aux address without a name", NetworkSpec{Subnets: v4, AuxAddresses: map[string]netip.Addr{"": netip.MustParseAddr("10.1.0.9")}}, "", "has no name"},
 		{"subnet ::ffff:10.79.0.0/120", NetworkSpec{Subnets: []netip.Prefix{netip.MustParsePrefix("::ffff:10.79.0.0/120")}}, "", "is IPv4-mapped"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -565,5 +575,56 @@ func TestSecondStoreRefused(t *testing.T) {
 	}
 	if h := first.fw.Host(); len(h.Networks) != 1 || h.Networks[0].Name != "one" || h.Owner != first.cfg.StateDir {
 		t.Errorf("the first store's table after the refusal: %+v", h)
+	}
+}
+
+// --ip-range bounds the addresses handed out without --ip, while --ip may
+// still pick one outside it; --aux-address keeps its address from both
+// (issue 10, item 18).
+func TestIPRangeAndAuxAddresses(t *testing.T) {
+	u := newUnit(t, "a", "b", "c", "d", "e")
+	_, err := u.CreateNetwork(NetworkSpec{Name: "n", Driver: "fake", Subnets: []netip.Prefix{subnet},
+		IPRanges:     []netip.Prefix{netip.MustParsePrefix("198.18.0.128/30")},
+		AuxAddresses: map[string]netip.Addr{"router": netip.MustParseAddr("198.18.0.129"), "printer": netip.MustParseAddr("198.18.0.20")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		ns, ip, want, wantErr string
+	}{
+		{ns: "a", want: "198.18.0.128/24"},
+		{ns: "b", want: "198.18.0.130/24"}, // .129 is the router's
+		{ns: "c", want: "198.18.0.131/24"},
+		{ns: "d", wantErr: "ip range 198.18.0.128/30 has no free address"},
+		{ns: "d", ip: "198.18.0.20", wantErr: `address 198.18.0.20 is already leased to the auxiliary address "printer"`},
+		{ns: "e", ip: "198.18.0.50", want: "198.18.0.50/24"},
+	} {
+		spec := ConnectSpec{Network: "n", Namespace: c.ns}
+		if c.ip != "" {
+			spec.IPv4 = netip.MustParseAddr(c.ip)
+		}
+		a, err := u.Connect(spec)
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("connect %s: %v, want %q", c.ns, err, c.wantErr)
+			}
+			if c.ip == "" && !errors.Is(err, ErrFull) {
+				t.Errorf("connect %s: %v, want ErrFull", c.ns, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("connect %s: %v", c.ns, err)
+		}
+		if got := fmt.Sprint(a.Addrs); got != "["+c.want+"]" {
+			t.Errorf("connect %s got %s, want %s", c.ns, got, c.want)
+		}
+	}
+	n, err := u.Network("n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(n.IPRanges, n.AuxAddresses) != "[198.18.0.128/30] map[printer:198.18.0.20 router:198.18.0.129]" {
+		t.Errorf("inspect shows %v %v", n.IPRanges, n.AuxAddresses)
 	}
 }

@@ -35,6 +35,9 @@ type NetworkInfo struct {
 	DNS            bool              `json:"dns"`
 	DNSUpstreams   []netip.Addr      `json:"dns_upstreams,omitempty"`
 	ForwardAccepts []ChainInfo       `json:"forward_accepts,omitempty"`
+	// IPRanges and AuxAddresses are --ip-range and --aux-address.
+	IPRanges     []netip.Prefix        `json:"ip_ranges,omitempty"`
+	AuxAddresses map[string]netip.Addr `json:"aux_addresses,omitempty"`
 	// Host is the host namespace's path; empty for the namespace nsnet
 	// ran in.
 	Host    string       `json:"host_netns,omitempty"`
@@ -124,7 +127,7 @@ func networkInfo(n store.Network, members []store.Attachment) NetworkInfo {
 		Name: n.Name, Driver: n.Driver, Subnets: n.Subnets, Gateways: n.Gateways, Bridge: deviceOf(n),
 		NAT: n.NAT, Internal: n.Internal, NoIsolate: n.NoIsolate, DNS: n.DNS,
 		DNSUpstreams: n.DNSUpstreams, MTU: n.MTU, NoHostFirewall: n.NoHostFirewall, Host: n.HostNetns,
-		Created: n.Created, Members: []MemberInfo{},
+		Created: n.Created, Members: []MemberInfo{}, IPRanges: n.IPRanges, AuxAddresses: n.AuxAddresses,
 	}
 	if d, err := drivers.Of(n); err == nil {
 		for _, o := range d.Options() {

@@ -88,6 +88,19 @@ func CheckHost(p netip.Prefix, a netip.Addr) error {
 	return nil
 }
 
+// RangeFirst returns the first address of range r that a host in subnet
+// p may hold, or the zero Addr if r holds none.
+func RangeFirst(p, r netip.Prefix) netip.Addr {
+	a := r.Masked().Addr()
+	if a.Less(FirstUsable(p)) {
+		a = FirstUsable(p)
+	}
+	if !r.Contains(a) || LastUsable(p).Less(a) {
+		return netip.Addr{}
+	}
+	return a
+}
+
 // FirstFree returns the first usable address of p, at or above from, not in
 // leased, which must yield the leased addresses of p's family in ascending
 // order.

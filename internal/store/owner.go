@@ -16,6 +16,7 @@ const (
 	OwnerTap                          // a TAP device
 	OwnerGateway                      // a network's gateway address
 	OwnerHost                         // the host's own address on a network's segment
+	OwnerAux                          // an auxiliary address of a network, by name
 )
 
 // Owner is who holds an interface name, an address or a host port. Owners
@@ -45,6 +46,9 @@ func TapOwner(network, name string) Owner { return Owner{Kind: OwnerTap, Network
 // subnet (a macvlan network shares the host's LAN).
 func HostOwner(network string) Owner { return Owner{Kind: OwnerHost, Network: network} }
 
+// AuxOwner is the hold of network's auxiliary address called name.
+func AuxOwner(network, name string) Owner { return Owner{Kind: OwnerAux, Network: network, Name: name} }
+
 // GatewayOwner is network's hold on its gateway addresses.
 func GatewayOwner(network string) Owner { return Owner{Kind: OwnerGateway, Network: network} }
 
@@ -61,11 +65,13 @@ func (o Owner) String() string {
 		return fmt.Sprintf("the gateway of network %q", o.Network)
 	case OwnerHost:
 		return fmt.Sprintf("the host, on network %q's segment", o.Network)
+	case OwnerAux:
+		return fmt.Sprintf("the auxiliary address %q of network %q", o.Name, o.Network)
 	}
 	return "an unknown owner"
 }
 
-var ownerWords = map[OwnerKind]string{OwnerNetwork: "network", OwnerMember: "member", OwnerTap: "tap", OwnerGateway: "gateway", OwnerHost: "host"}
+var ownerWords = map[OwnerKind]string{OwnerNetwork: "network", OwnerMember: "member", OwnerTap: "tap", OwnerGateway: "gateway", OwnerHost: "host", OwnerAux: "aux"}
 
 // encode is the owner as stored: its kind, network and name, NUL-separated
 // (names never contain NUL).

@@ -39,6 +39,12 @@ type Network struct {
 	// resolv.conf servers for other names.
 	DNS          bool         `json:"dns"`
 	DNSUpstreams []netip.Addr `json:"dns_upstreams,omitempty"`
+	// IPRanges limit the addresses handed out without --ip, one per
+	// family at most (Docker's --ip-range).
+	IPRanges []netip.Prefix `json:"ip_ranges,omitempty"`
+	// AuxAddresses are addresses of the segment kept from members, by
+	// name (Docker's --aux-address: a router, a printer, the host's own).
+	AuxAddresses map[string]netip.Addr `json:"aux_addresses,omitempty"`
 	// ForwardAccepts are the other tables' forward chains, with policy
 	// drop, into which nsnet inserted accept rules for this network.
 	ForwardAccepts []ChainRef `json:"forward_accepts,omitempty"`
