@@ -289,7 +289,7 @@ func (m *Manager) checkNetworkFree(tx *store.Tx, d driver.Driver, n store.Networ
 		for _, p := range n.Subnets {
 			for _, q := range other.Subnets {
 				if p.Overlaps(q) {
-					return fmt.Errorf("subnet %s overlaps network %q (%s)", p, other.Name, q)
+					return errorf(ErrInUse, "subnet %s overlaps network %q (%s)", p, other.Name, q)
 				}
 			}
 		}

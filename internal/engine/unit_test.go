@@ -20,6 +20,7 @@ import (
 	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/netns"
 	"github.com/nsnet/nsnet/internal/store"
+	"golang.org/x/sys/unix"
 )
 
 // The tests in this file run the engine's logic without root: the host and
@@ -377,6 +378,40 @@ func TestPortConflicts(t *testing.T) {
 			}
 			if _, ok := u.drv.plugged["b"]; ok {
 				t.Error("a refused connect reached the driver")
+			}
+			// The refusal is nsnet's own, before the kernel's: the maps
+			// still hold a's port alone, and b holds no lease.
+			want := []firewall.Port{{Proto: unix.IPPROTO_TCP, HostPort: 8080, Addr: netip.MustParseAddr("198.18.0.2"), Port: 80}}
+			if got := u.fw.Published(); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("port maps after the refusal: %v, want %v", got, want)
+			}
+			u.st.View(func(tx *store.Tx) error {
+				if owner, ok := tx.LeaseOwner("n", netip.MustParseAddr("198.18.0.3")); ok {
+					t.Errorf("198.18.0.3 leased to %v after the refusal", owner)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// A subnet overlapping another network of the host is refused by nsnet
+// itself, whatever the driver would say, and leaves nothing behind
+// (issue 10, item 33).
+func TestSubnetOverlapRefused(t *testing.T) {
+	for _, p := range []string{"198.18.0.0/24", "198.18.0.128/25", "198.18.0.0/16"} {
+		t.Run(p, func(t *testing.T) {
+			u := newUnit(t)
+			u.network(t, "n")
+			_, err := u.CreateNetwork(NetworkSpec{Name: "m", Driver: "fake", Subnets: []netip.Prefix{netip.MustParsePrefix(p)}})
+			if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), `overlaps network "n" (198.18.0.0/24)`) {
+				t.Fatalf("err = %v, want ErrInUse naming network n", err)
+			}
+			if u.drv.built["m"] {
+				t.Error("the refused network was built")
+			}
+			if _, err := u.Network("m"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("the refused network is recorded: %v", err)
 			}
 		})
 	}
