@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -56,6 +59,14 @@ func TestHostFirewallDrop(t *testing.T) {
 	}
 	if strings.Contains(rules, `accept comment "nsnet:network=shut"`) {
 		t.Errorf("--no-host-firewall network has accepts:\n%s", rules)
+	}
+	// iptables still reads its chain: nsnet's rules there are ones it
+	// understands (conntrack as its own xt match, not nftables' ct).
+	ipt, err := execCommand("ip", "netns", "exec", l.host, "iptables", "-S", "FORWARD")
+	for _, want := range []string{"-o nsbr-br -m conntrack --ctstate RELATED,ESTABLISHED", "-o nsbr-br -m conntrack --ctstate DNAT", "-s 10.0.11.0/24", `--comment "nsnet:network=rt"`} {
+		if err != nil || !strings.Contains(ipt, want) {
+			t.Errorf("iptables -S FORWARD (%v) lacks %q:\n%s", err, want, ipt)
+		}
 	}
 
 	l.must("net", "rm", "--force", "br")
@@ -266,4 +277,71 @@ func udpReaches(t *testing.T, from, local, to, addr string) bool {
 	pc.SetReadDeadline(time.Now().Add(time.Second))
 	_, _, err = pc.ReadFrom(make([]byte, 16))
 	return err == nil
+}
+
+// The admin turns the host's forward policy to drop after the networks
+// were made: the agent notices the ruleset change and puts the accepts in
+// without any nsnet command, takes them out when the policy goes back,
+// and its own changes set off no further rounds (issue 10, item 5).
+func TestForwardDropAfterCreate(t *testing.T) {
+	l := newLab(t)
+	out := l.addOutside()
+	l.fixture("ip", "-n", out, "route", "add", "10.0.14.0/24", "via", uplinkHost)
+	listen(t, out, net.JoinHostPort(server, "9100"))
+	b, r := l.ns("b"), l.ns("r")
+	l.must("net", "create", "br", "--subnet", "10.0.13.0/24")
+	l.must("net", "create", "rt", "--driver", "routed", "--subnet", "10.0.14.0/24")
+	l.must("net", "connect", "br", b)
+	l.must("net", "connect", "rt", r)
+	reach := func() error {
+		for _, ns := range []string{b, r} {
+			if _, err := dial(ns, net.JoinHostPort(server, "9100")); err != nil {
+				return fmt.Errorf("%s: %w", ns, err)
+			}
+		}
+		return nil
+	}
+	if err := reach(); err != nil {
+		t.Fatalf("before the drop policy: %v", err)
+	}
+	// Bounded: the agent looks 100 ms after a change settles.
+	eventually := func(what string, ok func() bool) {
+		t.Helper()
+		for i := 0; i < 40; i++ {
+			if ok() {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		log, _ := os.ReadFile(filepath.Join(l.state, "agent.log"))
+		t.Fatalf("%s did not happen within 2 s; agent.log:\n%s", what, log)
+	}
+	l.fixture("ip", "netns", "exec", l.host, "iptables", "-P", "FORWARD", "DROP")
+	eventually("accepts after FORWARD DROP", func() bool {
+		return strings.Contains(l.fixture("ip", "netns", "exec", l.host, "nft", "list", "chain", "ip", "filter", "FORWARD"), "nsbr-br")
+	})
+	if err := reach(); err != nil {
+		t.Errorf("after FORWARD DROP, with no nsnet command: %v", err)
+	}
+	var n struct {
+		ForwardAccepts []struct{ Family, Table, Chain string } `json:"forward_accepts"`
+	}
+	l.jsonOf(&n, "net", "inspect", "br")
+	if len(n.ForwardAccepts) != 1 || n.ForwardAccepts[0].Chain != "FORWARD" {
+		t.Errorf("forward accepts recorded = %+v, want filter FORWARD", n.ForwardAccepts)
+	}
+	l.fixture("ip", "netns", "exec", l.host, "iptables", "-P", "FORWARD", "ACCEPT")
+	eventually("accepts gone after FORWARD ACCEPT", func() bool {
+		return !strings.Contains(l.fixture("ip", "netns", "exec", l.host, "nft", "list", "chain", "ip", "filter", "FORWARD"), "nsnet")
+	})
+	// No ping-pong: the agent's own changes do not make it change more.
+	count := func() int {
+		log, _ := os.ReadFile(filepath.Join(l.state, "agent.log"))
+		return strings.Count(string(log), "dropping forward chains now")
+	}
+	before := count()
+	time.Sleep(500 * time.Millisecond)
+	if after := count(); after != before || before != 4 {
+		t.Errorf("the agent changed the accepts %d times, then %d; want 4 (two networks, two policy changes), then no more", before, after)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"maps"
 	"net/netip"
 	"os"
@@ -206,7 +207,28 @@ func (g *globals) withManager(readOnly bool, fn func(*engine.Manager) error) err
 func agentCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use: "agent", Short: "Serve DNS for network members (started by nsnet itself)", Hidden: true, Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return agent.Run(g.stateDir) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return agent.Run(g.stateDir, agent.Options{OnRuleset: func(host string) { recheckForward(g.stateDir, host) }})
+		},
+	}
+}
+
+// recheckForward is the agent's answer to a change of a host's ruleset:
+// the networks' accepts in the host's forward chains are put right, as gc
+// would, and the log says what changed.
+func recheckForward(stateDir, host string) {
+	m, err := engine.Open(engine.Config{StateDir: stateDir, HostNetns: host})
+	if err != nil {
+		log.Printf("agent: recheck forward accepts of host %q: %v", host, err)
+		return
+	}
+	defer m.Close()
+	done, err := m.RecheckForward(host)
+	for _, d := range done {
+		log.Printf("agent: %s", d)
+	}
+	if err != nil {
+		log.Printf("agent: recheck forward accepts of host %q: %v", host, err)
 	}
 }
 

@@ -134,7 +134,7 @@ func Ensure(stateDir, exe string) error {
 
 // Run is the agent itself. It returns when no DNS network has members, or
 // at once if another agent holds stateDir.
-func Run(stateDir string) error {
+func Run(stateDir string, opts Options) error {
 	f, err := os.OpenFile(filepath.Join(stateDir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
@@ -164,8 +164,12 @@ func Run(stateDir string) error {
 	}
 	defer os.Remove(pidPath)
 	raiseFileLimit()
-	a := &agent{dir: stateDir, servers: map[string]*running{}, proxies: map[proxyKey]*proxy{}}
+	a := &agent{dir: stateDir, servers: map[string]*running{}, proxies: map[proxyKey]*proxy{},
+		onRuleset: opts.OnRuleset, watchers: map[string]*watcher{}, rulesetChanged: make(chan string, 16)}
 	defer a.closeAll()
+	// Hosts whose ruleset changed, checked once the burst settles.
+	dirty := map[string]bool{}
+	var settled <-chan time.Time
 	log.Printf("agent %d serving %s", os.Getpid(), stateDir)
 	var last os.FileInfo
 	var retry time.Time
@@ -216,9 +220,31 @@ func Run(stateDir string) error {
 		select {
 		case <-wake:
 			woken = true
+		case host := <-a.rulesetChanged:
+			if len(dirty) == 0 {
+				settled = time.After(settle)
+			}
+			dirty[host] = true
+		case <-settled:
+			settled = nil
+			for host := range dirty {
+				a.onRuleset(host)
+				delete(dirty, host)
+			}
 		case <-time.After(poll):
 		}
 	}
+}
+
+// Options are what the agent is given besides its state directory.
+type Options struct {
+	// OnRuleset, when set, is called with a host namespace's path (""
+	// for the agent's own) after the nftables ruleset there changed in a
+	// table not nsnet's, so the networks' accepts in the host's forward
+	// chains can be put right (a policy turned to drop, a firewall
+	// reloaded). The agent watches the hosts of networks that need such
+	// accepts.
+	OnRuleset func(host string)
 }
 
 // proxyBudget is how many [::1] proxies the agent runs at most: its file
@@ -336,9 +362,18 @@ type agent struct {
 	dir      string
 	servers  map[string]*running // by network name, or "link-local@HOST" for a host's link-local resolver
 	proxies  map[proxyKey]*proxy
+	// onRuleset, when set, re-checks a host's forward accepts; watchers
+	// send the host's path on rulesetChanged when its ruleset changes.
+	onRuleset      func(host string)
+	watchers       map[string]*watcher
+	rulesetChanged chan string
 }
 
 func (a *agent) closeAll() {
+	for k, w := range a.watchers {
+		w.close()
+		delete(a.watchers, k)
+	}
 	for k, r := range a.servers {
 		r.srv.Close()
 		delete(a.servers, k)
@@ -461,6 +496,7 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 	if !needed {
 		return false, gen, nil, nil
 	}
+	a.syncWatchers(forwardHosts(nets))
 	openProxies := a.syncProxies(nets, members)
 	// One zone per host: every network there, so a member in several
 	// networks is answered for all of them.

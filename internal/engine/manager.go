@@ -45,6 +45,9 @@ type Firewall interface {
 	// forward chains that drop; CloseForward removes them.
 	OpenForward(firewall.Network) ([]firewall.ChainRef, error)
 	CloseForward(network string) error
+	// ForwardStale reports whether a network's accepts there differ
+	// from what OpenForward would make now.
+	ForwardStale(firewall.Network) (bool, error)
 	// Owner names the state directory whose table the host has ("" for
 	// none).
 	Owner() (string, error)
@@ -565,6 +568,39 @@ func (m *Manager) repair(n store.Network, members []store.Attachment, taps []sto
 	return done, nil
 }
 
+// RecheckForward puts right the accepts of host's networks in the host's
+// other tables' forward chains (the agent calls it when that ruleset
+// changed) and says what it changed.
+func (m *Manager) RecheckForward(host string) ([]string, error) {
+	var nets []store.Network
+	if err := m.st.View(func(tx *store.Tx) (err error) {
+		nets, err = hostNetworks(tx, host, "")
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	h, err := m.liveHost(host)
+	if err != nil || h == nil {
+		return nil, err
+	}
+	var done []string
+	var errs []error
+	for _, n := range nets {
+		d, err := drivers.Of(n)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		did, err := m.reopenForward(h, d, n)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("network %s: %w", n.Name, err))
+		} else if did != "" {
+			done = append(done, did)
+		}
+	}
+	return done, errors.Join(errs...)
+}
+
 // reopenForward puts the network's accepts into other tables' forward
 // chains that drop as they are now: a chain whose policy turned to drop
 // since the network was made gets them, one that went loses its record.
@@ -574,6 +610,9 @@ func (m *Manager) reopenForward(h *kernel.NS, d driver.Driver, n store.Network) 
 	}
 	fw, err := m.firewall(h)
 	if err != nil {
+		return "", err
+	}
+	if stale, err := fw.ForwardStale(firewallNetwork(n)); err != nil || !stale {
 		return "", err
 	}
 	if err := fw.CloseForward(n.Name); err != nil {

@@ -199,7 +199,7 @@ func (f *Fake) OpenForward(n Network) ([]ChainRef, error) {
 		if c.Family == nftables.TableFamilyINet && c.Table == TableName {
 			continue // nsnet's own table
 		}
-		if forwardMatches(c.Family, n) {
+		if fakeForwardMatches(c.Family, n) {
 			refs = append(refs, c)
 		}
 	}
@@ -213,9 +213,9 @@ func (f *Fake) OpenForward(n Network) ([]ChainRef, error) {
 	return refs, nil
 }
 
-// forwardMatches reports whether OpenForward has rules for n in a chain
+// fakeForwardMatches reports whether OpenForward has rules for n in a chain
 // of a table of family fam.
-func forwardMatches(fam nftables.TableFamily, n Network) bool {
+func fakeForwardMatches(fam nftables.TableFamily, n Network) bool {
 	switch fam {
 	case nftables.TableFamilyIPv4, nftables.TableFamilyIPv6, nftables.TableFamilyINet:
 	default:
@@ -230,6 +230,21 @@ func forwardMatches(fam nftables.TableFamily, n Network) bool {
 		}
 	}
 	return false
+}
+
+// ForwardStale reports, as Firewall.ForwardStale, whether the network's
+// accepts are elsewhere than in the chains of DroppingForward that
+// OpenForward would fill for it, once each.
+func (f *Fake) ForwardStale(n Network) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var want []ChainRef
+	for _, c := range f.DroppingForward {
+		if !(c.Family == nftables.TableFamilyINet && c.Table == TableName) && fakeForwardMatches(c.Family, n) {
+			want = append(want, c)
+		}
+	}
+	return !slices.Equal(want, f.accepts[n.Name]), nil
 }
 
 // CloseForward forgets every accept of the network, wherever it is.

@@ -520,3 +520,56 @@ func nft(t *testing.T, script string) {
 		t.Fatalf("nft: %v: %s", err, out)
 	}
 }
+
+// ForwardStale says, on the kernel as on the fake, whether the accepts are
+// what OpenForward would make now: after OpenForward no, once a chain's
+// policy changed yes, after the round again no (issue 10, item 5).
+func TestForwardStale(t *testing.T) {
+	nstest.Require(t)
+	fw := cleanFirewall(t)
+	nft(t, `table ip filter { chain FORWARD { type filter hook forward priority filter; policy accept; }; }`)
+	t.Cleanup(func() { nft(t, "delete table ip filter") })
+	if err := fw.Sync(Host{Networks: []Network{netA}}); err != nil {
+		t.Fatal(err)
+	}
+	filter := ChainRef{Family: nftables.TableFamilyIPv4, Table: "filter", Chain: "FORWARD"}
+	fake := NewFake()
+	steps := []struct {
+		name   string
+		policy string // "" keeps it
+		reopen bool   // CloseForward and OpenForward
+		want   bool
+	}{
+		{"nothing drops, nothing opened", "", false, false},
+		{"policy turned to drop", "drop", false, true},
+		{"opened", "", true, false},
+		{"policy back to accept", "accept", false, true},
+		{"closed again", "", true, false},
+	}
+	for _, s := range steps {
+		if s.policy != "" {
+			nft(t, "add chain ip filter FORWARD { policy "+s.policy+"; }")
+			fake.DroppingForward = nil
+			if s.policy == "drop" {
+				fake.DroppingForward = []ChainRef{filter}
+			}
+		}
+		for _, f := range []interface {
+			CloseForward(string) error
+			OpenForward(Network) ([]ChainRef, error)
+			ForwardStale(Network) (bool, error)
+		}{fw, fake} {
+			if s.reopen {
+				if err := f.CloseForward(netA.Name); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.OpenForward(netA); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got, err := f.ForwardStale(netA); err != nil || got != s.want {
+				t.Errorf("%s: %T.ForwardStale = %v, %v; want %v", s.name, f, got, err, s.want)
+			}
+		}
+	}
+}

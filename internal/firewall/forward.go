@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
 	"golang.org/x/sys/unix"
 )
 
@@ -75,25 +76,7 @@ func (f *Firewall) OpenForward(n Network) ([]ChainRef, error) {
 	accept := []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictAccept}}
 	var refs []ChainRef
 	for _, c := range chains {
-		var matches [][]expr.Any
-		if n.Bridge != "" {
-			in := matchIfname(expr.MetaKeyOIFNAME, expr.CmpOpEq, n.Bridge)
-			matches = append(matches, matchIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, n.Bridge))
-			if n.Masquerade {
-				matches = append(matches, concat(in, established()), concat(in, dnatted(true)))
-			} else {
-				matches = append(matches, in)
-			}
-		} else {
-			for _, p := range n.Subnets {
-				fam := c.Table.Family
-				if fam == nftables.TableFamilyIPv4 && p.Addr().Is6() || fam == nftables.TableFamilyIPv6 && p.Addr().Is4() {
-					continue
-				}
-				inet := fam == nftables.TableFamilyINet
-				matches = append(matches, matchAddr(p, true, expr.CmpOpEq, inet), matchAddr(p, false, expr.CmpOpEq, inet))
-			}
-		}
+		matches := forwardMatches(c, n)
 		if len(matches) == 0 {
 			continue
 		}
@@ -109,6 +92,98 @@ func (f *Firewall) OpenForward(n Network) ([]ChainRef, error) {
 		return nil, fmt.Errorf("accept network %s in host forward chains: %w", n.Name, err)
 	}
 	return refs, nil
+}
+
+// forwardMatches are the matches of the accepts OpenForward puts into
+// chain c for network n.
+func forwardMatches(c *nftables.Chain, n Network) [][]expr.Any {
+	var matches [][]expr.Any
+	if n.Bridge != "" {
+		in := matchIfname(expr.MetaKeyOIFNAME, expr.CmpOpEq, n.Bridge)
+		matches = append(matches, matchIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, n.Bridge))
+		if !n.Masquerade {
+			return append(matches, in)
+		}
+		if iptables(c.Table.Family) {
+			return append(matches,
+				concat(in, []expr.Any{xtConntrack(xtStateEstablished | xtStateRelated)}),
+				concat(in, []expr.Any{xtConntrack(xtStateDNAT)}))
+		}
+		return append(matches, concat(in, established()), concat(in, dnatted(true)))
+	}
+	for _, p := range n.Subnets {
+		fam := c.Table.Family
+		if fam == nftables.TableFamilyIPv4 && p.Addr().Is6() || fam == nftables.TableFamilyIPv6 && p.Addr().Is4() {
+			continue
+		}
+		inet := fam == nftables.TableFamilyINet
+		matches = append(matches, matchAddr(p, true, expr.CmpOpEq, inet), matchAddr(p, false, expr.CmpOpEq, inet))
+	}
+	return matches
+}
+
+// iptables reports whether tables of family fam are the ones iptables-nft
+// manages (ip filter, ip6 filter). Rules nsnet puts there must be ones
+// iptables can read back, or `iptables -S` refuses the whole chain ("is
+// incompatible, use 'nft' tool"): conntrack is then the xt match iptables
+// itself uses, not nftables' ct expression.
+func iptables(fam nftables.TableFamily) bool {
+	return fam == nftables.TableFamilyIPv4 || fam == nftables.TableFamilyIPv6
+}
+
+// States of xt_conntrack's --ctstate (linux/netfilter/xt_conntrack.h):
+// a connection's ctinfo bit, and the virtual DNAT state (its original
+// destination differs from its reply source).
+const (
+	xtConntrackFlagState = 1 << 0
+	xtStateEstablished   = 1 << 1
+	xtStateRelated       = 1 << 2
+	xtStateDNAT          = 1 << 7
+)
+
+// xtConntrack is iptables' `-m conntrack --ctstate` for the states given.
+func xtConntrack(states uint16) *expr.Match {
+	info := &xt.ConntrackMtinfo3{}
+	info.MatchFlags = xtConntrackFlagState
+	info.StateMask = states
+	return &expr.Match{Name: "conntrack", Rev: 3, Info: info}
+}
+
+// ForwardStale reports whether the network's accepts in other tables'
+// forward chains differ from what OpenForward would make now: a chain
+// whose policy turned to drop lacks them, one that no longer drops (or a
+// rule someone deleted) has the wrong number. A caller re-opens only
+// then, so that nsnet's own changes to those chains, which it watches,
+// do not set off another round.
+func (f *Firewall) ForwardStale(n Network) (bool, error) {
+	chains, err := f.forwardChains(false)
+	if err != nil {
+		return false, err
+	}
+	tag := Tag(n.Name)
+	for _, c := range chains {
+		want := 0
+		if c.Policy != nil && *c.Policy == nftables.ChainPolicyDrop {
+			want = len(forwardMatches(c, n))
+		}
+		rules, err := f.conn.GetRules(c.Table, c)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("read chain %s %s %s: %w", FamilyName(c.Table.Family), c.Table.Name, c.Name, err)
+		}
+		have := 0
+		for _, r := range rules {
+			if bytes.Equal(r.UserData, tag) {
+				have++
+			}
+		}
+		if have != want {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // CloseForward deletes the network's accepts from every other table's
