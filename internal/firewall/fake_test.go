@@ -174,6 +174,10 @@ var scenarios = []struct {
 	{"overlap with a network that is not isolated", []step{
 		syncs(Host{Networks: []Network{netA, {Name: "open", Bridge: "nsbr-o", Subnets: []netip.Prefix{prefix("10.0.0.0/8")}}}}, nil),
 	}, true, nil},
+	{"another state directory's last network leaves the table alone", []step{
+		syncs(Host{Networks: []Network{netA}, Owner: "/var/lib/one"}, nil),
+		syncs(Host{Owner: "/var/lib/two"}, ErrOwned),
+	}, true, nil},
 	{"overlapping NAT networks", []step{
 		syncs(Host{Networks: []Network{netA, {Name: "wide", Bridge: "nsbr-w", Subnets: []netip.Prefix{prefix("10.0.0.0/8")}, Masquerade: true}}}, unix.EEXIST),
 	}, false, nil},

@@ -292,6 +292,13 @@ func (f *Firewall) Sync(h Host) error {
 		if have == nil && !haveARP {
 			return nil
 		}
+		// The last network of one state directory going must not take
+		// another's table with it.
+		if owner, err := f.Owner(); err != nil {
+			return err
+		} else if owner != "" && h.Owner != "" && owner != h.Owner {
+			return fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: owner})
+		}
 		if have != nil {
 			f.conn.DelTable(f.table)
 		}
@@ -401,6 +408,12 @@ func (f *Firewall) Sync(h Host) error {
 // state directory: two stores rebuilding one table would wipe each other's
 // rules.
 type OwnedError struct{ Owner string }
+
+// ErrOwned matches every OwnedError.
+var ErrOwned = errors.New("the host's nsnet table belongs to another state directory")
+
+// Is makes errors.Is(err, ErrOwned) true for an OwnedError.
+func (e *OwnedError) Is(target error) bool { return target == ErrOwned }
 
 func (e *OwnedError) Error() string {
 	return fmt.Sprintf("the host namespace is managed by the nsnet state directory %s; use that one (--state-dir %s), or another host namespace", e.Owner, e.Owner)
