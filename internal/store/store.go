@@ -308,6 +308,11 @@ func OpenTimeout(dir string, readOnly bool, timeout time.Duration) (*Store, erro
 	if fi, err := os.Stat(p); err == nil && fi.Size() == 0 {
 		lock.Close()
 		return nil, fmt.Errorf("state store %s: %w", p, ErrEmpty)
+	} else if errors.Is(err, os.ErrNotExist) && !readOnly {
+		if err := create(p); err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("state store %s: %w", p, err)
+		}
 	}
 	db, err := bolt.Open(p, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: readOnly, NoFreelistSync: true})
 	if errors.Is(err, berrors.ErrTimeout) {
@@ -334,6 +339,43 @@ func OpenTimeout(dir string, readOnly bool, timeout time.Duration) (*Store, erro
 		}
 	}
 	return s, nil
+}
+
+// create makes a new store at p whole, under another name first, so that
+// a crash while it is made leaves no empty file at p, which the next
+// command would take for a truncated store and refuse.
+func create(p string) error {
+	tmp := p + ".new"
+	os.Remove(tmp) // a crash's leftover
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{NoFreelistSync: true})
+	if err != nil {
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return err
+	}
+	// The rename is durable once the directory is.
+	d, err := os.Open(filepath.Dir(p))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // hasBuckets spares the usual open a commit, which costs two fdatasyncs.

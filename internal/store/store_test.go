@@ -138,6 +138,27 @@ func TestEmptyStoreRefused(t *testing.T) {
 	}
 }
 
+// A new store is made under another name and renamed: a crash while it is
+// made leaves that file, never an empty nsnet.db that every later command
+// would refuse as truncated; the next open starts over.
+func TestCreateIsWhole(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, FileName+".new"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, false)
+	if err != nil {
+		t.Fatalf("open over a crashed creation: %v", err)
+	}
+	if !s.hasBuckets() {
+		t.Error("the new store lacks its buckets")
+	}
+	s.Close()
+	if _, err := os.Stat(filepath.Join(dir, FileName+".new")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the temporary file stays: %v", err)
+	}
+}
+
 // A command waiting for the lock gets it as soon as the holder lets go,
 // and gives up at its deadline (issue 10, item 34).
 func TestLockWait(t *testing.T) {
