@@ -238,3 +238,41 @@ func TestShareAndDefaultRoute(t *testing.T) {
 		t.Errorf("links left = %v, want only n1's bridge", links)
 	}
 }
+
+// The original name of a shared namespace removed behind nsnet's back
+// (ip netns del): the namespace lives on under the --share name, and gc
+// passes the memberships there instead of cutting it off.
+func TestShareOutlivesOriginal(t *testing.T) {
+	l := newLab(t)
+	l.must("net", "create", "n", "--subnet", "10.0.23.0/24")
+	a := l.ns("a")
+	b := strings.TrimSuffix(l.host, "-host") + "-b"
+	c := strings.TrimSuffix(l.host, "-host") + "-c"
+	l.must("ns", "create", b, "--share", a)
+	l.must("ns", "create", c, "--share", a)
+	l.names = append(l.names, b, c)
+	l.must("net", "connect", "n", a)
+	l.fixture("ip", "netns", "del", a)
+
+	out := l.must("gc")
+	if !strings.Contains(out, "pass to "+b) {
+		t.Errorf("gc said:\n%s\nwant the memberships passed to %s", out, b)
+	}
+	var n network
+	l.jsonOf(&n, "net", "inspect", "n")
+	if len(n.Members) != 1 || n.Members[0].Namespace != b {
+		t.Fatalf("members after gc: %+v, want %s alone", n.Members, b)
+	}
+	l.mustPing(b, "10.0.23.1")
+	for _, ns := range []string{b, c} {
+		if out := l.must("exec", ns, "--", "cat", "/etc/resolv.conf"); !strings.Contains(out, "nameserver 10.0.23.1") {
+			t.Errorf("resolv.conf of %s:\n%s", ns, out)
+		}
+	}
+	l.must("net", "disconnect", "n", b)
+	if links := l.hostLinks(); len(links) != 2 { // lo and the bridge
+		t.Errorf("host links after disconnect: %v", links)
+	}
+	l.must("ns", "rm", c)
+	l.must("ns", "rm", b)
+}

@@ -420,6 +420,30 @@ func (m *Manager) GC() ([]string, error) {
 		return done, err
 	}
 	m.recoverErr = nil
+	// A namespace nsnet made whose name was removed while a --share name
+	// still holds it lives on under that name: its memberships pass there
+	// before vanished namespaces' memberships are removed below.
+	var gone []string
+	if err := m.st.View(func(tx *store.Tx) error {
+		nss, err := tx.Namespaces()
+		for _, n := range nss {
+			if !m.nsExists(n.Name) {
+				gone = append(gone, n.Name)
+			}
+		}
+		return err
+	}); err != nil {
+		return done, err
+	}
+	for _, name := range gone {
+		heir, err := m.passToSharer(name)
+		if err != nil {
+			return done, err
+		}
+		if heir != "" {
+			done = append(done, fmt.Sprintf("namespace %s was deleted behind nsnet's back; its memberships and links pass to %s, which holds the same namespace", name, heir))
+		}
+	}
 	var orphans []store.Attachment
 	err = m.st.View(func(tx *store.Tx) error {
 		all, err := tx.AllMembers()

@@ -392,6 +392,65 @@ func (m *Manager) forgetNamespace(name string) error {
 	return nil
 }
 
+// passToSharer hands what nsnet keeps of name, whose mount was removed
+// behind nsnet's back (`ip netns del`), to a name made with --share NAME
+// that still holds the same namespace: the namespace lives on under it,
+// with its interfaces, so its memberships, links and /etc/netns files are
+// that name's now, and it no longer shares anything. It returns the heir,
+// or "" if there is none.
+func (m *Manager) passToSharer(name string) (string, error) {
+	var heir string
+	if err := m.st.View(func(tx *store.Tx) error {
+		nss, err := tx.Namespaces()
+		for _, n := range nss {
+			if n.Shares == name && m.nsExists(n.Name) && heir == "" {
+				heir = n.Name
+			}
+		}
+		return err
+	}); err != nil || heir == "" {
+		return "", err
+	}
+	if err := m.inheritEtc(name, heir); err != nil {
+		return "", fmt.Errorf("namespace %q: pass its files to %q: %w", name, heir, err)
+	}
+	var others []string
+	err := m.st.Update(func(tx *store.Tx) error {
+		if err := m.bequeath(tx, name, heir); err != nil {
+			return err
+		}
+		nss, err := tx.Namespaces()
+		if err != nil {
+			return err
+		}
+		for _, n := range nss {
+			switch {
+			case n.Name == heir:
+				n.Shares = ""
+			case n.Shares == name:
+				n.Shares = heir
+				others = append(others, n.Name)
+			default:
+				continue
+			}
+			if err := tx.PutNamespace(n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("namespace %q: pass memberships to %q: %w", name, heir, err)
+	}
+	// The other sharers' /etc/netns entries led to name's, now heir's.
+	for _, o := range others {
+		if err := m.shareEtc(o, heir); err != nil {
+			return "", fmt.Errorf("namespace %q: share %q's files: %w", o, heir, err)
+		}
+	}
+	return heir, nil
+}
+
 // unmountNamespace removes a namespace's name and its /etc/netns files. The
 // namespace itself goes when nothing else holds it.
 func unmountNamespace(name string) error {
