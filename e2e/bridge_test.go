@@ -64,7 +64,8 @@ func TestBridgeWithNAT(t *testing.T) {
 
 	// The rules are readable with nft and live in nsnet's table only.
 	rules := l.fixture("ip", "netns", "exec", l.host, "nft", "list", "ruleset")
-	if !strings.Contains(rules, "table inet nsnet") || !strings.Contains(rules, `ip saddr 192.168.20.0/24 oifname != "nsbr-vnet" masquerade`) {
+	masq := l.fixture("ip", "netns", "exec", l.host, "nft", "list", "set", "inet", "nsnet", "masq4")
+	if !strings.Contains(rules, "table inet nsnet") || !strings.Contains(rules, `ip saddr @masq4 ip saddr . ip daddr != @same4 masquerade`) || !strings.Contains(masq, "192.168.20.0/24") {
 		t.Errorf("ruleset lacks nsnet's masquerade:\n%s", rules)
 	}
 

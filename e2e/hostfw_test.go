@@ -231,7 +231,7 @@ func TestSecondStateDirectoryRefused(t *testing.T) {
 		t.Errorf("the refused network left its bridge: %v", links)
 	}
 	rules := l.fixture("ip", "netns", "exec", l.host, "nft", "list", "table", "inet", "nsnet")
-	if !strings.Contains(rules, "nsnet:network=one") || !strings.Contains(rules, "nsnet:state="+l.state) {
+	if !strings.Contains(rules, "10.0.54.0/24") || !strings.Contains(rules, "nsnet:state="+l.state) {
 		t.Errorf("the first state directory's table changed:\n%s", rules)
 	}
 }

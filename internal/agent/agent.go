@@ -84,7 +84,7 @@ func Needed(tx *store.Tx) (bool, error) {
 	if tx.HasPorts() {
 		return true, nil
 	}
-	nets, err := tx.Networks()
+	nets, err := tx.Summaries()
 	if err != nil {
 		return false, err
 	}

@@ -142,7 +142,7 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 				if err != nil {
 					return err
 				}
-				if err := m.syncHost(h, nets, true); err != nil {
+				if err := m.syncHost(h, nets, true, &firewall.Changes{}); err != nil {
 					return err
 				}
 			}
@@ -317,7 +317,7 @@ func (m *Manager) Disconnect(network, ns string) error {
 		if err != nil {
 			return err
 		}
-		return m.syncHost(h, nets, false)
+		return m.syncHost(h, nets, false, &firewall.Changes{})
 	}, nil)
 	if err != nil {
 		return fmt.Errorf("disconnect %s from %s: %w", ns, network, err)

@@ -22,8 +22,11 @@ const dnsLabel = "lo:nsnet"
 // hostNetworks lists the networks of one host namespace that the host's
 // firewall serves (some drivers have nothing in the host), leaving out the
 // one called except.
+//
+// The networks are summaries (store.Tx.Summaries): the fields a decision
+// about the whole host reads, not ForwardAccepts, Gateways and the like.
 func hostNetworks(tx *store.Tx, host, except string) ([]store.Network, error) {
-	all, err := tx.Networks()
+	all, err := tx.Summaries()
 	if err != nil {
 		return nil, err
 	}
@@ -39,8 +42,12 @@ func hostNetworks(tx *store.Tx, host, except string) ([]store.Network, error) {
 // syncHost makes the host namespace match what its networks need of it as
 // a whole: nsnet's nftables table, and the routed gateway address that the
 // resolver for routed networks listens on. Every call may be repeated.
-func (m *Manager) syncHost(h *kernel.NS, nets []store.Network, ports bool) error {
-	return m.syncHostState(h, nets, firewall.Host{Ports: ports})
+//
+// changes, when not nil, are the networks added and removed since the
+// host was last synced, and let the firewall change only their elements;
+// nil rebuilds the table whole.
+func (m *Manager) syncHost(h *kernel.NS, nets []store.Network, ports bool, changes *firewall.Changes) error {
+	return m.syncHostState(h, nets, firewall.Host{Ports: ports, Changes: changes})
 }
 
 // syncHostState is syncHost with the firewall state's other fields given.
@@ -116,6 +123,13 @@ func setLocalAddr(h *kernel.NS, addr netip.Addr, want bool) error {
 		if err := h.NL.AddrReplace(lo, nl); err != nil {
 			return fmt.Errorf("add %s to lo for routed networks' DNS: %w", addr, err)
 		}
+		return nil
+	}
+	// Listing lo's addresses dumps every address of the host (one per
+	// network): ask the routing table first whether addr is local at all,
+	// which it rarely is when not wanted.
+	// (A lookup that fails finds no route, so no local address either.)
+	if rs, err := h.NL.RouteGet(addr.AsSlice()); err != nil || len(rs) == 0 || rs[0].Type != unix.RTN_LOCAL {
 		return nil
 	}
 	have, err := kernel.Retry(func() ([]netlink.Addr, error) { return h.NL.AddrList(lo, family) })

@@ -183,7 +183,7 @@ func (m *Manager) checkLinkOverlap(tx *store.Tx, l store.Link) error {
 	if len(mine) == 0 {
 		return nil
 	}
-	nets, err := tx.Networks()
+	nets, err := tx.Summaries()
 	if err != nil {
 		return err
 	}

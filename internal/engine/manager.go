@@ -119,7 +119,7 @@ func open(cfg Config, readOnly bool) (*Manager, error) {
 		etcDir:        netns.EtcDir,
 	}
 	err = st.View(func(tx *store.Tx) error {
-		nets, err := tx.Networks()
+		nets, err := tx.Summaries()
 		if err != nil {
 			return err
 		}
@@ -597,8 +597,14 @@ func (m *Manager) repair(n store.Network, members []store.Attachment, taps []sto
 // changed) and says what it changed.
 func (m *Manager) RecheckForward(host string) ([]string, error) {
 	var nets []store.Network
-	if err := m.st.View(func(tx *store.Tx) (err error) {
-		nets, err = hostNetworks(tx, host, "")
+	if err := m.st.View(func(tx *store.Tx) error {
+		// Whole records: reopenForward compares the accepts recorded.
+		all, err := tx.Networks()
+		for _, n := range all {
+			if n.HostNetns == host {
+				nets = append(nets, n)
+			}
+		}
 		return err
 	}); err != nil {
 		return nil, err

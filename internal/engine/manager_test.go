@@ -296,3 +296,38 @@ func BenchmarkPublish(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCreateNetwork creates (and removes) one more isolated NAT
+// network on a host that has N of them (issue 11, target 1): the cost of
+// a change must not grow with the networks already there.
+func BenchmarkCreateNetwork(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			m := hostLab(b, fmt.Sprintf("bench-nets-%d", n))
+			subnet := func(i int) netip.Prefix {
+				return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(100 + i/250), byte(i % 250), 0}), 24)
+			}
+			for i := range n {
+				if _, err := m.CreateNetwork(NetworkSpec{Name: fmt.Sprintf("n%d", i), Subnets: []netip.Prefix{subnet(i)}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.Cleanup(func() {
+				for i := range n {
+					m.RemoveNetwork(fmt.Sprintf("n%d", i), true)
+				}
+			})
+			b.ResetTimer()
+			for range b.N {
+				if _, err := m.CreateNetwork(NetworkSpec{Name: "extra", Subnets: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := m.RemoveNetwork("extra", true); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}

@@ -118,7 +118,7 @@ func (m *Manager) RemoveNamespace(name string) error {
 		// their bridges, rules and host ends: removing it would orphan
 		// them in the store.
 		var hosted []string
-		nets, err := tx.Networks()
+		nets, err := tx.Summaries()
 		if err != nil {
 			return err
 		}

@@ -278,7 +278,7 @@ func (m *Manager) checkNetworkFree(tx *store.Tx, d driver.Driver, n store.Networ
 	} else if ok {
 		return fmt.Errorf("a network with this name %w", ErrExists)
 	}
-	nets, err := tx.Networks()
+	nets, err := tx.Summaries()
 	if err != nil {
 		return err
 	}
@@ -332,7 +332,8 @@ func (m *Manager) buildNetwork(tx *store.Tx, d driver.Driver, n *store.Network) 
 	if err != nil {
 		return err
 	}
-	if err := m.syncHost(h, append(nets, *n), tx.HostHasPorts(n.HostNetns)); err != nil {
+	added := &firewall.Changes{Added: []firewall.Network{firewallNetwork(*n)}}
+	if err := m.syncHost(h, append(nets, *n), tx.HostHasPorts(n.HostNetns), added); err != nil {
 		return err
 	}
 	if n.Internal || n.NoHostFirewall {
@@ -429,7 +430,15 @@ func (m *Manager) unbuild(tx *store.Tx, op store.Op) error {
 			if nets, err = hostNetworks(tx, op.HostNetns, op.Network); err != nil {
 				return err
 			}
-			err = m.syncHost(h, nets, tx.HostHasPorts(op.HostNetns))
+			// The network's record gives its elements; without it (an
+			// undone create never recorded it) the table is rebuilt.
+			var changes *firewall.Changes
+			if n, ok, err := tx.Network(op.Network); err != nil {
+				return err
+			} else if ok {
+				changes = &firewall.Changes{Removed: []firewall.Network{firewallNetwork(n)}}
+			}
+			err = m.syncHost(h, nets, tx.HostHasPorts(op.HostNetns), changes)
 		} else {
 			err = m.resyncHost(op.HostNetns, op.Network)
 		}

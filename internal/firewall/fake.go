@@ -26,9 +26,9 @@ import (
 //     fails with EEXIST; publishing it again unchanged succeeds. A port
 //     without an Addr, or whose HostIP and Addr families differ, fails
 //     with EINVAL.
-//   - Sync refuses isolated subnets, or NAT bridge networks' subnets,
-//     that overlap without being equal (EEXIST), as those interval sets
-//     do, and invalid subnets (EINVAL).
+//   - Sync refuses any two networks' subnets that overlap without being
+//     equal (EEXIST), as the interval sets holding every subnet do, and
+//     invalid subnets (EINVAL).
 //
 // Unlike the real one, Publish is all or nothing however many ports it is
 // given, and Sync refuses every overlap within those sets, where the
@@ -89,8 +89,8 @@ func (f *Fake) Sync(h Host) error {
 	if f.table && f.host.Owner != "" && h.Owner != "" && f.host.Owner != h.Owner {
 		return fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: f.host.Owner})
 	}
-	// The isolation sets and the closed NAT sets are interval sets: an
-	// overlap within one (not an equal subnet) is refused.
+	// The network sets are interval sets: an overlap within one (not an
+	// equal subnet) is refused.
 	inSet := map[string][]netip.Prefix{}
 	for _, n := range h.Networks {
 		for _, p := range n.Subnets {
@@ -98,7 +98,9 @@ func (f *Fake) Sync(h Host) error {
 				return fmt.Errorf("nftables table %s: network %s: subnet %s: %w", TableName, n.Name, p, unix.EINVAL)
 			}
 			p = p.Masked()
-			var sets []string
+			// Every network's subnet is in the same4/6 (and nets4)
+			// sets, which refuse an overlap as the others do.
+			sets := []string{"same"}
 			if n.Isolate {
 				sets = append(sets, "isolated")
 			}

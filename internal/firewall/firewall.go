@@ -8,14 +8,19 @@
 package firewall
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,6 +39,9 @@ const (
 	// directory; nothing jumps to it.
 	chainOwner  = "owner"
 	ownerPrefix = "nsnet:state="
+	// rulesPrefix marks the owner chain's rule whose comment is the
+	// fingerprint of the rules the last Sync wrote.
+	rulesPrefix = "nsnet:rules="
 )
 
 // Network is what the firewall must do for one network.
@@ -74,6 +82,16 @@ type Host struct {
 	// LocalDNS6, when valid, is the routed networks' IPv6 resolver
 	// address on the host's lo, kept from all but routed members too.
 	LocalDNS6 netip.Addr
+	// Changes, when not nil, says which networks were added and removed
+	// since the last Sync (the removed ones as they were): Sync then
+	// changes only their set elements, at a cost that does not grow with
+	// the number of networks. Nil rebuilds every set from Networks.
+	Changes *Changes
+}
+
+// Changes are the networks a Sync adds to and removes from the sets.
+type Changes struct {
+	Added, Removed []Network
 }
 
 // HostIfPrefix starts the name of every host end of a member's veth.
@@ -88,7 +106,7 @@ type Firewall struct {
 // New connects to nftables in the namespace open as nsFd; a negative nsFd
 // means the namespace of the calling process.
 func New(nsFd int) (*Firewall, error) {
-	var opts []nftables.ConnOption
+	opts := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}
 	if nsFd >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(nsFd))
 	}
@@ -97,6 +115,47 @@ func New(nsFd int) (*Firewall, error) {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
 	return &Firewall{conn: c, table: &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}}, nil
+}
+
+// elementsPerMessage keeps a message's element list well inside a netlink
+// attribute's 64 KiB (an element of a concatenated range is about 80
+// bytes).
+const elementsPerMessage = 256
+
+// receiveBuffer is the netlink socket's receive buffer. The kernel
+// answers every message of a transaction before nsnet reads any answer,
+// and counts each answer at the size of a whole buffer page: at the
+// default (about 200 KiB) a few hundred messages overflow it, and the
+// transaction fails with "no buffer space available" though the kernel
+// applied it. 32 MiB holds the answers to tens of thousands.
+const receiveBuffer = 32 << 20
+
+// bigBuffers sets the socket's buffers past the system's rmem_max and
+// wmem_max, which root may (SO_RCVBUFFORCE, SO_SNDBUFFORCE), or else as
+// far as those allow. A transaction is sent in one sendmsg, which fails
+// with "message too long" past the send buffer (a full rebuild of a
+// thousand networks is about a megabyte).
+func bigBuffers(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var rerr, werr error
+	if err := raw.Control(func(fd uintptr) {
+		rerr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, receiveBuffer)
+		werr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, receiveBuffer)
+	}); err != nil {
+		return err
+	}
+	if rerr != nil {
+		if err := c.SetReadBuffer(receiveBuffer); err != nil {
+			return err
+		}
+	}
+	if werr != nil {
+		return c.SetWriteBuffer(receiveBuffer)
+	}
+	return nil
 }
 
 func (f *Firewall) chain(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority) *nftables.Chain {
@@ -180,7 +239,6 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 		// with a loopback source.
 		add(chainPostrouting, static, dnatted(true), matchAddr(netip.MustParsePrefix("127.0.0.0/8"), true, expr.CmpOpEq, true), masq)
 	}
-	iso4, iso6 := f.isolationSets()
 	closed4, closed6 := f.closedSets()
 	bridges := f.bridgeSet()
 	// NAT networks are reached from outside only through their published
@@ -191,11 +249,11 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 	// routed host ends may (isolation decides between networks), and the
 	// host itself does not pass here. One rule per family, whatever the
 	// number of networks.
-	has4, has6 := false, false
+	closed4has, closed6has := false, false
 	for _, n := range h.Networks {
 		for _, p := range n.Subnets {
 			if closed(n) {
-				has4, has6 = has4 || p.Addr().Is4(), has6 || p.Addr().Is6()
+				closed4has, closed6has = closed4has || p.Addr().Is4(), closed6has || p.Addr().Is6()
 			}
 		}
 	}
@@ -203,52 +261,71 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 		has    bool
 		proto  byte
 		closed *nftables.Set
-	}{{has4, unix.NFPROTO_IPV4, closed4}, {has6, unix.NFPROTO_IPV6, closed6}} {
+	}{{closed4has, unix.NFPROTO_IPV4, closed4}, {closed6has, unix.NFPROTO_IPV6, closed6}} {
 		if fam.has {
 			v6 := fam.proto == unix.NFPROTO_IPV6
 			add(chainForward, static, notDNATed(), matchProto(fam.proto), matchSet(v6, fam.closed), notFromNsnet(bridges), drop)
 		}
 	}
+	// What the networks need, by family; the rules below are shared and
+	// look the networks up in the sets (netSets), one rule per need.
+	var has4, anyIso4, anyIso6, masq4, masq6, has6, internal bool
 	for _, n := range h.Networks {
-		tag := Tag(n.Name)
 		for _, p := range n.Subnets {
-			if h.Ports {
-				// Hairpin: a member reaching a published port of its own
-				// network through the host must see the reply come back
-				// the same way.
-				add(chainPostrouting, tag, dnatted(true), matchAddr(p, true, expr.CmpOpEq, true), matchAddr(p, false, expr.CmpOpEq, false), masq)
-			}
-			if p.Addr().Is4() {
-				// route_localnet opens 127.0.0.0/8 to members; close it.
-				// (A published port's reply to the host's 127.0.0.1 is
-				// DNATed, and let by.)
-				add(chainInput, tag, notDNATed(), matchAddr(p, true, expr.CmpOpEq, true),
-					matchAddr(netip.MustParsePrefix("127.0.0.0/8"), false, expr.CmpOpEq, false), drop)
-			}
-			// With one isolated network there is no other to keep out.
-			if n.Isolate && isolated > 1 {
-				set := iso4
-				if p.Addr().Is6() {
-					set = iso6
-				}
-				r := concat(notDNATed(), matchAddr(p, true, expr.CmpOpEq, true),
-					matchSet(p.Addr().Is6(), set), matchAddr(p, false, expr.CmpOpNeq, false), drop)
-				add(chainForward, tag, r)
-				add(chainInput, tag, r)
+			v6 := p.Addr().Is6()
+			has4, has6 = has4 || !v6, has6 || v6
+			if n.Isolate {
+				anyIso4, anyIso6 = anyIso4 || !v6, anyIso6 || v6
 			}
 			if n.Masquerade {
-				// Traffic that stays within the network keeps its source.
-				stay := matchIfname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, n.Bridge)
-				if n.Bridge == "" {
-					stay = matchAddr(p, false, expr.CmpOpNeq, false)
-				}
-				add(chainPostrouting, tag, matchAddr(p, true, expr.CmpOpEq, true), stay, masq)
+				masq4, masq6 = masq4 || !v6, masq6 || v6
 			}
 		}
-		if n.Internal {
-			add(chainForward, tag, matchIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, n.Bridge), matchIfname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, n.Bridge), drop)
-			add(chainForward, tag, matchIfname(expr.MetaKeyOIFNAME, expr.CmpOpEq, n.Bridge), matchIfname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, n.Bridge), drop)
+		internal = internal || n.Internal && n.Bridge != ""
+	}
+	ns := f.netSets()
+	if has4 {
+		// route_localnet opens 127.0.0.0/8 to members; close it. (A
+		// published port's reply to the host's 127.0.0.1 is DNATed, and
+		// let by.)
+		add(chainInput, static, notDNATed(), matchProto(unix.NFPROTO_IPV4), lookupAddr(false, true, ns.nets4, false),
+			matchAddr(netip.MustParsePrefix("127.0.0.0/8"), false, expr.CmpOpEq, false), drop)
+	}
+	for _, fam := range []struct {
+		v6, has, iso, masq     bool
+		iso4or6, same, masqSet *nftables.Set
+	}{
+		{false, has4, anyIso4, masq4, ns.iso4, ns.same4, ns.masq4},
+		{true, has6, anyIso6, masq6, ns.iso6, ns.same6, ns.masq6},
+	} {
+		if !fam.has {
+			continue
 		}
+		proto := matchProto(map[bool]byte{false: unix.NFPROTO_IPV4, true: unix.NFPROTO_IPV6}[fam.v6])
+		// Isolated networks' members reach neither each other nor each
+		// other's gateways, but for published ports. With one isolated
+		// network there is no other to keep out.
+		if fam.iso && isolated > 1 {
+			r := concat(notDNATed(), proto, lookupAddr(fam.v6, true, fam.iso4or6, false),
+				lookupAddr(fam.v6, false, fam.iso4or6, false), lookupPair(fam.v6, fam.same, true), drop)
+			add(chainForward, static, r)
+			add(chainInput, static, r)
+		}
+		if h.Ports {
+			// Hairpin: a member reaching a published port of its own
+			// network through the host must see the reply come back the
+			// same way.
+			add(chainPostrouting, static, dnatted(true), proto, lookupPair(fam.v6, fam.same, false), masq)
+		}
+		if fam.masq {
+			// Traffic that stays within the network keeps its source.
+			add(chainPostrouting, static, proto, lookupAddr(fam.v6, true, fam.masqSet, false), lookupPair(fam.v6, fam.same, true), masq)
+		}
+	}
+	if internal {
+		// Internal networks' bridges: nothing forwarded in or out.
+		add(chainForward, static, lookupIfname(expr.MetaKeyIIFNAME, ns.internal, false), lookupIfnamePair(ns.internalPairs, true), drop)
+		add(chainForward, static, lookupIfname(expr.MetaKeyOIFNAME, ns.internal, false), lookupIfnamePair(ns.internalPairs, true), drop)
 	}
 	if tracked {
 		// Packets of established connections skip the per-network checks:
@@ -310,39 +387,45 @@ func (f *Firewall) Sync(h Host) error {
 		}
 		return nil
 	}
-	if owner, err := f.Owner(); err != nil {
+	owner, print, err := f.ownerChain()
+	if err != nil {
 		return err
 	} else if owner != "" && h.Owner != "" && owner != h.Owner {
 		return fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: owner})
 	}
-	f.syncARP(h.LocalDNS, haveARP)
+	incremental := h.Changes != nil && have != nil
+	rules := f.rules(h)
+	want := fingerprint(rules)
+	// Deleting a rule costs the transaction an RCU grace period (about
+	// 10 ms here): an incremental Sync leaves the chains alone when the
+	// rules they need are the ones they have, as the fingerprint kept in
+	// the owner chain says. A full Sync rewrites everything.
+	keepRules := incremental && print == want && owner == h.Owner
+	for _, c := range f.chains() {
+		keepRules = keepRules && have[c.Name] == (len(rules[c.Name]) > 0)
+	}
+	if !incremental || h.LocalDNS.IsValid() != haveARP {
+		f.syncARP(h.LocalDNS, haveARP)
+	}
 	f.conn.AddTable(f.table)
-	if h.Owner != "" {
+	if !keepRules {
 		c := &nftables.Chain{Name: chainOwner, Table: f.table}
 		f.conn.AddChain(c)
 		if have[chainOwner] {
 			f.conn.FlushChain(c)
 		}
-		f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: c, UserData: userdata.AppendString(nil, userdata.TypeComment, ownerPrefix+h.Owner),
+		if h.Owner != "" {
+			f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: c, UserData: userdata.AppendString(nil, userdata.TypeComment, ownerPrefix+h.Owner),
+				Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}})
+		}
+		f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: c, UserData: userdata.AppendString(nil, userdata.TypeComment, rulesPrefix+want),
 			Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}})
 	}
 	host4, any4, host6, any6 := f.portMaps()
-	iso4, iso6 := f.isolationSets()
-	closed4, closed6 := f.closedSets()
-	bridges := f.bridgeSet()
-	for _, s := range []*nftables.Set{host4, any4, host6, any6, iso4, iso6, closed4, closed6, bridges} {
+	ns := f.netSets()
+	for _, s := range append([]*nftables.Set{host4, any4, host6, any6}, ns.all()...) {
 		if err := f.conn.AddSet(s, nil); err != nil {
 			return fmt.Errorf("nftables set %s: %w", s.Name, err)
-		}
-	}
-	for _, s := range []*nftables.Set{iso4, iso6, closed4, closed6, bridges} {
-		f.conn.FlushSet(s)
-	}
-	for _, n := range h.Networks {
-		if n.Bridge != "" {
-			if err := f.conn.SetAddElements(bridges, []nftables.SetElement{{Key: ifname(n.Bridge)}}); err != nil {
-				return fmt.Errorf("nftables set %s: %w", bridges.Name, err)
-			}
 		}
 	}
 	if h.Published != nil {
@@ -350,26 +433,53 @@ func (f *Firewall) Sync(h Host) error {
 			f.conn.FlushSet(s)
 		}
 	}
-	for _, n := range h.Networks {
-		for _, p := range n.Subnets {
-			v6 := p.Addr().Is6()
-			var sets []*nftables.Set
-			if n.Isolate {
-				sets = append(sets, map[bool]*nftables.Set{false: iso4, true: iso6}[v6])
+	if !incremental {
+		for _, s := range ns.all() {
+			f.conn.FlushSet(s)
+		}
+	}
+	change := func(nets []Network, del bool) error {
+		// One message per set, in chunks: a netlink attribute holds at
+		// most 64 KiB of elements.
+		all := setElements{}
+		for _, n := range nets {
+			for set, els := range ns.elements(n) {
+				all[set] = append(all[set], els...)
 			}
-			if closed(n) {
-				sets = append(sets, map[bool]*nftables.Set{false: closed4, true: closed6}[v6])
-			}
-			for _, set := range sets {
-				if err := f.conn.SetAddElements(set, intervalElements(p)); err != nil {
+		}
+		for _, set := range ns.all() {
+			els := all[set]
+			for len(els) > 0 {
+				chunk := els[:min(len(els), elementsPerMessage)]
+				els = els[len(chunk):]
+				var err error
+				if del {
+					err = f.conn.SetDeleteElements(set, chunk)
+				} else {
+					err = f.conn.SetAddElements(set, chunk)
+				}
+				if err != nil {
 					return fmt.Errorf("nftables set %s: %w", set.Name, err)
 				}
 			}
 		}
+		return nil
 	}
-	rules := f.rules(h)
+	if incremental {
+		if err := change(h.Changes.Removed, true); err != nil {
+			return err
+		}
+		if err := change(h.Changes.Added, false); err != nil {
+			return err
+		}
+	} else if err := change(h.Networks, false); err != nil {
+		return err
+	}
 	known := map[string]bool{}
 	for _, c := range f.chains() {
+		if keepRules {
+			break
+		}
 		known[c.Name] = true
 		rs := rules[c.Name]
 		if len(rs) == 0 {
@@ -389,13 +499,20 @@ func (f *Firewall) Sync(h Host) error {
 	}
 	// Chains of an older layout go too.
 	for name := range have {
-		if !known[name] && (name != chainOwner || h.Owner == "") {
+		if !keepRules && !known[name] && name != chainOwner {
 			c := &nftables.Chain{Name: name, Table: f.table}
 			f.conn.FlushChain(c)
 			f.conn.DelChain(c)
 		}
 	}
 	if err := f.conn.Flush(); err != nil {
+		if incremental {
+			// The sets were not what the changes assumed (someone
+			// edited them, say): rebuild them whole. The failed
+			// transaction changed nothing.
+			h.Changes = nil
+			return f.Sync(h)
+		}
 		return fmt.Errorf("nftables table %s: %w", TableName, err)
 	}
 	if len(h.Published) > 0 {
@@ -422,19 +539,50 @@ func (e *OwnedError) Error() string {
 // Owner returns the state directory recorded in the host's table, or ""
 // when there is no table or it records none (an older nsnet made it).
 func (f *Firewall) Owner() (string, error) {
+	owner, _, err := f.ownerChain()
+	return owner, err
+}
+
+// ownerChain reads the owner chain: the state directory the table records,
+// and the fingerprint of the rules Sync last wrote.
+func (f *Firewall) ownerChain() (owner, print string, err error) {
 	rules, err := f.conn.GetRules(f.table, &nftables.Chain{Name: chainOwner, Table: f.table})
 	if errors.Is(err, unix.ENOENT) {
-		return "", nil
+		return "", "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("read nftables table %s: %w", TableName, err)
+		return "", "", fmt.Errorf("read nftables table %s: %w", TableName, err)
 	}
 	for _, r := range rules {
-		if c, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok && strings.HasPrefix(c, ownerPrefix) {
-			return strings.TrimPrefix(c, ownerPrefix), nil
+		c, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+		if v, ok := strings.CutPrefix(c, ownerPrefix); ok {
+			owner = v
+		} else if v, ok := strings.CutPrefix(c, rulesPrefix); ok {
+			print = v
 		}
 	}
-	return "", nil
+	return owner, print, nil
+}
+
+// fingerprint identifies a table's rules: their chains, comments and
+// expressions as the kernel receives them.
+func fingerprint(rules map[string][]rule) string {
+	h := sha256.New()
+	for _, name := range slices.Sorted(maps.Keys(rules)) {
+		fmt.Fprintf(h, "chain %s %d\n", name, len(rules[name]))
+		for _, r := range rules[name] {
+			h.Write(r.tag)
+			for _, e := range r.exprs {
+				b, err := expr.Marshal(byte(nftables.TableFamilyINet), e)
+				if err != nil {
+					fmt.Fprintf(h, "%T %v", e, err)
+				}
+				h.Write(b)
+			}
+			h.Write([]byte{0})
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 // arpTable holds the one ARP rule nsnet needs; ARP has a family of its own.

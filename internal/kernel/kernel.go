@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"unicode"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -243,4 +245,119 @@ func ValidateIfName(name string) error {
 		return fmt.Errorf("interface name %q contains whitespace", name)
 	}
 	return nil
+}
+
+// Route is what an overlap check needs of a route: where it leads, and
+// through which interface.
+type Route struct {
+	Dst netip.Prefix
+	Oif int
+}
+
+// Routes lists the destinations of the main table's routes of family
+// (unix.AF_INET or AF_INET6), default, blackhole and unreachable routes
+// included. It asks the kernel for the main table alone (strict dump
+// checking) and decodes two attributes a route: a host with a thousand
+// networks has a thousand routes in main and three times as many in local,
+// which netlink.RouteList dumps and decodes whole, in milliseconds.
+func (n *NS) Routes(family int) ([]Route, error) {
+	var out []Route
+	var err error
+	for range 3 {
+		out = nil
+		if err = n.Do(func() error { return dumpRoutes(family, &out) }); !errors.Is(err, errDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read routes: %w", err)
+	}
+	return out, nil
+}
+
+// dumpRoutes reads the main table's routes of family, in the calling
+// thread's namespace, into out.
+func dumpRoutes(family int, out *[]Route) error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1); err != nil {
+		return err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
+	}
+	req := make([]byte, unix.SizeofNlMsghdr+unix.SizeofRtMsg)
+	*(*unix.NlMsghdr)(unsafe.Pointer(&req[0])) = unix.NlMsghdr{Len: uint32(len(req)), Type: unix.RTM_GETROUTE, Flags: unix.NLM_F_REQUEST | unix.NLM_F_DUMP, Seq: 1}
+	*(*unix.RtMsg)(unsafe.Pointer(&req[unix.SizeofNlMsghdr])) = unix.RtMsg{Family: uint8(family), Table: unix.RT_TABLE_MAIN}
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<16)
+	for {
+		k, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return err
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:k])
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				if m.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
+					return errDumpInterrupted
+				}
+				return nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if e := *(*int32)(unsafe.Pointer(&m.Data[0])); e != 0 {
+						return unix.Errno(-e)
+					}
+				}
+				return nil
+			case unix.RTM_NEWROUTE:
+				if r, ok := parseRoute(family, &m); ok {
+					*out = append(*out, r)
+				}
+			}
+		}
+	}
+}
+
+// errDumpInterrupted: the routes changed during the dump.
+var errDumpInterrupted = errors.New("routes changed while being read; try again")
+
+func parseRoute(family int, m *syscall.NetlinkMessage) (Route, bool) {
+	if len(m.Data) < unix.SizeofRtMsg {
+		return Route{}, false
+	}
+	rtm := (*unix.RtMsg)(unsafe.Pointer(&m.Data[0]))
+	if rtm.Table != unix.RT_TABLE_MAIN {
+		return Route{}, false
+	}
+	r := Route{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0)}
+	if family == unix.AF_INET6 {
+		r.Dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	}
+	attrs, err := syscall.ParseNetlinkRouteAttr(m)
+	if err != nil {
+		return Route{}, false
+	}
+	for _, a := range attrs {
+		switch a.Attr.Type {
+		case unix.RTA_DST:
+			if ip, ok := netip.AddrFromSlice(a.Value); ok {
+				r.Dst = netip.PrefixFrom(ip, int(rtm.Dst_len))
+			}
+		case unix.RTA_OIF:
+			if len(a.Value) == 4 {
+				r.Oif = int(*(*uint32)(unsafe.Pointer(&a.Value[0])))
+			}
+		}
+	}
+	return r, true
 }

@@ -368,15 +368,13 @@ func CheckRoutes(h *kernel.NS, subnets []netip.Prefix, lan string) error {
 		}
 	}
 	for _, p := range subnets {
-		routes, err := kernel.Retry(func() ([]netlink.Route, error) {
-			return h.NL.RouteList(nil, kernel.Family(p.Addr()))
-		})
+		routes, err := h.Routes(kernel.Family(p.Addr()))
 		if err != nil {
 			return fmt.Errorf("read host routes: %w", err)
 		}
 		for _, r := range routes {
-			dst, ok := kernel.ToPrefix(r.Dst)
-			if !ok || dst.Bits() == 0 || dst.Addr().IsLinkLocalUnicast() || dst.Addr().IsMulticast() || r.LinkIndex == lanIndex {
+			dst := r.Dst
+			if dst.Bits() == 0 || dst.Addr().IsLinkLocalUnicast() || dst.Addr().IsMulticast() || r.Oif == lanIndex {
 				continue
 			}
 			if dst.Masked().Overlaps(p) {

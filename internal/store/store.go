@@ -179,7 +179,7 @@ var (
 	bLinks       = []byte("links")
 	bTaps        = []byte("taps")
 	bPorts       = []byte("ports")
-	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames, bLinks, bTaps, bPorts}
+	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames, bLinks, bTaps, bPorts, bSummaries}
 )
 
 // ErrEmpty reports a store file of no bytes, which a crash or a disk
@@ -326,6 +326,11 @@ func OpenTimeout(dir string, readOnly bool, timeout time.Duration) (*Store, erro
 	s := &Store{db: db, dir: dir, lock: lock}
 	if !readOnly && !s.hasBuckets() {
 		err := db.Update(func(tx *bolt.Tx) error {
+			if tx.Bucket(bSummaries) == nil && tx.Bucket(bNetworks) != nil {
+				if err := fillSummaries(tx); err != nil {
+					return err
+				}
+			}
 			for _, b := range allBuckets {
 				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 					return err
@@ -476,11 +481,19 @@ func hasPrefix(k []byte, prefix string) bool {
 func (t *Tx) Network(name string) (Network, bool, error) { return get[Network](t, bNetworks, name) }
 
 // PutNetwork records n.
-func (t *Tx) PutNetwork(n Network) error { return put(t, bNetworks, n.Name, n) }
+func (t *Tx) PutNetwork(n Network) error {
+	if err := t.bucket(bSummaries).Put([]byte(n.Name), summarise(n)); err != nil {
+		return err
+	}
+	return put(t, bNetworks, n.Name, n)
+}
 
 // DeleteNetwork forgets the network and every lease in it.
 func (t *Tx) DeleteNetwork(name string) error {
 	if err := t.bucket(bLeases).DeleteBucket([]byte(name)); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
+		return err
+	}
+	if err := t.bucket(bSummaries).Delete([]byte(name)); err != nil {
 		return err
 	}
 	return del(t, bNetworks, name)

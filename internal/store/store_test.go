@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -184,4 +185,51 @@ func TestLockWait(t *testing.T) {
 	if took := time.Since(<-released); took > 2*time.Second {
 		t.Errorf("the waiter took %s after the release", took)
 	}
+}
+
+// A summary holds what whole-host decisions read, and survives the round
+// trip; a store from before summaries gets them when opened for writing.
+func TestSummaries(t *testing.T) {
+	nets := []Network{
+		{Name: "plain", Driver: "bridge", Subnets: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}},
+		{Name: "all", Driver: "routed", HostNetns: "/run/netns/h", HostIno: 4026532001, Subnets: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16"), netip.MustParsePrefix("fd00:2::/64")},
+			NAT: true, Internal: true, NoIsolate: true, DNS: true, NoHostFirewall: true, Options: map[string]string{"bridge-name": "br0", "parent": "eth0"}},
+	}
+	dir := t.TempDir()
+	s, err := Open(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(func(tx *Tx) error {
+		for _, n := range nets {
+			n.Gateways = []netip.Addr{netip.MustParseAddr("10.0.0.1")} // not summarised
+			if err := tx.PutNetwork(n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string, want []Network) {
+		t.Helper()
+		var got []Network
+		s.View(func(tx *Tx) (err error) { got, err = tx.Summaries(); return err })
+		slices.SortFunc(want, func(a, b Network) int { return strings.Compare(a.Name, b.Name) })
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: summaries\n%+v\nwant\n%+v", when, got, want)
+		}
+	}
+	check("after PutNetwork", slices.Clone(nets))
+	s.Update(func(tx *Tx) error { return tx.DeleteNetwork("plain") })
+	check("after DeleteNetwork", slices.Clone(nets[1:]))
+
+	// A store of before: the bucket goes, and the next open remakes it.
+	s.Update(func(tx *Tx) error { return tx.tx.DeleteBucket(bSummaries) })
+	s.Close()
+	if s, err = Open(dir, false); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check("after reopening an older store", slices.Clone(nets[1:]))
 }
