@@ -557,9 +557,16 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 		}
 	}
 	var errs []error
+	// Each host's zone is compiled once, and shared by its resolvers.
+	compiled := map[string]resolver.Compiled{}
+	for host, z := range zones {
+		c, err := resolver.Compile(z)
+		errs = append(errs, ignoreNames(err))
+		compiled[host] = c
+	}
 	for k, w := range want {
 		if r, ok := a.servers[k]; ok {
-			errs = append(errs, ignoreNames(r.srv.SetZone(zones[w.host])))
+			r.srv.SetCompiled(compiled[w.host])
 			continue
 		}
 		srv, err := resolver.New(resolver.Config{Listen: w.listen, Upstreams: w.upstreams, Logf: log.Printf, Dial: dialIn(w.host)})
@@ -567,7 +574,7 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 			errs = append(errs, err)
 			continue
 		}
-		errs = append(errs, ignoreNames(srv.SetZone(zones[w.host])))
+		srv.SetCompiled(compiled[w.host])
 		if err := startIn(w.host, srv); err != nil {
 			errs = append(errs, fmt.Errorf("resolver for %s: %w", k, err))
 			continue

@@ -133,12 +133,32 @@ func New(cfg Config) (*Server, error) {
 // after it returns see z. Names that cannot be DNS names (see Member) are
 // left out and named in the error; the rest of z is in effect even then.
 func (s *Server) SetZone(z Zone) error {
+	c, err := Compile(z)
+	s.SetCompiled(c)
+	return err
+}
+
+// Compiled is a Zone made ready for lookups, which many servers may share.
+type Compiled struct{ t *table }
+
+// Compile prepares z for SetCompiled. Names that are not DNS names are
+// left out, and said so in the error; the rest is usable.
+func Compile(z Zone) (Compiled, error) {
 	t, bad := compile(z)
-	s.zone.Store(t)
 	if len(bad) > 0 {
-		return fmt.Errorf("resolver: left out names that are not DNS names: %s", strings.Join(bad, ", "))
+		return Compiled{t}, fmt.Errorf("resolver: left out names that are not DNS names: %s", strings.Join(bad, ", "))
 	}
-	return nil
+	return Compiled{t}, nil
+}
+
+// SetCompiled replaces what the server answers for with c, at once: the
+// agent compiles a host's zone once and hands it to every resolver of
+// that host, where SetZone would compile it again for each.
+func (s *Server) SetCompiled(c Compiled) {
+	if c.t == nil {
+		c.t = &table{}
+	}
+	s.zone.Store(c.t)
 }
 
 // Start binds every listen address for UDP and TCP and serves them in the
