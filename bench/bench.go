@@ -22,7 +22,7 @@ type Config struct {
 	// Tools restricts every section to these tool keys; empty means all.
 	Tools []string
 	// Sections restricts the run to some of "attach", "attach-routed",
-	// "ports", "datapath", "memory"; empty means all.
+	// "ports", "datapath", "memory", "scale"; empty means all.
 	Sections []string
 	// PortCounts are the numbers of published ports, starting with 0 (the
 	// baseline the per-port cost is measured from).
@@ -36,6 +36,9 @@ type Config struct {
 	DataSeconds, DataRepeats, RRCount int
 	// MemoryRepeats is how many times the memory scenario runs.
 	MemoryRepeats int
+	// ScaleNetworks is the number of networks of the scale section (and
+	// of ported networks after them); zero skips it.
+	ScaleNetworks int
 	// Root is the nsnet module's root, for version information.
 	Root string
 	// Bin must have NSNet, Floor and Launcher set (see Build); Run finds
@@ -54,7 +57,7 @@ type Config struct {
 func SmokeConfig() Config {
 	return Config{
 		Smoke: true, Ns: []int{10}, PortCounts: []int{0, 1, 5},
-		DataSeconds: 1, DataRepeats: 1, RRCount: 1000, MemoryRepeats: 1,
+		DataSeconds: 1, DataRepeats: 1, RRCount: 1000, MemoryRepeats: 1, ScaleNetworks: 20,
 	}
 }
 
@@ -62,7 +65,7 @@ func SmokeConfig() Config {
 func FullConfig() Config {
 	return Config{
 		Ns: []int{10, 100, 1000}, PortCounts: []int{0, 1, 10, 100, 1000, 10000}, PortBudget: 60 * time.Second,
-		DataSeconds: 2, DataRepeats: 9, RRCount: 20000, MemoryRepeats: 3,
+		DataSeconds: 2, DataRepeats: 9, RRCount: 20000, MemoryRepeats: 3, ScaleNetworks: 1000,
 	}
 }
 
@@ -79,6 +82,10 @@ type Results struct {
 	Ports        []PortResult     `json:"ports"`
 	DataPath     []DataPathResult `json:"data_path"`
 	Memory       []MemoryResult   `json:"memory"`
+	// Scale is the networks-per-host section; ScaleAgentKiB the agent's
+	// peak resident set at its end.
+	Scale         []ScaleResult `json:"scale"`
+	ScaleAgentKiB int64         `json:"scale_agent_peak_kib"`
 	// MemoryFloor is the peak resident set, in KiB, that /bin/true reports
 	// when started by the launcher: no reading can be lower.
 	MemoryFloor int64         `json:"memory_floor_kib"`
@@ -179,6 +186,10 @@ func Run(cfg Config) (*Results, error) {
 	if r.wantSection("memory") && r.wantTool("nsnet") {
 		r.logf("memory: nsnet commands, %d rounds", cfg.MemoryRepeats)
 		res.Memory, res.MemoryFloor = r.runMemory()
+	}
+	if r.wantSection("scale") && r.wantTool("nsnet") && cfg.ScaleNetworks > 0 {
+		r.logf("networks per host: %d, then %d more with a published port each", cfg.ScaleNetworks, cfg.ScaleNetworks)
+		res.Scale, res.ScaleAgentKiB = r.runScale(cfg.ScaleNetworks)
 	}
 	res.Elapsed = time.Since(start)
 	res.LoadAfter = loadAverage()

@@ -37,6 +37,11 @@ func Problems(res *Results) []string {
 			p = append(p, fmt.Sprintf("memory %s: %s", m.Command, m.Err))
 		}
 	}
+	for _, x := range res.Scale {
+		if x.Err != "" {
+			p = append(p, fmt.Sprintf("scale %s: %s", x.What, x.Err))
+		}
+	}
 	return p
 }
 
@@ -141,6 +146,7 @@ func Report(res *Results, plots PlotPaths) string {
 	writePorts(&b, res)
 	writeDataPath(&b, res)
 	writeMemory(&b, res)
+	writeScale(&b, res)
 
 	w("## Notes on fairness\n\n")
 	w("- The alternatives are the versions Debian ships (see the table above). Netavark %s has no nftables driver (\"nftables support presently not available\"), so it runs with `NETAVARK_FW=iptables`, which on this machine is iptables-nft; the CNI plugins' `ipMasq` and `portmap` go through the same `iptables`.\n", res.Versions["netavark"])
@@ -594,4 +600,26 @@ func tickLabel(ms float64) string {
 		return fmt.Sprintf("%g ms", ms)
 	}
 	return fmt.Sprintf("%g µs", ms*1000)
+}
+
+func writeScale(b *strings.Builder, res *Results) {
+	if len(res.Scale) == 0 {
+		return
+	}
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## 5. Networks per host\n\n")
+	w("Issue 11's first target: %d isolated bridge networks with NAT and DNS on one host, made one `nsnet net create` process at a time; then `net connect` and `net disconnect` of a namespace on that host beside a host with a single network (20 of each, the agent serving every network's DNS); then %d more networks, each with a member publishing one port. Medians, p95 in brackets, and the large side over the small one. Targets: create of the last within 1.5× of the first, connect within 1.2×.\n\n", res.Config.ScaleNetworks, res.Config.ScaleNetworks)
+	w("| measure | small side | large side | large ÷ small | peak RSS (max) |\n|---|---:|---:|---:|---:|\n")
+	for _, x := range res.Scale {
+		if x.Err != "" {
+			w("| %s | failed: %s | | | |\n", mdEscape(x.What), mdEscape(x.Err))
+			continue
+		}
+		w("| %s | %s (%s) | %s (%s) | %s | %s |\n", mdEscape(x.What), fmtDur(x.Base.Median), fmtDur(x.Base.P95), fmtDur(x.Large.Median), fmtDur(x.Large.P95),
+			ratio(x.Large.Median, x.Base.Median), fmtKiB(max(x.Base.MaxRSSPeak, x.Large.MaxRSSPeak)))
+	}
+	if res.ScaleAgentKiB > 0 {
+		w("\nThe DNS agent's peak resident set, serving every network of the large host: %s.\n", fmtKiB(res.ScaleAgentKiB))
+	}
+	w("\n")
 }

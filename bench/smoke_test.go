@@ -125,6 +125,18 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 
+	if len(res.Scale) != 4 {
+		t.Errorf("scale: %d results, want 4: %+v", len(res.Scale), res.Scale)
+	}
+	for _, x := range res.Scale {
+		if x.Err != "" || x.Base.Count == 0 || x.Large.Count == 0 || x.Large.MaxRSSPeak <= 0 {
+			t.Errorf("scale %s: %+v", x.What, x)
+		}
+	}
+	if res.ScaleAgentKiB <= 0 {
+		t.Error("scale: no agent peak memory")
+	}
+
 	dir := t.TempDir()
 	report := Report(res, PlotPaths{Attach: "attach-latency.svg", AttachRouted: "attach-routed-latency.svg"})
 	svg, routedSVG := Plot(res), PlotRouted(res)

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strconv"
@@ -164,6 +165,12 @@ func Run(stateDir string, opts Options) error {
 	}
 	defer os.Remove(pidPath)
 	raiseFileLimit()
+	// A soft limit for the heap: with a thousand networks the agent holds
+	// two thousand sockets and their goroutines, and without it the
+	// collector lets the heap double before it runs. GOMEMLIMIT wins.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	a := &agent{dir: stateDir, servers: map[string]*running{}, proxies: map[proxyKey]*proxy{},
 		onRuleset: opts.OnRuleset, watchers: map[string]*watcher{}, rulesetChanged: make(chan string, 16)}
 	defer a.closeAll()
@@ -246,6 +253,10 @@ type Options struct {
 	// accepts.
 	OnRuleset func(host string)
 }
+
+// memoryLimit is the agent's soft memory limit (issue 11: no nsnet
+// process above 32 MiB at a thousand networks and ten thousand members).
+const memoryLimit = 30 << 20
 
 // proxyBudget is how many [::1] proxies the agent runs at most: its file
 // limit less a reserve for its resolvers, the store and their clients.
@@ -367,6 +378,9 @@ type agent struct {
 	onRuleset      func(host string)
 	watchers       map[string]*watcher
 	rulesetChanged chan string
+	// copy is the agent's copy of the networks and their members, brought
+	// up to date from the store's change log at each refresh.
+	copy storeCopy
 }
 
 func (a *agent) closeAll() {
@@ -471,27 +485,23 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 		return true, 0, nil, err
 	}
 	var gen uint64
-	var nets []store.Network
-	var members map[string][]store.Attachment
 	needed := false
 	err = st.View(func(tx *store.Tx) error {
-		var err error
 		gen = tx.Generation()
-		if nets, err = tx.Networks(); err != nil {
+		if err := a.copy.update(tx); err != nil {
 			return err
 		}
-		if members, err = tx.AllMembers(); err != nil {
-			return err
-		}
-		for _, n := range nets {
-			needed = needed || n.DNS && len(members[n.Name]) > 0
-		}
-		needed = needed || tx.HasPorts()
+		needed = tx.HasPorts()
 		return nil
 	})
 	st.Close()
 	if err != nil {
+		a.copy = storeCopy{}
 		return true, gen, nil, err
+	}
+	nets, members := a.copy.list()
+	for _, n := range nets {
+		needed = needed || n.DNS && len(members[n.Name]) > 0
 	}
 	if !needed {
 		return false, gen, nil, nil
@@ -518,6 +528,9 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 		zones[n.HostNetns] = z
 	}
 	want := map[string]*running{}
+	// The host's resolv.conf, read once per host and refresh, not once
+	// per network.
+	hostUps := map[string][]netip.AddrPort{}
 	for _, n := range nets {
 		if !n.DNS {
 			continue
@@ -528,7 +541,10 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 			upstreams = append(upstreams, netip.AddrPortFrom(u, 53))
 		}
 		if len(upstreams) == 0 {
-			upstreams = hostUpstreams(n.HostNetns)
+			if _, ok := hostUps[n.HostNetns]; !ok {
+				hostUps[n.HostNetns] = hostUpstreams(n.HostNetns)
+			}
+			upstreams = hostUps[n.HostNetns]
 		}
 		if drivers.Caps(n).DNS == driver.DNSLinkLocal {
 			key := "link-local@" + n.HostNetns

@@ -404,16 +404,35 @@ func (s *Store) Close() error {
 
 // Update runs fn in one read-write transaction.
 func (s *Store) Update(fn func(*Tx) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+	return s.db.Update(func(tx *bolt.Tx) error {
+		t := &Tx{tx: tx}
+		if err := fn(t); err != nil {
+			return err
+		}
+		return t.logChanges()
+	})
 }
 
 // View runs fn in one read-only transaction.
 func (s *Store) View(fn func(*Tx) error) error {
-	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
 }
 
 // Tx is a transaction over nsnet's records.
-type Tx struct{ tx *bolt.Tx }
+type Tx struct {
+	tx *bolt.Tx
+	// changed are the networks whose record or memberships this
+	// transaction wrote, for the change log (see Changes).
+	changed map[string]bool
+}
+
+// markChanged notes that network's record or memberships changed.
+func (t *Tx) markChanged(network string) {
+	if t.changed == nil {
+		t.changed = map[string]bool{}
+	}
+	t.changed[network] = true
+}
 
 // Generation numbers the store's state: it grows with every committed
 // change, so a reader can tell whether it has seen a given one.
@@ -482,6 +501,7 @@ func (t *Tx) Network(name string) (Network, bool, error) { return get[Network](t
 
 // PutNetwork records n.
 func (t *Tx) PutNetwork(n Network) error {
+	t.markChanged(n.Name)
 	if err := t.bucket(bSummaries).Put([]byte(n.Name), summarise(n)); err != nil {
 		return err
 	}
@@ -490,6 +510,7 @@ func (t *Tx) PutNetwork(n Network) error {
 
 // DeleteNetwork forgets the network and every lease in it.
 func (t *Tx) DeleteNetwork(name string) error {
+	t.markChanged(name)
 	if err := t.bucket(bLeases).DeleteBucket([]byte(name)); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
 		return err
 	}
@@ -525,11 +546,13 @@ func (t *Tx) Attachment(network, ns string) (Attachment, bool, error) {
 
 // PutAttachment records a.
 func (t *Tx) PutAttachment(a Attachment) error {
+	t.markChanged(a.Network)
 	return put(t, bAttachments, attKey(a.Network, a.Namespace), a)
 }
 
 // DeleteAttachment forgets a membership.
 func (t *Tx) DeleteAttachment(network, ns string) error {
+	t.markChanged(network)
 	return del(t, bAttachments, attKey(network, ns))
 }
 

@@ -233,3 +233,59 @@ func TestSummaries(t *testing.T) {
 	defer s.Close()
 	check("after reopening an older store", slices.Clone(nets[1:]))
 }
+
+// The change log names the networks each commit wrote, since a given
+// generation, and says when it cannot reach back that far.
+func TestChanges(t *testing.T) {
+	s, err := Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	gen := func() (g uint64) {
+		s.View(func(tx *Tx) error { g = tx.Generation(); return nil })
+		return g
+	}
+	changes := func(since uint64) (names []string, ok bool) {
+		s.View(func(tx *Tx) error { names, ok = tx.Changes(since); return nil })
+		slices.Sort(names)
+		return
+	}
+	before := gen()
+	if _, ok := changes(before); ok {
+		t.Error("a log that has not begun claims to be complete")
+	}
+	put := func(fn func(tx *Tx) error) {
+		t.Helper()
+		if err := s.Update(fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(func(tx *Tx) error { return tx.PutNetwork(Network{Name: "a"}) })
+	first := gen()
+	put(func(tx *Tx) error { return tx.PutNamespace(Namespace{Name: "x"}) }) // no network
+	put(func(tx *Tx) error {
+		if err := tx.PutAttachment(Attachment{Network: "b", Namespace: "x"}); err != nil {
+			return err
+		}
+		return tx.PutNetwork(Network{Name: "c"})
+	})
+	put(func(tx *Tx) error { return tx.DeleteAttachment("a", "x") })
+	for _, tt := range []struct {
+		since uint64
+		want  []string
+		ok    bool
+	}{
+		{before - 1, nil, false}, // a copy older than the log
+		{before, []string{"a", "b", "c"}, true},
+		{first, []string{"a", "b", "c"}, true},
+		{first + 1, []string{"a", "b", "c"}, true},
+		{first + 2, []string{"a"}, true},
+		{gen(), nil, true},
+	} {
+		names, ok := changes(tt.since)
+		if ok != tt.ok || (ok && !slices.Equal(names, tt.want)) {
+			t.Errorf("Changes(%d) = %v, %v; want %v, %v", tt.since, names, ok, tt.want, tt.ok)
+		}
+	}
+}

@@ -1,0 +1,70 @@
+package agent
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+
+	"github.com/nsnet/nsnet/internal/store"
+)
+
+// The agent's copy, kept up to date from the change log, is what a full
+// read of the store gives, through every kind of change; and a copy the
+// log cannot bring up to date is read whole.
+func TestStoreCopyFollowsTheLog(t *testing.T) {
+	s, err := store.Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var c storeCopy
+	steps := []func(tx *store.Tx) error{
+		func(tx *store.Tx) error { return tx.PutNetwork(store.Network{Name: "a", DNS: true}) },
+		func(tx *store.Tx) error { return tx.PutAttachment(store.Attachment{Network: "a", Namespace: "x"}) },
+		func(tx *store.Tx) error { return tx.PutNetwork(store.Network{Name: "b"}) },
+		func(tx *store.Tx) error {
+			return tx.PutAttachment(store.Attachment{Network: "b", Namespace: "y", Aliases: []string{"web"}})
+		},
+		func(tx *store.Tx) error { return tx.PutNamespace(store.Namespace{Name: "z"}) },
+		func(tx *store.Tx) error { return tx.DeleteAttachment("a", "x") },
+		func(tx *store.Tx) error {
+			if err := tx.DeleteAttachment("b", "y"); err != nil {
+				return err
+			}
+			return tx.DeleteNetwork("b")
+		},
+	}
+	for i, step := range steps {
+		if err := s.Update(step); err != nil {
+			t.Fatal(err)
+		}
+		var full storeCopy
+		s.View(func(tx *store.Tx) error {
+			if err := c.update(tx); err != nil {
+				t.Fatal(err)
+			}
+			return full.update(tx)
+		})
+		gotNets, gotMembers := c.list()
+		wantNets, wantMembers := full.list()
+		if fmt.Sprint(gotNets) != fmt.Sprint(wantNets) || fmt.Sprint(nonEmpty(gotMembers)) != fmt.Sprint(nonEmpty(wantMembers)) {
+			t.Errorf("after step %d: copy %v %v, full read %v %v", i, gotNets, gotMembers, wantNets, wantMembers)
+		}
+	}
+	// A copy from before the log began is read whole.
+	stale := storeCopy{gen: 0, nets: map[string]store.Network{"gone": {Name: "gone"}}, members: map[string][]store.Attachment{}}
+	s.View(func(tx *store.Tx) error { return stale.update(tx) })
+	if _, ok := stale.nets["gone"]; ok || !reflect.DeepEqual(stale.nets, c.nets) {
+		t.Errorf("a stale copy was not read whole: %v", stale.nets)
+	}
+}
+
+func nonEmpty(m map[string][]store.Attachment) map[string][]store.Attachment {
+	out := map[string][]store.Attachment{}
+	for k, v := range m {
+		if len(v) > 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
