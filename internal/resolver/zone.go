@@ -54,6 +54,11 @@ type table struct {
 	// as its source address may see. Clients that are not members fall back
 	// to a scan of subnets.
 	clients map[netip.Addr][]int
+	// bySubnet indexes the networks by subnet, and lengths are the prefix
+	// lengths in use: scan looks an address up once per length instead of
+	// testing every subnet (a thousand networks made compile O(n²)).
+	bySubnet map[netip.Prefix][]int
+	lengths  []int
 }
 
 type nameEntry struct {
@@ -71,17 +76,26 @@ type ptrEntry struct {
 // resolver down for every other member.
 func compile(z Zone) (*table, []string) {
 	t := &table{
-		subnets: make([][]netip.Prefix, len(z.Networks)),
-		names:   make(map[string][]nameEntry),
-		ptrs:    make(map[netip.Addr][]ptrEntry),
-		clients: make(map[netip.Addr][]int),
+		subnets:  make([][]netip.Prefix, len(z.Networks)),
+		names:    make(map[string][]nameEntry),
+		ptrs:     make(map[netip.Addr][]ptrEntry),
+		clients:  make(map[netip.Addr][]int),
+		bySubnet: make(map[netip.Prefix][]int),
 	}
 	var bad []string
 	memberNets := make(map[string][]int) // member FQDN -> networks it is in
 	for ni, n := range z.Networks {
 		for _, p := range n.Subnets {
 			if p.IsValid() {
-				t.subnets[ni] = append(t.subnets[ni], p.Masked())
+				p = p.Masked()
+				t.subnets[ni] = append(t.subnets[ni], p)
+				if !slices.Contains(t.bySubnet[p], ni) {
+					t.bySubnet[p] = append(t.bySubnet[p], ni)
+				}
+				// IPv6 lengths are kept apart from IPv4's: 128+bits.
+				if l := lengthKey(p); !slices.Contains(t.lengths, l) {
+					t.lengths = append(t.lengths, l)
+				}
 			}
 		}
 		for _, m := range n.Members {
@@ -139,18 +153,28 @@ func (t *table) addName(key string, net int, v4, v6 []netip.Addr) {
 	t.names[key] = append(entries, nameEntry{net: net, v4: slices.Clip(v4), v6: slices.Clip(v6)})
 }
 
-// scan returns the networks whose subnets contain a.
+// scan returns the networks whose subnets contain a, in ascending order.
 func (t *table) scan(a netip.Addr) []int {
+	a = a.Unmap()
 	var nets []int
-	for ni, subnets := range t.subnets {
-		for _, p := range subnets {
-			if p.Contains(a) {
-				nets = append(nets, ni)
-				break
-			}
+	for _, l := range t.lengths {
+		if (l >= 256) != a.Is6() {
+			continue
+		}
+		if p, err := a.Prefix(l % 256); err == nil {
+			nets = append(nets, t.bySubnet[p]...)
 		}
 	}
-	return nets
+	slices.Sort(nets)
+	return slices.Compact(nets)
+}
+
+// lengthKey tells prefix lengths of the two families apart.
+func lengthKey(p netip.Prefix) int {
+	if p.Addr().Is6() {
+		return 256 + p.Bits()
+	}
+	return p.Bits()
 }
 
 // visible returns the networks a client with source address a may see: those

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -212,6 +213,50 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	for _, tc := range tests {
 		if _, err := New(tc.cfg); err == nil {
 			t.Errorf("%s: New accepted %+v", tc.name, tc.cfg)
+		}
+	}
+}
+
+// BenchmarkCompile compiles the zone of a host with a thousand networks
+// of one member each, which the agent does at every change (issue 11).
+// Finding each member's networks by subnet test made it O(networks²):
+// 9.6 ms here, against 1.6 ms by index.
+func BenchmarkCompile(b *testing.B) {
+	var z Zone
+	for i := range 1000 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(100 + i/250), byte(i % 250), 0}), 24)
+		n := Network{Name: fmt.Sprint(i), Subnets: []netip.Prefix{p}}
+		n.Members = append(n.Members, Member{Name: fmt.Sprintf("m%d", i), Addrs: []netip.Addr{p.Addr().Next().Next()}})
+		z.Networks = append(z.Networks, n)
+	}
+	b.ResetTimer()
+	for range b.N {
+		compile(z)
+	}
+}
+
+// scan finds every network whose subnet holds an address, nested subnets
+// and both families included, through its index.
+func TestScan(t *testing.T) {
+	tab, _ := compile(Zone{Networks: []Network{
+		{Name: "wide", Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}},
+		{Name: "narrow", Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.1.0/24")}},
+		{Name: "six", Subnets: []netip.Prefix{netip.MustParsePrefix("fd00::/64"), netip.MustParsePrefix("10.9.0.0/24")}},
+	}})
+	for _, tt := range []struct {
+		addr string
+		want []int
+	}{
+		{"10.0.1.5", []int{0, 1}},
+		{"10.0.2.1", []int{0}},
+		{"::ffff:10.0.1.5", []int{0, 1}},
+		{"fd00::5", []int{2}},
+		{"10.9.0.3", []int{2}},
+		{"192.0.2.1", nil},
+		{"fd01::1", nil},
+	} {
+		if got := tab.scan(netip.MustParseAddr(tt.addr)); !slices.Equal(got, tt.want) {
+			t.Errorf("scan(%s) = %v, want %v", tt.addr, got, tt.want)
 		}
 	}
 }
