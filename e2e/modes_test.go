@@ -269,6 +269,21 @@ func TestShareOutlivesOriginal(t *testing.T) {
 			t.Errorf("resolv.conf of %s:\n%s", ns, out)
 		}
 	}
+	// And the other way: a --share name deleted while the name it shares
+	// lives on.
+	d := strings.TrimSuffix(l.host, "-host") + "-d"
+	l.must("net", "create", "n2", "--subnet", "10.0.24.0/24")
+	l.must("ns", "create", d, "--share", b)
+	l.must("net", "connect", "n2", d)
+	l.fixture("ip", "netns", "del", d)
+	if out := l.must("gc"); !strings.Contains(out, d+" was deleted behind nsnet's back; its memberships and links pass to "+b) {
+		t.Errorf("gc after the share name went:\n%s", out)
+	}
+	l.jsonOf(&n, "net", "inspect", "n2")
+	if len(n.Members) != 1 || n.Members[0].Namespace != b {
+		t.Errorf("members of n2 after gc: %+v, want %s", n.Members, b)
+	}
+	l.must("net", "rm", "n2", "--force")
 	l.must("net", "disconnect", "n", b)
 	if links := l.hostLinks(); len(links) != 2 { // lo and the bridge
 		t.Errorf("host links after disconnect: %v", links)

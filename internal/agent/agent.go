@@ -172,7 +172,8 @@ func Run(stateDir string, opts Options) error {
 		debug.SetMemoryLimit(memoryLimit)
 	}
 	a := &agent{dir: stateDir, servers: map[string]*running{}, proxies: map[proxyKey]*proxy{},
-		onRuleset: opts.OnRuleset, watchers: map[string]*watcher{}, rulesetChanged: make(chan string, 16)}
+		onRuleset: opts.OnRuleset, watchers: map[string]*watcher{}, rulesetChanged: make(chan string, 16),
+		watcherDied: make(chan *watcher, 16)}
 	defer a.closeAll()
 	// Hosts whose ruleset changed, checked once the burst settles.
 	dirty := map[string]bool{}
@@ -232,6 +233,20 @@ func Run(stateDir string, opts Options) error {
 				settled = time.After(settle)
 			}
 			dirty[host] = true
+		case w := <-a.watcherDied:
+			// A watcher still in use stopped: drop it (the next refresh,
+			// at once, watches anew) and check the host, whose changes
+			// went unseen. One the agent closed itself is gone already.
+			if a.watchers[w.host] != w {
+				break
+			}
+			w.close()
+			delete(a.watchers, w.host)
+			woken = true
+			if len(dirty) == 0 {
+				settled = time.After(settle)
+			}
+			dirty[w.host] = true
 		case <-settled:
 			settled = nil
 			for host := range dirty {
@@ -378,6 +393,8 @@ type agent struct {
 	onRuleset      func(host string)
 	watchers       map[string]*watcher
 	rulesetChanged chan string
+	// watcherDied receives each watcher whose monitor ended.
+	watcherDied chan *watcher
 	// copy is the agent's copy of the networks and their members, brought
 	// up to date from the store's change log at each refresh.
 	copy storeCopy

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsnet/nsnet/internal/drivers"
 	"github.com/nsnet/nsnet/internal/firewall"
@@ -19,15 +20,17 @@ const settle = 100 * time.Millisecond
 
 // watcher follows the nftables ruleset of one host namespace.
 type watcher struct {
-	mon *nftables.Monitor
-	f   *os.File
+	host string
+	mon  *nftables.Monitor
+	conn *nftables.Conn
+	// ino is the namespace's inode: a path made anew leads to another
+	// namespace, which needs a watcher of its own.
+	ino uint64
 }
 
 func (w *watcher) close() {
 	w.mon.Close()
-	if w.f != nil {
-		w.f.Close()
-	}
+	w.conn.CloseLasting()
 }
 
 // forwardHosts lists the hosts with a network whose traffic other tables'
@@ -44,13 +47,15 @@ func forwardHosts(nets []store.Network) map[string]bool {
 }
 
 // syncWatchers watches the ruleset of every host in want, and no other.
-// A host it cannot watch is logged and tried again at the next refresh.
+// A host it cannot watch is logged and tried again at the next refresh;
+// a watcher whose path now leads to another namespace, or whose monitor
+// stopped, is made anew.
 func (a *agent) syncWatchers(want map[string]bool) {
 	if a.onRuleset == nil {
 		return
 	}
 	for host, w := range a.watchers {
-		if !want[host] {
+		if !want[host] || nsInode(host) != w.ino {
 			w.close()
 			delete(a.watchers, host)
 		}
@@ -59,7 +64,7 @@ func (a *agent) syncWatchers(want map[string]bool) {
 		if a.watchers[host] != nil {
 			continue
 		}
-		w, err := watch(host, a.rulesetChanged)
+		w, err := watch(host, a.rulesetChanged, a.watcherDied)
 		if err != nil {
 			log.Printf("agent: watch the ruleset of host %q: %v", host, err)
 			continue
@@ -68,32 +73,50 @@ func (a *agent) syncWatchers(want map[string]bool) {
 	}
 }
 
+// nsInode is the inode of the namespace at path ("": the agent's own), or
+// 0.
+func nsInode(path string) uint64 {
+	if path == "" {
+		path = "/proc/self/ns/net"
+	}
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
 // watch subscribes to ruleset changes in the host namespace at path ("":
 // the agent's own) and sends path on changed for each change to a table
 // that is not nsnet's: a forward chain's policy turned to drop, or its
-// rules replaced, say.
-func watch(path string, changed chan<- string) (*watcher, error) {
-	w := &watcher{}
-	var opts []nftables.ConnOption
+// rules replaced, say. When the subscription ends (the kernel dropped
+// events it could not queue, or the agent closed it), it sends the watcher
+// on died.
+func watch(path string, changed chan<- string, died chan<- *watcher) (*watcher, error) {
+	w := &watcher{host: path, ino: nsInode(path)}
+	// A lasting connection, so that close can end it whatever state the
+	// monitor is in, with room for the bursts of a firewall reload (or
+	// of nsnet's own full rebuild of a thousand networks).
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(firewall.BigBuffers)}
 	if path != "" {
 		f, err := os.Open(path)
 		if err != nil {
 			return nil, err
 		}
-		w.f = f
+		// The socket is made in the namespace now; the file need not
+		// stay open (it would keep a deleted namespace alive).
+		defer f.Close()
 		opts = append(opts, nftables.WithNetNSFd(int(f.Fd())))
 	}
 	conn, err := nftables.New(opts...)
 	if err != nil {
-		w.close()
 		return nil, err
 	}
+	w.conn = conn
 	w.mon = nftables.NewMonitor(nftables.WithMonitorObject(nftables.MonitorObjectTables | nftables.MonitorObjectChains | nftables.MonitorObjectRules))
 	events, err := conn.AddMonitor(w.mon)
 	if err != nil {
-		if w.f != nil {
-			w.f.Close()
-		}
+		conn.CloseLasting()
 		return nil, err
 	}
 	go func() {
@@ -106,6 +129,9 @@ func watch(path string, changed chan<- string) (*watcher, error) {
 			default: // a check is already due
 			}
 		}
+		// What happened meanwhile is unknown: look again, and watch anew
+		// (unless the agent closed this watcher itself).
+		died <- w
 	}()
 	return w, nil
 }

@@ -45,9 +45,9 @@ type Firewall interface {
 	// forward chains that drop; CloseForward removes them.
 	OpenForward(firewall.Network) ([]firewall.ChainRef, error)
 	CloseForward(network string) error
-	// ForwardStale reports whether a network's accepts there differ
-	// from what OpenForward would make now.
-	ForwardStale(firewall.Network) (bool, error)
+	// ForwardStale reports which networks' accepts there differ from
+	// what OpenForward would make now.
+	ForwardStale([]firewall.Network) (map[string]bool, error)
 	// Owner names the state directory whose table the host has ("" for
 	// none).
 	Owner() (string, error)
@@ -486,14 +486,28 @@ func (m *Manager) GC() ([]string, error) {
 	// What cannot be repaired is named and the rest carries on.
 	var errs []error
 	rebuilt := map[string]bool{}
+	// Which networks' accepts in each host's other forward chains need
+	// putting right, read once per host.
+	stale := map[string]map[string]bool{}
 	for _, n := range nets {
 		if !rebuilt[n.HostNetns] {
 			rebuilt[n.HostNetns] = true
 			if err := m.resyncHost(n.HostNetns, ""); err != nil {
 				errs = append(errs, fmt.Errorf("rebuild host namespace %s: %w", describeHost(n.HostNetns), err))
 			}
+			if h, err := m.liveHost(n.HostNetns); err == nil && h != nil {
+				var here []store.Network
+				for _, o := range nets {
+					if o.HostNetns == n.HostNetns {
+						here = append(here, o)
+					}
+				}
+				if stale[n.HostNetns], err = m.staleForward(h, here); err != nil {
+					errs = append(errs, fmt.Errorf("read host namespace %s's forward chains: %w", describeHost(n.HostNetns), err))
+				}
+			}
 		}
-		did, err := m.repair(n, members[n.Name], taps)
+		did, err := m.repair(n, members[n.Name], taps, stale[n.HostNetns])
 		done = append(done, did...)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("repair network %s: %w", n.Name, err))
@@ -542,7 +556,7 @@ func (m *Manager) GC() ([]string, error) {
 // own devices and addresses, the host's other tables get their accepts
 // again, and each member whose namespace is there its devices, addresses,
 // routes and resolv.conf. It says what it restored.
-func (m *Manager) repair(n store.Network, members []store.Attachment, taps []store.Tap) ([]string, error) {
+func (m *Manager) repair(n store.Network, members []store.Attachment, taps []store.Tap, stale map[string]bool) ([]string, error) {
 	d, err := drivers.Of(n)
 	if err != nil {
 		return nil, err
@@ -565,7 +579,7 @@ func (m *Manager) repair(n store.Network, members []store.Attachment, taps []sto
 	if err := d.Build(h, n); err != nil {
 		return done, err
 	}
-	if did, err := m.reopenForward(h, d, n); err != nil {
+	if did, err := m.reopenForward(h, d, n, stale); err != nil {
 		return done, err
 	} else if did != "" {
 		done = append(done, did)
@@ -613,6 +627,10 @@ func (m *Manager) RecheckForward(host string) ([]string, error) {
 	if err != nil || h == nil {
 		return nil, err
 	}
+	stale, err := m.staleForward(h, nets)
+	if err != nil {
+		return nil, err
+	}
 	var done []string
 	var errs []error
 	for _, n := range nets {
@@ -621,7 +639,7 @@ func (m *Manager) RecheckForward(host string) ([]string, error) {
 			errs = append(errs, err)
 			continue
 		}
-		did, err := m.reopenForward(h, d, n)
+		did, err := m.reopenForward(h, d, n, stale)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("network %s: %w", n.Name, err))
 		} else if did != "" {
@@ -631,10 +649,31 @@ func (m *Manager) RecheckForward(host string) ([]string, error) {
 	return done, errors.Join(errs...)
 }
 
+// staleForward reads, once for all of nets (a host's), which networks'
+// accepts in the host's other forward chains need putting right.
+func (m *Manager) staleForward(h *kernel.NS, nets []store.Network) (map[string]bool, error) {
+	fw, err := m.firewall(h)
+	if err != nil {
+		return nil, err
+	}
+	var fns []firewall.Network
+	for _, n := range nets {
+		fns = append(fns, firewallNetwork(n))
+	}
+	stale, err := fw.ForwardStale(fns)
+	if stale == nil {
+		stale = map[string]bool{}
+	}
+	return stale, err
+}
+
 // reopenForward puts the network's accepts into other tables' forward
 // chains that drop as they are now: a chain whose policy turned to drop
 // since the network was made gets them, one that went loses its record.
-func (m *Manager) reopenForward(h *kernel.NS, d driver.Driver, n store.Network) (string, error) {
+//
+// stale, when not nil, says which networks of the host need it (read once
+// for them all by ForwardStale); nil asks for n alone.
+func (m *Manager) reopenForward(h *kernel.NS, d driver.Driver, n store.Network, stale map[string]bool) (string, error) {
 	if !d.Caps().Firewall || n.Internal || n.NoHostFirewall {
 		return "", nil
 	}
@@ -642,8 +681,13 @@ func (m *Manager) reopenForward(h *kernel.NS, d driver.Driver, n store.Network) 
 	if err != nil {
 		return "", err
 	}
-	if stale, err := fw.ForwardStale(firewallNetwork(n)); err != nil || !stale {
-		return "", err
+	if stale == nil {
+		if stale, err = fw.ForwardStale([]firewall.Network{firewallNetwork(n)}); err != nil {
+			return "", err
+		}
+	}
+	if !stale[n.Name] {
+		return "", nil
 	}
 	if err := fw.CloseForward(n.Name); err != nil {
 		return "", err

@@ -393,18 +393,23 @@ func (m *Manager) forgetNamespace(name string) error {
 }
 
 // passToSharer hands what nsnet keeps of name, whose mount was removed
-// behind nsnet's back (`ip netns del`), to a name made with --share NAME
-// that still holds the same namespace: the namespace lives on under it,
-// with its interfaces, so its memberships, links and /etc/netns files are
-// that name's now, and it no longer shares anything. It returns the heir,
-// or "" if there is none.
+// behind nsnet's back (`ip netns del`), to another name of the same
+// namespace that is still there: one made with --share NAME (which then
+// shares nothing), or the one NAME was made to share. The namespace lives
+// on under it, with its interfaces, so the memberships, links and
+// /etc/netns files are that name's now. It returns the heir, or "" if
+// there is none.
 func (m *Manager) passToSharer(name string) (string, error) {
 	var heir string
 	if err := m.st.View(func(tx *store.Tx) error {
 		nss, err := tx.Namespaces()
 		for _, n := range nss {
-			if n.Shares == name && m.nsExists(n.Name) && heir == "" {
-				heir = n.Name
+			switch {
+			case heir != "":
+			case n.Shares == name && m.nsExists(n.Name):
+				heir = n.Name // a name made to share this one
+			case n.Name == name && n.Shares != "" && m.nsExists(n.Shares):
+				heir = n.Shares // the name this one was made to share
 			}
 		}
 		return err

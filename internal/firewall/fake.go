@@ -234,19 +234,25 @@ func fakeForwardMatches(fam nftables.TableFamily, n Network) bool {
 	return false
 }
 
-// ForwardStale reports, as Firewall.ForwardStale, whether the network's
+// ForwardStale reports, as Firewall.ForwardStale, the networks whose
 // accepts are elsewhere than in the chains of DroppingForward that
-// OpenForward would fill for it, once each.
-func (f *Fake) ForwardStale(n Network) (bool, error) {
+// OpenForward would fill for them, once each.
+func (f *Fake) ForwardStale(nets []Network) (map[string]bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var want []ChainRef
-	for _, c := range f.DroppingForward {
-		if !(c.Family == nftables.TableFamilyINet && c.Table == TableName) && fakeForwardMatches(c.Family, n) {
-			want = append(want, c)
+	stale := map[string]bool{}
+	for _, n := range nets {
+		var want []ChainRef
+		for _, c := range f.DroppingForward {
+			if !(c.Family == nftables.TableFamilyINet && c.Table == TableName) && fakeForwardMatches(c.Family, n) {
+				want = append(want, c)
+			}
+		}
+		if !slices.Equal(want, f.accepts[n.Name]) {
+			stale[n.Name] = true
 		}
 	}
-	return !slices.Equal(want, f.accepts[n.Name]), nil
+	return stale, nil
 }
 
 // CloseForward forgets every accept of the network, wherever it is.

@@ -550,8 +550,10 @@ func TestForwardStale(t *testing.T) {
 		{"policy back to accept", "accept", false, true},
 		{"closed again", "", true, false},
 	}
+	dropping := false
 	for _, s := range steps {
 		if s.policy != "" {
+			dropping = s.policy == "drop"
 			nft(t, "add chain ip filter FORWARD { policy "+s.policy+"; }")
 			fake.DroppingForward = nil
 			if s.policy == "drop" {
@@ -561,7 +563,7 @@ func TestForwardStale(t *testing.T) {
 		for _, f := range []interface {
 			CloseForward(string) error
 			OpenForward(Network) ([]ChainRef, error)
-			ForwardStale(Network) (bool, error)
+			ForwardStale([]Network) (map[string]bool, error)
 		}{fw, fake} {
 			if s.reopen {
 				if err := f.CloseForward(netA.Name); err != nil {
@@ -571,8 +573,9 @@ func TestForwardStale(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if got, err := f.ForwardStale(netA); err != nil || got != s.want {
-				t.Errorf("%s: %T.ForwardStale = %v, %v; want %v", s.name, f, got, err, s.want)
+			if got, err := f.ForwardStale([]Network{netA, netB}); err != nil || got[netA.Name] != s.want || got[netB.Name] != dropping {
+				// netB is never opened: stale while the chain drops.
+				t.Errorf("%s: %T.ForwardStale = %v, %v; want %s stale %v, %s %v", s.name, f, got, err, netA.Name, s.want, netB.Name, dropping)
 			}
 		}
 	}

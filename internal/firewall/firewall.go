@@ -106,7 +106,7 @@ type Firewall struct {
 // New connects to nftables in the namespace open as nsFd; a negative nsFd
 // means the namespace of the calling process.
 func New(nsFd int) (*Firewall, error) {
-	opts := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}
+	opts := []nftables.ConnOption{nftables.WithSockOptions(BigBuffers)}
 	if nsFd >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(nsFd))
 	}
@@ -130,12 +130,12 @@ const elementsPerMessage = 256
 // applied it. 32 MiB holds the answers to tens of thousands.
 const receiveBuffer = 32 << 20
 
-// bigBuffers sets the socket's buffers past the system's rmem_max and
+// BigBuffers sets the socket's buffers past the system's rmem_max and
 // wmem_max, which root may (SO_RCVBUFFORCE, SO_SNDBUFFORCE), or else as
 // far as those allow. A transaction is sent in one sendmsg, which fails
 // with "message too long" past the send buffer (a full rebuild of a
 // thousand networks is about a megabyte).
-func bigBuffers(c *netlink.Conn) error {
+func BigBuffers(c *netlink.Conn) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return err
@@ -393,7 +393,9 @@ func (f *Firewall) Sync(h Host) error {
 	} else if owner != "" && h.Owner != "" && owner != h.Owner {
 		return fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: owner})
 	}
-	incremental := h.Changes != nil && have != nil
+	// Only a table of this layout (it has a fingerprint) holds the sets
+	// that Changes add to: one an older nsnet made is rebuilt whole.
+	incremental := h.Changes != nil && have != nil && print != ""
 	rules := f.rules(h)
 	want := fingerprint(rules)
 	// Deleting a rule costs the transaction an RCU grace period (about

@@ -149,41 +149,49 @@ func xtConntrack(states uint16) *expr.Match {
 	return &expr.Match{Name: "conntrack", Rev: 3, Info: info}
 }
 
-// ForwardStale reports whether the network's accepts in other tables'
-// forward chains differ from what OpenForward would make now: a chain
+// ForwardStale reports which of nets have accepts in other tables'
+// forward chains that differ from what OpenForward would make now: a chain
 // whose policy turned to drop lacks them, one that no longer drops (or a
 // rule someone deleted) has the wrong number. A caller re-opens only
-// then, so that nsnet's own changes to those chains, which it watches,
-// do not set off another round.
-func (f *Firewall) ForwardStale(n Network) (bool, error) {
+// those, so that nsnet's own changes to those chains, which it watches,
+// do not set off another round. Each chain is read once, whatever the
+// number of networks.
+func (f *Firewall) ForwardStale(nets []Network) (map[string]bool, error) {
 	chains, err := f.forwardChains(false)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	tag := Tag(n.Name)
+	byTag := make(map[string]string, len(nets))
+	for _, n := range nets {
+		byTag[string(Tag(n.Name))] = n.Name
+	}
+	stale := map[string]bool{}
 	for _, c := range chains {
-		want := 0
-		if c.Policy != nil && *c.Policy == nftables.ChainPolicyDrop {
-			want = len(forwardMatches(c, n))
-		}
 		rules, err := f.conn.GetRules(c.Table, c)
 		if errors.Is(err, unix.ENOENT) {
 			continue
 		}
 		if err != nil {
-			return false, fmt.Errorf("read chain %s %s %s: %w", FamilyName(c.Table.Family), c.Table.Name, c.Name, err)
+			return nil, fmt.Errorf("read chain %s %s %s: %w", FamilyName(c.Table.Family), c.Table.Name, c.Name, err)
 		}
-		have := 0
+		have := map[string]int{}
 		for _, r := range rules {
-			if bytes.Equal(r.UserData, tag) {
-				have++
+			if name, ok := byTag[string(r.UserData)]; ok {
+				have[name]++
 			}
 		}
-		if have != want {
-			return true, nil
+		drops := c.Policy != nil && *c.Policy == nftables.ChainPolicyDrop
+		for _, n := range nets {
+			want := 0
+			if drops {
+				want = len(forwardMatches(c, n))
+			}
+			if have[n.Name] != want {
+				stale[n.Name] = true
+			}
 		}
 	}
-	return false, nil
+	return stale, nil
 }
 
 // CloseForward deletes the network's accepts from every other table's

@@ -277,3 +277,27 @@ func BenchmarkSyncChange(b *testing.B) {
 		})
 	}
 }
+
+// A table an older nsnet made (per-network rules, no fingerprint) is
+// rebuilt whole by a Sync with Changes, not given the changed network
+// alone: its other networks are in none of the sets yet.
+func TestIncrementalSyncOnOlderTable(t *testing.T) {
+	nstest.Require(t)
+	h := Host{Networks: []Network{bridgeNAT, bridgeDual}}
+	fw := cleanFirewall(t)
+	if err := fw.Sync(h); err != nil {
+		t.Fatal(err)
+	}
+	want := listTables(t)
+	fw = cleanFirewall(t)
+	nft(t, `table inet nsnet {
+	chain postrouting { type nat hook postrouting priority srcnat; policy accept; ip saddr 10.88.0.0/24 oifname != "nsbr-web" masquerade comment "nsnet:network=web"; }
+}`)
+	h.Changes = &Changes{Added: []Network{bridgeDual}}
+	if err := fw.Sync(h); err != nil {
+		t.Fatal(err)
+	}
+	if got := listTables(t); blocks(got) != blocks(want) {
+		t.Errorf("after an incremental Sync of an older table:\n%s\nwant\n%s", got, want)
+	}
+}

@@ -70,7 +70,9 @@ func (t *Tx) Changes(since uint64) (names []string, ok bool) {
 	}
 	start := b.Get(logStart)
 	gen := t.Generation()
-	if start == nil || since+1 < binary.BigEndian.Uint64(start) || (gen > keepChanges && since < gen-keepChanges) {
+	// A copy newer than the store comes from another file (the store was
+	// replaced): it cannot be brought up to date either.
+	if start == nil || since > gen || since+1 < binary.BigEndian.Uint64(start) || (gen > keepChanges && since < gen-keepChanges) {
 		return nil, false
 	}
 	seen := map[string]bool{}

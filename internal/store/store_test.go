@@ -282,6 +282,7 @@ func TestChanges(t *testing.T) {
 		{first + 1, []string{"a", "b", "c"}, true},
 		{first + 2, []string{"a"}, true},
 		{gen(), nil, true},
+		{gen() + 5, nil, false}, // a copy of another, newer file
 	} {
 		names, ok := changes(tt.since)
 		if ok != tt.ok || (ok && !slices.Equal(names, tt.want)) {
