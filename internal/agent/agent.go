@@ -22,7 +22,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -688,17 +687,13 @@ func appendNew[T comparable](list []T, more ...T) []T {
 }
 
 func same(a, b []netip.AddrPort) bool {
+	// Lists of a few addresses, compared at every refresh for every
+	// resolver: no copies, no sorting.
 	if len(a) != len(b) {
 		return false
 	}
-	a, b = append([]netip.AddrPort(nil), a...), append([]netip.AddrPort(nil), b...)
-	less := func(s []netip.AddrPort) func(i, j int) bool {
-		return func(i, j int) bool { return s[i].Compare(s[j]) < 0 }
-	}
-	sort.Slice(a, less(a))
-	sort.Slice(b, less(b))
 	for i := range a {
-		if a[i] != b[i] {
+		if !slices.Contains(b, a[i]) || !slices.Contains(a, b[i]) {
 			return false
 		}
 	}

@@ -16,6 +16,9 @@ type storeCopy struct {
 	gen     uint64
 	nets    map[string]store.Network
 	members map[string][]store.Attachment
+	// sorted is nets by name, kept in step, so that a refresh does not
+	// copy and sort them all again.
+	sorted []store.Network
 }
 
 // update brings the copy to tx's generation.
@@ -31,9 +34,13 @@ func (c *storeCopy) update(tx *store.Tx) error {
 				if err != nil {
 					return err
 				}
+				i, had := slices.BinarySearchFunc(c.sorted, name, byName)
 				if !found {
 					delete(c.nets, name)
 					delete(c.members, name)
+					if had {
+						c.sorted = slices.Delete(c.sorted, i, i+1)
+					}
 					continue
 				}
 				m, err := tx.Members(name)
@@ -41,6 +48,11 @@ func (c *storeCopy) update(tx *store.Tx) error {
 					return err
 				}
 				c.nets[name], c.members[name] = n, m
+				if had {
+					c.sorted[i] = n
+				} else {
+					c.sorted = slices.Insert(c.sorted, i, n)
+				}
 			}
 			c.gen = gen
 			return nil
@@ -58,16 +70,15 @@ func (c *storeCopy) update(tx *store.Tx) error {
 	for _, n := range nets {
 		c.nets[n.Name] = n
 	}
+	c.sorted = nets // Networks lists them by name
 	c.gen = gen
 	return nil
 }
 
+func byName(n store.Network, name string) int { return strings.Compare(n.Name, name) }
+
 // list returns the copy's networks, sorted by name, and their members.
+// Callers must not change them.
 func (c *storeCopy) list() ([]store.Network, map[string][]store.Attachment) {
-	nets := make([]store.Network, 0, len(c.nets))
-	for _, n := range c.nets {
-		nets = append(nets, n)
-	}
-	slices.SortFunc(nets, func(a, b store.Network) int { return strings.Compare(a.Name, b.Name) })
-	return nets, c.members
+	return c.sorted, c.members
 }

@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"testing"
 
+	"github.com/google/nftables"
+	"github.com/nsnet/nsnet/internal/firewall"
 	"github.com/nsnet/nsnet/internal/store"
 )
 
@@ -67,4 +70,29 @@ func nonEmpty(m map[string][]store.Attachment) map[string][]store.Attachment {
 		}
 	}
 	return out
+}
+
+// Only changes to other tables' tables, chains and rules, and lost events,
+// make the agent look at the forward chains: not nsnet's own changes, nor
+// the generation message that ends every transaction.
+func TestOurs(t *testing.T) {
+	mine := &nftables.Table{Family: nftables.TableFamilyINet, Name: firewall.TableName}
+	theirs := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "filter"}
+	for _, tt := range []struct {
+		name string
+		ev   nftables.MonitorEvent
+		want bool
+	}{
+		{"our rule", nftables.MonitorEvent{Data: &nftables.Rule{Table: mine}}, true},
+		{"our chain", nftables.MonitorEvent{Data: &nftables.Chain{Table: mine}}, true},
+		{"their rule", nftables.MonitorEvent{Data: &nftables.Rule{Table: theirs}}, false},
+		{"their chain's policy", nftables.MonitorEvent{Data: &nftables.Chain{Table: theirs}}, false},
+		{"their table", nftables.MonitorEvent{Data: theirs}, false},
+		{"the generation message", nftables.MonitorEvent{Data: nil}, true},
+		{"lost events", nftables.MonitorEvent{Error: errors.New("no buffer space available")}, false},
+	} {
+		if got := ours(&tt.ev); got != tt.want {
+			t.Errorf("%s: ours = %v, want %v", tt.name, got, tt.want)
+		}
+	}
 }

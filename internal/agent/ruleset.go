@@ -136,9 +136,14 @@ func watch(path string, changed chan<- string, died chan<- *watcher) (*watcher, 
 	return w, nil
 }
 
-// ours reports whether ev is a change to nsnet's own tables, which nsnet
-// itself made.
+// ours reports whether ev needs no look: a change to nsnet's own tables,
+// which nsnet itself made, or an event that is no change of a table, a
+// chain or a rule (the generation message that ends every transaction,
+// nsnet's included). An error (events lost) needs a look.
 func ours(ev *nftables.MonitorEvent) bool {
+	if ev.Error != nil {
+		return false
+	}
 	var t *nftables.Table
 	switch d := ev.Data.(type) {
 	case *nftables.Table:
@@ -148,7 +153,7 @@ func ours(ev *nftables.MonitorEvent) bool {
 	case *nftables.Rule:
 		t = d.Table
 	default:
-		return false
+		return true
 	}
 	return t != nil && t.Name == firewall.TableName && (t.Family == nftables.TableFamilyINet || t.Family == nftables.TableFamilyARP)
 }
