@@ -1,10 +1,10 @@
 package firewall
 
 import (
-	"net/netip"
-
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+
+	"github.com/nsnet/nsnet/internal/ipam"
 )
 
 // The sets that carry the networks. Every rule of the table is shared and
@@ -94,7 +94,7 @@ func (s netSets) elements(n Network) setElements {
 		if n.Masquerade {
 			add(pick(v6, s.masq4, s.masq6), intervalElements(p)...)
 		}
-		first, last := p.Masked().Addr(), lastAddr(p)
+		first, last := p.Masked().Addr(), ipam.Last(p)
 		add(pick(v6, s.same4, s.same6), nftables.SetElement{
 			Key:    append(first.AsSlice(), first.AsSlice()...),
 			KeyEnd: append(last.AsSlice(), last.AsSlice()...),
@@ -108,16 +108,6 @@ func (s netSets) elements(n Network) setElements {
 		}
 	}
 	return out
-}
-
-// lastAddr is p's last address.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
 
 // addrOffset is where the source address starts in the network header,
