@@ -167,11 +167,7 @@ func TestDNS(t *testing.T) {
 	}
 
 	// If the agent dies, the next command restarts it.
-	pid := agentPID(t, l)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(100 * time.Millisecond)
+	killAgent(t, l)
 	if _, _, err := query(a1, "10.0.51.1", "udp", a2, dns.TypeA); err == nil {
 		t.Errorf("resolver still answers after its agent was killed")
 	}
@@ -198,6 +194,20 @@ func TestDNS(t *testing.T) {
 		time.Sleep(25 * time.Millisecond)
 	}
 	t.Errorf("agent still running with no DNS members")
+}
+
+// killAgent kills the lab's DNS agent with SIGKILL and waits (at most a
+// second) until it is gone. It returns the agent's pid.
+func killAgent(t *testing.T, l *lab) int {
+	t.Helper()
+	pid := agentPID(t, l)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return pid
 }
 
 func agentPID(t *testing.T, l *lab) int {
@@ -301,13 +311,7 @@ func TestExecRestartsAgent(t *testing.T) {
 	l.must("net", "create", "n", "--subnet", "10.0.53.0/24")
 	l.must("net", "connect", "n", a)
 	l.must("net", "connect", "n", b)
-	pid := agentPID(t, l)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
-		time.Sleep(10 * time.Millisecond)
-	}
+	pid := killAgent(t, l)
 	if got, err := l.getent(a, b); err != nil || !strings.HasPrefix(got, "10.0.53.3") {
 		t.Errorf("getent %s through nsnet exec after the agent died: %q, %v", b, got, err)
 	}

@@ -3,9 +3,7 @@ package e2e
 import (
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // After a reboot (the same state directory, a fresh host namespace, every
@@ -30,13 +28,7 @@ func TestRestoreAfterReboot(t *testing.T) {
 	aIP, bIP, bRouted := l.addrOf("web", a, false), l.addrOf("web", b, false), l.addrOf("rt", b, false)
 
 	// The reboot: every process and namespace is gone, the host is new.
-	pid := agentPID(t, l)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
-		time.Sleep(10 * time.Millisecond)
-	}
+	killAgent(t, l)
 	for _, ns := range []string{a, b, theirs, l.host} {
 		l.fixture("ip", "netns", "del", ns)
 	}

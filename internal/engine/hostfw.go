@@ -60,7 +60,7 @@ func (m *Manager) syncHostState(h *kernel.NS, nets []store.Network, state firewa
 		state.Networks = append(state.Networks, firewallNetwork(n))
 		if drivers.Caps(n).DNS == driver.DNSLinkLocal {
 			linkLocal = true
-			dns6 = dns6 || n.DNS && hasIPv6(n.Subnets)
+			dns6 = dns6 || n.DNS && containsFamily(n.Subnets, netip.IPv6Unspecified())
 		}
 	}
 	if linkLocal {
@@ -81,15 +81,6 @@ func (m *Manager) syncHostState(h *kernel.NS, nets []store.Network, state firewa
 		return err
 	}
 	return setLocalAddr(h, driver.HostDNS6, dns6)
-}
-
-func hasIPv6(subnets []netip.Prefix) bool {
-	for _, p := range subnets {
-		if p.Addr().Is6() {
-			return true
-		}
-	}
-	return false
 }
 
 func firewallNetwork(n store.Network) firewall.Network {

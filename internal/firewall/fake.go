@@ -196,15 +196,7 @@ func (f *Fake) OpenForward(n Network) ([]ChainRef, error) {
 	if f.FailOpenForward != nil {
 		return nil, f.FailOpenForward
 	}
-	var refs []ChainRef
-	for _, c := range f.DroppingForward {
-		if c.Family == nftables.TableFamilyINet && c.Table == TableName {
-			continue // nsnet's own table
-		}
-		if fakeForwardMatches(c.Family, n) {
-			refs = append(refs, c)
-		}
-	}
+	refs := f.fills(n)
 	if len(refs) == 0 {
 		return nil, nil
 	}
@@ -213,6 +205,18 @@ func (f *Fake) OpenForward(n Network) ([]ChainRef, error) {
 	}
 	f.accepts[n.Name] = append(f.accepts[n.Name], refs...)
 	return refs, nil
+}
+
+// fills lists the chains of DroppingForward that OpenForward fills for n:
+// not nsnet's own table's, and only where it has rules for n.
+func (f *Fake) fills(n Network) []ChainRef {
+	var refs []ChainRef
+	for _, c := range f.DroppingForward {
+		if !(c.Family == nftables.TableFamilyINet && c.Table == TableName) && fakeForwardMatches(c.Family, n) {
+			refs = append(refs, c)
+		}
+	}
+	return refs
 }
 
 // fakeForwardMatches reports whether OpenForward has rules for n in a chain
@@ -242,13 +246,7 @@ func (f *Fake) ForwardStale(nets []Network) (map[string]bool, error) {
 	defer f.mu.Unlock()
 	stale := map[string]bool{}
 	for _, n := range nets {
-		var want []ChainRef
-		for _, c := range f.DroppingForward {
-			if !(c.Family == nftables.TableFamilyINet && c.Table == TableName) && fakeForwardMatches(c.Family, n) {
-				want = append(want, c)
-			}
-		}
-		if !slices.Equal(want, f.accepts[n.Name]) {
+		if !slices.Equal(f.fills(n), f.accepts[n.Name]) {
 			stale[n.Name] = true
 		}
 	}

@@ -199,14 +199,32 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 	drop := []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}
 	masq := []expr.Any{&expr.Masq{}}
 
+	// What the networks need, by family: the rules are shared and look
+	// the networks up in the sets (netSets), one rule per need.
 	isolated := 0
 	tracked := h.Ports
+	var has4, has6, anyIso4, anyIso6, masq4, masq6, closed4has, closed6has, internal bool
 	for _, n := range h.Networks {
 		if n.Isolate {
 			isolated++
 		}
 		tracked = tracked || n.Masquerade
+		for _, p := range n.Subnets {
+			v6 := p.Addr().Is6()
+			has4, has6 = has4 || !v6, has6 || v6
+			if n.Isolate {
+				anyIso4, anyIso6 = anyIso4 || !v6, anyIso6 || v6
+			}
+			if n.Masquerade {
+				masq4, masq6 = masq4 || !v6, masq6 || v6
+			}
+			if closed(n) {
+				closed4has, closed6has = closed4has || !v6, closed6has || v6
+			}
+		}
+		internal = internal || n.Internal && n.Bridge != ""
 	}
+	ns := f.netSets()
 	// Only published ports are DNATed; without them the exceptions for
 	// DNATed connections would match nothing, and cost conntrack.
 	notDNATed := func() []expr.Any {
@@ -239,8 +257,6 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 		// with a loopback source.
 		add(chainPostrouting, static, dnatted(true), matchAddr(netip.MustParsePrefix("127.0.0.0/8"), true, expr.CmpOpEq, true), masq)
 	}
-	closed4, closed6 := f.closedSets()
-	bridges := f.bridgeSet()
 	// NAT networks are reached from outside only through their published
 	// ports, or by replies (accepted first, as established): a host that
 	// routes to their subnets gets no further, as with Docker 28's bridge.
@@ -249,41 +265,16 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 	// routed host ends may (isolation decides between networks), and the
 	// host itself does not pass here. One rule per family, whatever the
 	// number of networks.
-	closed4has, closed6has := false, false
-	for _, n := range h.Networks {
-		for _, p := range n.Subnets {
-			if closed(n) {
-				closed4has, closed6has = closed4has || p.Addr().Is4(), closed6has || p.Addr().Is6()
-			}
-		}
-	}
 	for _, fam := range []struct {
 		has    bool
 		proto  byte
 		closed *nftables.Set
-	}{{closed4has, unix.NFPROTO_IPV4, closed4}, {closed6has, unix.NFPROTO_IPV6, closed6}} {
+	}{{closed4has, unix.NFPROTO_IPV4, ns.closed4}, {closed6has, unix.NFPROTO_IPV6, ns.closed6}} {
 		if fam.has {
 			v6 := fam.proto == unix.NFPROTO_IPV6
-			add(chainForward, static, notDNATed(), matchProto(fam.proto), matchSet(v6, fam.closed), notFromNsnet(bridges), drop)
+			add(chainForward, static, notDNATed(), matchProto(fam.proto), matchSet(v6, fam.closed), notFromNsnet(ns.bridges), drop)
 		}
 	}
-	// What the networks need, by family; the rules below are shared and
-	// look the networks up in the sets (netSets), one rule per need.
-	var has4, anyIso4, anyIso6, masq4, masq6, has6, internal bool
-	for _, n := range h.Networks {
-		for _, p := range n.Subnets {
-			v6 := p.Addr().Is6()
-			has4, has6 = has4 || !v6, has6 || v6
-			if n.Isolate {
-				anyIso4, anyIso6 = anyIso4 || !v6, anyIso6 || v6
-			}
-			if n.Masquerade {
-				masq4, masq6 = masq4 || !v6, masq6 || v6
-			}
-		}
-		internal = internal || n.Internal && n.Bridge != ""
-	}
-	ns := f.netSets()
 	if has4 {
 		// route_localnet opens 127.0.0.0/8 to members; close it. (A
 		// published port's reply to the host's 127.0.0.1 is DNATed, and

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/nsnet/nsnet/internal/ipam"
 	"golang.org/x/sys/unix"
 )
 
@@ -201,15 +202,8 @@ func (f *Firewall) Publish(add, remove []Port) error {
 // intervalElements spells a prefix as an interval set does: its first
 // address, and the first address past it marked as the interval's end.
 func intervalElements(p netip.Prefix) []nftables.SetElement {
-	p = p.Masked()
-	start := p.Addr()
-	last := start.AsSlice()
-	for i := p.Bits(); i < len(last)*8; i++ {
-		last[i/8] |= 0x80 >> (i % 8)
-	}
-	end, _ := netip.AddrFromSlice(last)
-	els := []nftables.SetElement{{Key: start.AsSlice()}}
-	if next := end.Next(); next.IsValid() {
+	els := []nftables.SetElement{{Key: p.Masked().Addr().AsSlice()}}
+	if next := ipam.Last(p).Next(); next.IsValid() {
 		els = append(els, nftables.SetElement{Key: next.AsSlice(), IntervalEnd: true})
 	}
 	return els
