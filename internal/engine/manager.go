@@ -78,6 +78,18 @@ type Manager struct {
 	etcDir        string
 }
 
+// View reads the store, for records the engine keeps for others (labs).
+func (m *Manager) View(fn func(*store.Tx) error) error { return m.st.View(fn) }
+
+// Update changes the store, for records the engine keeps for others.
+func (m *Manager) Update(fn func(*store.Tx) error) error { return m.st.Update(fn) }
+
+// HostNetns is the path of the manager's host namespace ("" for its own).
+func (m *Manager) HostNetns() string { return m.cfg.HostNetns }
+
+// StateDir is the manager's state directory, made absolute.
+func (m *Manager) StateDir() string { return m.cfg.StateDir }
+
 // RecoverErr reports the interrupted operations Open could not recover.
 func (m *Manager) RecoverErr() error { return m.recoverErr }
 

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -52,6 +53,10 @@ type NetworkSpec struct {
 	// AuxAddresses are kept from members, by name (Docker's
 	// --aux-address).
 	AuxAddresses map[string]netip.Addr
+	// HostNetns is the path of the namespace the network lives in; empty
+	// means the manager's host (Config.HostNetns). Labs use it to put
+	// networks on the hosts they simulate.
+	HostNetns string
 }
 
 // CreateNetwork validates spec, builds it in the host namespace and records it.
@@ -103,6 +108,14 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (NetworkInfo, error) {
 	return networkInfo(n, nil), nil
 }
 
+// PlanNetwork checks spec as CreateNetwork would before it looks at the
+// store or the kernel, and returns the network it would record: with the
+// gateways and options the driver chose.
+func (m *Manager) PlanNetwork(spec NetworkSpec) (store.Network, error) {
+	n, _, err := m.planNetwork(spec)
+	return n, err
+}
+
 // planNetwork checks everything about spec that does not need the store,
 // and asks the driver for its share.
 func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, driver.Driver, error) {
@@ -124,7 +137,7 @@ func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, driver.Driver, e
 	}
 	n := store.Network{
 		Name: spec.Name, Driver: d.Name(), Internal: spec.Internal,
-		MTU: spec.MTU, HostNetns: m.cfg.HostNetns, Created: time.Now().UTC(), NoHostFirewall: spec.NoHostFirewall,
+		MTU: spec.MTU, HostNetns: cmp.Or(spec.HostNetns, m.cfg.HostNetns), Created: time.Now().UTC(), NoHostFirewall: spec.NoHostFirewall,
 		NoIsolate: spec.NoIsolate,
 	}
 	caps := d.Caps()

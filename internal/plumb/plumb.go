@@ -464,3 +464,28 @@ func OpenLiveNamespace(name string) (*kernel.NS, error) {
 	}
 	return ns, err
 }
+
+// RouteProto marks the routes nsnet installs between a lab's hosts, so
+// that they are told apart from the host's own and removed by that mark
+// (`ip route` shows "proto 110" unless /etc/iproute2/rt_protos names it).
+const RouteProto netlink.RouteProtocol = 110
+
+// StaticRoute routes dst via the gateway gw in host h, replacing a route
+// to dst that is there already.
+func StaticRoute(h *kernel.NS, dst netip.Prefix, gw netip.Addr) error {
+	r := &netlink.Route{Dst: kernel.PrefixNet(dst), Gw: gw.AsSlice(), Protocol: RouteProto}
+	if err := h.NL.RouteReplace(r); err != nil {
+		return fmt.Errorf("route %s via %s: %w", dst, gw, err)
+	}
+	return nil
+}
+
+// DeleteStaticRoute removes nsnet's route to dst from host h; one that is
+// gone already is no error.
+func DeleteStaticRoute(h *kernel.NS, dst netip.Prefix) error {
+	r := &netlink.Route{Dst: kernel.PrefixNet(dst), Protocol: RouteProto}
+	if err := h.NL.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("remove route %s: %w", dst, err)
+	}
+	return nil
+}

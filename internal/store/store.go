@@ -179,7 +179,8 @@ var (
 	bLinks       = []byte("links")
 	bTaps        = []byte("taps")
 	bPorts       = []byte("ports")
-	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames, bLinks, bTaps, bPorts, bSummaries}
+	bLabs        = []byte("labs")
+	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames, bLinks, bTaps, bPorts, bSummaries, bLabs}
 )
 
 // ErrEmpty reports a store file of no bytes, which a crash or a disk

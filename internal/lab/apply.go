@@ -1,0 +1,411 @@
+package lab
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nsnet/nsnet/internal/engine"
+	"github.com/nsnet/nsnet/internal/firewall"
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/netns"
+	"github.com/nsnet/nsnet/internal/plumb"
+	"github.com/nsnet/nsnet/internal/store"
+	"github.com/nsnet/nsnet/internal/topology"
+)
+
+// ErrNotFound: no lab of that name.
+var ErrNotFound = errors.New("no such lab")
+
+// Action is one step of a plan.
+type Action struct {
+	// Op is create, change or remove.
+	Op string `json:"op"`
+	// Kind and Name say what: "network", "node01.pods".
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+}
+
+func (a Action) String() string { return fmt.Sprintf("%s %s %s", a.Op, a.Kind, a.Name) }
+
+// Plan is what an apply or destroy does, or did.
+type Plan struct {
+	Lab     string        `json:"lab"`
+	Actions []Action      `json:"actions"`
+	Created int           `json:"created"`
+	Changed int           `json:"changed"`
+	Removed int           `json:"removed"`
+	Elapsed time.Duration `json:"elapsed_ns"`
+}
+
+// Summary is the one line a run ends with.
+func (p Plan) Summary() string {
+	if len(p.Actions) == 0 {
+		return fmt.Sprintf("lab %s: no changes", p.Lab)
+	}
+	return fmt.Sprintf("lab %s: %d created, %d changed, %d removed in %.2f s", p.Lab, p.Created, p.Changed, p.Removed, p.Elapsed.Seconds())
+}
+
+// Options steer a run.
+type Options struct {
+	// DryRun plans and changes nothing.
+	DryRun bool
+	// Progress, when set, hears of each step done out of all.
+	Progress func(done, total int)
+}
+
+// run is one apply or destroy under way.
+type run struct {
+	m     *engine.Manager
+	lab   string
+	hosts map[string]*kernel.NS
+}
+
+func (r *run) close() {
+	for _, h := range r.hosts {
+		h.Close()
+	}
+}
+
+func (r *run) host(name string) (*kernel.NS, error) {
+	if h := r.hosts[name]; h != nil {
+		return h, nil
+	}
+	h, err := plumb.OpenLiveNamespace(name)
+	if err != nil || h == nil {
+		return nil, err
+	}
+	r.hosts[name] = h
+	return h, nil
+}
+
+func (r *run) setForward(host string, drop bool) error {
+	h, err := r.host(host)
+	if err != nil {
+		return err
+	}
+	if h == nil {
+		return fmt.Errorf("host %s: %w", host, netns.ErrNotExist)
+	}
+	if err := firewall.SetForwardPolicy(int(h.Fd()), drop); err != nil {
+		return fmt.Errorf("host %s: %w", host, err)
+	}
+	// Networks made before the policy changed get their accepts now.
+	_, err = r.m.RecheckForward(netns.Path(host))
+	return err
+}
+
+func (r *run) route(host string, dst netip.Prefix, via netip.Addr) error {
+	h, err := r.host(host)
+	if err != nil {
+		return err
+	}
+	if h == nil {
+		return fmt.Errorf("host %s: %w", host, netns.ErrNotExist)
+	}
+	return plumb.StaticRoute(h, dst, via)
+}
+
+// remove takes away an object the lab owns; one already gone is no error.
+func (r *run) remove(key string) error {
+	f := strings.Fields(key)
+	var err error
+	switch f[0] {
+	case kHost, kNamespace, kShare:
+		err = r.m.RemoveNamespace(f[1])
+	case kFirewall:
+		var h *kernel.NS
+		if h, err = r.host(f[1]); h != nil {
+			err = firewall.SetForwardPolicy(int(h.Fd()), false)
+		}
+	case kNetwork:
+		err = r.m.RemoveNetwork(f[1], true)
+	case kMember:
+		err = r.m.Disconnect(f[1], f[2])
+	case kTap:
+		err = r.m.RemoveTap(f[1])
+	case kLink:
+		err = r.m.RemoveLink(f[1], f[2])
+	case kRoute:
+		var h *kernel.NS
+		if h, err = r.host(f[1]); h != nil {
+			err = plumb.DeleteStaticRoute(h, netip.MustParsePrefix(f[2]))
+		}
+	default:
+		return fmt.Errorf("unknown kind of object %q", key)
+	}
+	if errors.Is(err, engine.ErrNotFound) || errors.Is(err, netns.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+func action(op, key string) Action {
+	kind, name, _ := strings.Cut(key, " ")
+	if kind == kShare {
+		kind = kNamespace
+	}
+	return Action{Op: op, Kind: kind, Name: name}
+}
+
+// Apply makes the machine match the lab file: it creates what is missing,
+// makes anew what differs, and removes what the lab owns and the file no
+// longer has. Every check comes before the first change.
+func Apply(m *engine.Manager, l *topology.Lab, opt Options) (Plan, error) {
+	start := time.Now()
+	plan := Plan{Lab: l.Name}
+	want := objects(l)
+	var rec store.Lab
+	var others map[string]string // key -> the other lab that owns it
+	err := m.View(func(tx *store.Tx) error {
+		var err error
+		rec, others, err = readLabs(tx, l.Name)
+		return err
+	})
+	if err != nil {
+		return plan, err
+	}
+	if rec.Name != "" && rec.HostNetns != m.HostNetns() {
+		return plan, fmt.Errorf("lab %s lives in host namespace %s: apply it with the same --host-netns", l.Name, describeHost(rec.HostNetns))
+	}
+	if err := check(m, l, want, rec, others); err != nil {
+		return plan, err
+	}
+	// What is to be made anew: what the lab has not made (or not
+	// finished), what differs, what vanished, and what is made in or of
+	// any of those.
+	var fresh map[string]bool
+	err = m.View(func(tx *store.Tx) error {
+		var err error
+		fresh, err = stale(tx, want, rec)
+		return err
+	})
+	if err != nil {
+		return plan, err
+	}
+	wanted := map[string]bool{}
+	for _, o := range want {
+		wanted[o.key] = true
+	}
+	var gone []string // owned keys to remove, in the order of removal
+	for k := range rec.Objects {
+		if !wanted[k] || fresh[k] {
+			gone = append(gone, k)
+		}
+	}
+	sortRemoval(gone)
+	for _, k := range gone {
+		if !wanted[k] {
+			plan.Actions = append(plan.Actions, action("remove", k))
+			plan.Removed++
+		}
+	}
+	var todo []*object
+	for _, o := range want {
+		if !fresh[o.key] {
+			continue
+		}
+		todo = append(todo, o)
+		if _, had := rec.Objects[o.key]; had {
+			plan.Actions = append(plan.Actions, action("change", o.key))
+			plan.Changed++
+		} else {
+			plan.Actions = append(plan.Actions, action("create", o.key))
+			plan.Created++
+		}
+	}
+	model, err := json.Marshal(l)
+	if err != nil {
+		return plan, err
+	}
+	if opt.DryRun {
+		plan.Elapsed = time.Since(start)
+		return plan, nil
+	}
+	if len(plan.Actions) == 0 {
+		// Nothing to do: not even the record is written, so that a
+		// second apply changes nothing at all.
+		plan.Elapsed = time.Since(start)
+		return plan, nil
+	}
+	// Claim every object to be made before the first change, each marked
+	// unfinished: an apply killed from here on leaves a record that the
+	// next apply finishes and destroy can undo.
+	if rec.Name == "" {
+		rec = store.Lab{Name: l.Name, HostNetns: m.HostNetns(), Objects: map[string]store.LabObject{}}
+	}
+	rec.File, rec.Model, rec.Applied = l.File, model, time.Now().UTC()
+	for _, o := range todo {
+		rec.Objects[o.key] = store.LabObject{Spec: o.spec}
+	}
+	if err := m.Update(func(tx *store.Tx) error { return tx.PutLab(rec) }); err != nil {
+		return plan, err
+	}
+	r := &run{m: m, lab: l.Name, hosts: map[string]*kernel.NS{}}
+	defer r.close()
+	total, done := len(gone)+len(todo), 0
+	step := func() {
+		done++
+		if opt.Progress != nil {
+			opt.Progress(done, total)
+		}
+	}
+	var errs []error
+	for _, k := range gone {
+		if err := r.remove(k); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s: %w", k, err))
+			continue
+		}
+		if !wanted[k] {
+			delete(rec.Objects, k)
+		}
+		step()
+	}
+	if len(errs) == 0 {
+		failed := map[string]bool{}
+		for _, o := range todo {
+			if slices.ContainsFunc(o.deps, func(d string) bool { return failed[d] }) {
+				failed[o.key] = true
+				continue // its error is reported for what it needs
+			}
+			if err := o.make(r); err != nil {
+				failed[o.key] = true
+				errs = append(errs, fmt.Errorf("%s: %s: %w", l.File, action("create", o.key), err))
+				continue
+			}
+			rec.Objects[o.key] = store.LabObject{Spec: o.spec, Done: true}
+			step()
+		}
+	}
+	if err := m.Update(func(tx *store.Tx) error { return tx.PutLab(rec) }); err != nil {
+		errs = append(errs, err)
+	}
+	plan.Elapsed = time.Since(start)
+	if len(errs) > 0 {
+		return plan, fmt.Errorf("lab %s: %w (the next apply retries what failed; destroy removes what was made)", l.Name, errors.Join(errs...))
+	}
+	return plan, nil
+}
+
+// stale finds the wanted objects to make (anew).
+func stale(tx *store.Tx, want []*object, rec store.Lab) (map[string]bool, error) {
+	fresh := map[string]bool{}
+	for _, o := range want {
+		had, ok := rec.Objects[o.key]
+		if ok && had.Done && had.Spec == o.spec {
+			there, err := exists(tx, o.key)
+			if err != nil {
+				return nil, err
+			}
+			if there {
+				continue
+			}
+		}
+		fresh[o.key] = true
+	}
+	// Objects are listed in the order of making, so one pass carries
+	// a dependency's renewal to everything made of it.
+	for _, o := range want {
+		if slices.ContainsFunc(o.deps, func(d string) bool { return fresh[d] }) {
+			fresh[o.key] = true
+		}
+	}
+	return fresh, nil
+}
+
+func sortRemoval(keys []string) {
+	slices.SortFunc(keys, func(a, b string) int {
+		if d := rank(kindOf(b)) - rank(kindOf(a)); d != 0 {
+			return d
+		}
+		return strings.Compare(a, b)
+	})
+}
+
+// readLabs reads the lab called name (zero if new) and which objects
+// other labs own.
+func readLabs(tx *store.Tx, name string) (store.Lab, map[string]string, error) {
+	labs, err := tx.Labs()
+	if err != nil {
+		return store.Lab{}, nil, err
+	}
+	var rec store.Lab
+	others := map[string]string{}
+	for _, l := range labs {
+		if l.Name == name {
+			rec = l
+			continue
+		}
+		for k := range l.Objects {
+			others[k] = l.Name
+		}
+	}
+	return rec, others, nil
+}
+
+// Destroy removes everything the lab owns, and the lab.
+func Destroy(m *engine.Manager, name string, opt Options) (Plan, error) {
+	start := time.Now()
+	plan := Plan{Lab: name}
+	var rec store.Lab
+	err := m.View(func(tx *store.Tx) error {
+		var err error
+		rec, _, err = readLabs(tx, name)
+		return err
+	})
+	if err != nil {
+		return plan, err
+	}
+	if rec.Name == "" {
+		return plan, fmt.Errorf("lab %q: %w", name, ErrNotFound)
+	}
+	keys := slices.Collect(maps.Keys(rec.Objects))
+	sortRemoval(keys)
+	for _, k := range keys {
+		plan.Actions = append(plan.Actions, action("remove", k))
+		plan.Removed++
+	}
+	if opt.DryRun {
+		plan.Elapsed = time.Since(start)
+		return plan, nil
+	}
+	r := &run{m: m, lab: name, hosts: map[string]*kernel.NS{}}
+	defer r.close()
+	var errs []error
+	for i, k := range keys {
+		if err := r.remove(k); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s: %w", k, err))
+		} else {
+			delete(rec.Objects, k)
+		}
+		if opt.Progress != nil {
+			opt.Progress(i+1, len(keys))
+		}
+	}
+	err = m.Update(func(tx *store.Tx) error {
+		if len(rec.Objects) == 0 {
+			return tx.DeleteLab(name)
+		}
+		return tx.PutLab(rec)
+	})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	plan.Elapsed = time.Since(start)
+	if len(errs) > 0 {
+		return plan, fmt.Errorf("lab %s: %w (destroy again to retry)", name, errors.Join(errs...))
+	}
+	return plan, nil
+}
+
+func describeHost(path string) string {
+	if path == "" {
+		return "the one nsnet runs in"
+	}
+	return path
+}
