@@ -22,6 +22,7 @@ import (
 
 	"github.com/nsnet/nsnet/internal/agent"
 	"github.com/nsnet/nsnet/internal/engine"
+	"github.com/nsnet/nsnet/internal/lab"
 	"github.com/nsnet/nsnet/internal/netns"
 	"github.com/nsnet/nsnet/internal/store"
 )
@@ -559,10 +560,13 @@ func gcCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withManager(false, func(m *engine.Manager) error {
 				done, err := m.GC()
-				for _, d := range done {
+				// Labs go after the single objects: an apply resumed
+				// builds on what gc repaired.
+				more, lerr := lab.Resume(m)
+				for _, d := range append(done, more...) {
 					fmt.Fprintln(cmd.OutOrStdout(), d)
 				}
-				return err
+				return errors.Join(err, lerr)
 			})
 		},
 	}

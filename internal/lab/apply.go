@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nsnet/nsnet/internal/crash"
 	"github.com/nsnet/nsnet/internal/engine"
 	"github.com/nsnet/nsnet/internal/firewall"
 	"github.com/nsnet/nsnet/internal/kernel"
@@ -179,10 +180,10 @@ func Apply(m *engine.Manager, l *topology.Lab, opt Options) (Plan, error) {
 	// What is to be made anew: what the lab has not made (or not
 	// finished), what differs, what vanished, and what is made in or of
 	// any of those.
-	var fresh map[string]bool
+	var fresh, renewed map[string]bool
 	err = m.View(func(tx *store.Tx) error {
 		var err error
-		fresh, err = stale(tx, want, rec)
+		fresh, renewed, err = stale(tx, want, rec)
 		return err
 	})
 	if err != nil {
@@ -211,7 +212,9 @@ func Apply(m *engine.Manager, l *topology.Lab, opt Options) (Plan, error) {
 			continue
 		}
 		todo = append(todo, o)
-		if _, had := rec.Objects[o.key]; had {
+		// One the lab made as the file says, and gone since, is made
+		// again: a create, not a change.
+		if had, ok := rec.Objects[o.key]; ok && !(had.Done && had.Spec == o.spec && !renewed[o.key]) {
 			plan.Actions = append(plan.Actions, action("change", o.key))
 			plan.Changed++
 		} else {
@@ -239,13 +242,14 @@ func Apply(m *engine.Manager, l *topology.Lab, opt Options) (Plan, error) {
 	if rec.Name == "" {
 		rec = store.Lab{Name: l.Name, HostNetns: m.HostNetns(), Objects: map[string]store.LabObject{}}
 	}
-	rec.File, rec.Model, rec.Applied = l.File, model, time.Now().UTC()
+	rec.File, rec.Model, rec.Applied, rec.Destroying = l.File, model, time.Now().UTC(), false
 	for _, o := range todo {
 		rec.Objects[o.key] = store.LabObject{Spec: o.spec}
 	}
 	if err := m.Update(func(tx *store.Tx) error { return tx.PutLab(rec) }); err != nil {
 		return plan, err
 	}
+	crash.Point("lab-apply/claimed")
 	r := &run{m: m, lab: l.Name, hosts: map[string]*kernel.NS{}}
 	defer r.close()
 	total, done := len(gone)+len(todo), 0
@@ -280,6 +284,9 @@ func Apply(m *engine.Manager, l *topology.Lab, opt Options) (Plan, error) {
 			}
 			rec.Objects[o.key] = store.LabObject{Spec: o.spec, Done: true}
 			step()
+			if done == total/2 {
+				crash.Point("lab-apply/half")
+			}
 		}
 	}
 	if err := m.Update(func(tx *store.Tx) error { return tx.PutLab(rec) }); err != nil {
@@ -292,15 +299,16 @@ func Apply(m *engine.Manager, l *topology.Lab, opt Options) (Plan, error) {
 	return plan, nil
 }
 
-// stale finds the wanted objects to make (anew).
-func stale(tx *store.Tx, want []*object, rec store.Lab) (map[string]bool, error) {
-	fresh := map[string]bool{}
+// stale finds the wanted objects to make (anew), and of those the ones
+// made anew only because something they are made in or of is.
+func stale(tx *store.Tx, want []*object, rec store.Lab) (fresh, renewed map[string]bool, err error) {
+	fresh, renewed = map[string]bool{}, map[string]bool{}
 	for _, o := range want {
 		had, ok := rec.Objects[o.key]
 		if ok && had.Done && had.Spec == o.spec {
 			there, err := exists(tx, o.key)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if there {
 				continue
@@ -311,11 +319,11 @@ func stale(tx *store.Tx, want []*object, rec store.Lab) (map[string]bool, error)
 	// Objects are listed in the order of making, so one pass carries
 	// a dependency's renewal to everything made of it.
 	for _, o := range want {
-		if slices.ContainsFunc(o.deps, func(d string) bool { return fresh[d] }) {
-			fresh[o.key] = true
+		if !fresh[o.key] && slices.ContainsFunc(o.deps, func(d string) bool { return fresh[d] }) {
+			fresh[o.key], renewed[o.key] = true, true
 		}
 	}
-	return fresh, nil
+	return fresh, renewed, nil
 }
 
 func sortRemoval(keys []string) {
@@ -374,6 +382,12 @@ func Destroy(m *engine.Manager, name string, opt Options) (Plan, error) {
 		plan.Elapsed = time.Since(start)
 		return plan, nil
 	}
+	if !rec.Destroying {
+		rec.Destroying = true
+		if err := m.Update(func(tx *store.Tx) error { return tx.PutLab(rec) }); err != nil {
+			return plan, err
+		}
+	}
 	r := &run{m: m, lab: name, hosts: map[string]*kernel.NS{}}
 	defer r.close()
 	var errs []error
@@ -385,6 +399,9 @@ func Destroy(m *engine.Manager, name string, opt Options) (Plan, error) {
 		}
 		if opt.Progress != nil {
 			opt.Progress(i+1, len(keys))
+		}
+		if i+1 == len(keys)/2 {
+			crash.Point("lab-destroy/half")
 		}
 	}
 	err = m.Update(func(tx *store.Tx) error {
@@ -408,4 +425,51 @@ func describeHost(path string) string {
 		return "the one nsnet runs in"
 	}
 	return path
+}
+
+// Resume carries labs that an apply or a destroy left unfinished (killed,
+// say) to their end, as gc does for single commands: an apply to the lab
+// it was making, from the model it recorded before its first change, and
+// a destroy to no lab at all. It says what it did.
+func Resume(m *engine.Manager) ([]string, error) {
+	var labs []store.Lab
+	if err := m.View(func(tx *store.Tx) error {
+		var err error
+		labs, err = tx.Labs()
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	var done []string
+	var errs []error
+	for _, rec := range labs {
+		unfinished := rec.Destroying
+		for _, o := range rec.Objects {
+			unfinished = unfinished || !o.Done
+		}
+		if !unfinished {
+			continue
+		}
+		if rec.Destroying {
+			if _, err := Destroy(m, rec.Name, Options{}); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			done = append(done, fmt.Sprintf("finished destroying lab %s", rec.Name))
+			continue
+		}
+		l := &topology.Lab{}
+		if err := json.Unmarshal(rec.Model, l); err != nil {
+			errs = append(errs, fmt.Errorf("lab %s: read its model: %w", rec.Name, err))
+			continue
+		}
+		l.File = rec.File
+		plan, err := Apply(m, l, Options{})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		done = append(done, "finished applying "+strings.TrimPrefix(plan.Summary(), "lab "))
+	}
+	return done, errors.Join(errs...)
 }

@@ -19,6 +19,9 @@ type Lab struct {
 	Objects map[string]LabObject `json:"objects"`
 	Model   json.RawMessage      `json:"model,omitempty"`
 	Applied time.Time            `json:"applied"`
+	// Destroying is set when a destroy begins: gc finishes one that was
+	// cut short.
+	Destroying bool `json:"destroying,omitempty"`
 }
 
 // LabObject is one object a lab owns.

@@ -119,7 +119,7 @@ func (d *decoder) mapping(n ast.Node, path string, fields map[string]func(ast.No
 	d.pairs(n, path, func(key string, v ast.Node, p string) {
 		f, ok := fields[key]
 		if !ok {
-			d.fail(v, p, "unknown key (known: %s)", strings.Join(slices.Sorted(mapKeys(fields)), ", "))
+			d.at(p, "unknown key (known: %s)", strings.Join(slices.Sorted(mapKeys(fields)), ", "))
 			return
 		}
 		f(v, p)
