@@ -123,7 +123,7 @@ func checkPorts(l *topology.Lab) error {
 					if len(mb.Ports) == 1 {
 						path = mb.Path() + ".ports"
 					}
-					p, err := engine.ParsePort(s)
+					p, err := parsePort(s)
 					if err != nil {
 						return l.Errorf(mb.Path()+".ports", "%v", err)
 					}
@@ -157,3 +157,6 @@ func clash(a, b store.PortMap) bool {
 	aEnd, bEnd := int(a.HostPort)+a.Count()-1, int(b.HostPort)+b.Count()-1
 	return int(a.HostPort) <= bEnd && int(b.HostPort) <= aEnd
 }
+
+// parsePort is the engine's reading of a published port.
+var parsePort = engine.ParsePort

@@ -233,7 +233,7 @@ func connectSpec(l *topology.Lab, h *topology.Host, ns *topology.Namespace, m *t
 		cs.DefaultRoute = *m.DefaultRoute
 	}
 	for _, p := range m.Ports {
-		pm, err := engine.ParsePort(p)
+		pm, err := parsePort(p)
 		if err == nil { // checked before: see check
 			cs.Ports = append(cs.Ports, pm)
 		}

@@ -214,13 +214,16 @@ func (d *decoder) checkHost(l *Lab, h *Host, nsHost map[string]*Host) {
 func (d *decoder) checkLinks(l *Lab, names map[string]string) {
 	seen := map[[2]string]string{}
 	for _, k := range l.Links {
+		if k.Ends[0].Namespace == "" && k.Ends[1].Namespace == "" {
+			d.at(k.path, "a link needs endpoints: [NS1[:IF], NS2[:IF]]")
+			continue
+		}
 		ends := [2]string{}
 		for i, e := range k.Ends {
 			ends[i] = e.Namespace
 			switch {
 			case e.Namespace == "":
 				d.at(k.path+".endpoints", "an endpoint needs a namespace")
-				continue
 			case e.Namespace == HostName:
 			case names[e.Namespace] == "":
 				d.at(k.path+".endpoints", "link endpoint %q does not exist: no namespace or host of that name in the file", e.Namespace)
@@ -230,9 +233,6 @@ func (d *decoder) checkLinks(l *Lab, names map[string]string) {
 					d.at(k.path+".endpoints", "%v", err)
 				}
 			}
-		}
-		if len(k.Ends[0].Namespace) == 0 {
-			continue // no endpoints key at all
 		}
 		if ends[0] == ends[1] {
 			d.at(k.path+".endpoints", "a link joins two different namespaces")
@@ -250,9 +250,6 @@ func (d *decoder) checkLinks(l *Lab, names map[string]string) {
 		case len(k.Addresses) == 2 && k.Addresses[0].Addr().Is4() != k.Addresses[1].Addr().Is4():
 			d.at(k.path+".addresses", "both ends' addresses must be of one family")
 		}
-	}
-	if len(l.Links) > 0 && l.Links[0].Ends[0].Namespace == "" {
-		d.at(l.Links[0].path, "a link needs endpoints: [NS1[:IF], NS2[:IF]]")
 	}
 }
 

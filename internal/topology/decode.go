@@ -174,6 +174,24 @@ func (d *decoder) pairs(n ast.Node, path string, each func(key string, v ast.Nod
 	}
 }
 
+// nodePos is where a node starts: a mapping at its first key (its own
+// token is the first ':').
+func nodePos(n ast.Node) Pos {
+	switch v := unwrap(n).(type) {
+	case *ast.MappingNode:
+		if len(v.Values) > 0 {
+			n = v.Values[0].Key
+		}
+	case *ast.MappingValueNode:
+		n = v.Key
+	}
+	if n == nil || n.GetToken() == nil {
+		return Pos{}
+	}
+	p := n.GetToken().Position
+	return Pos{p.Line, p.Column}
+}
+
 func describe(n ast.Node) string {
 	switch unwrap(n).(type) {
 	case *ast.SequenceNode:
@@ -419,7 +437,7 @@ func (d *decoder) namespaces(n ast.Node, path string, h *Host) {
 					for i, e := range seq.Values {
 						m := &Membership{path: fmt.Sprintf("%s[%d]", p, i)}
 						d.str(e, m.path, &m.Network)
-						d.pos[m.path] = Pos{e.GetToken().Position.Line, e.GetToken().Position.Column}
+						d.pos[m.path] = nodePos(e)
 						ns.Networks = append(ns.Networks, m)
 					}
 					return
@@ -467,7 +485,7 @@ func (d *decoder) links(n ast.Node, path string, lab *Lab) {
 	}
 	for i, v := range seq.Values {
 		l := &Link{path: fmt.Sprintf("%s[%d]", path, i)}
-		d.pos[l.path] = Pos{v.GetToken().Position.Line, v.GetToken().Position.Column}
+		d.pos[l.path] = nodePos(v)
 		d.mapping(v, l.path, map[string]func(ast.Node, string){
 			"endpoints": func(v ast.Node, p string) {
 				var eps []string
