@@ -386,6 +386,7 @@ func TestApplyCrash(t *testing.T) {
 		}
 		l.mustPing(names[0], l.addrOf("lan", names[n-1], false))
 	}
+	destroyAt := []string{"lab-destroy/half", "ns-rm-many/unmounted", "lab-destroy/half"}
 	for i, at := range []string{"lab-apply/claimed", "connect/plugged", "lab-apply/half"} {
 		if _, err := l.runEnv([]string{"NSNET_CRASH_AT=" + at}, "apply", "-f", file); err == nil {
 			t.Fatalf("apply with a crash at %s did not die", at)
@@ -396,8 +397,8 @@ func TestApplyCrash(t *testing.T) {
 			l.apply(file)
 		}
 		check("a crash at " + at)
-		if _, err := l.runEnv([]string{"NSNET_CRASH_AT=lab-destroy/half"}, "destroy", "--lab", "crashy"); err == nil {
-			t.Fatalf("destroy with a crash did not die")
+		if _, err := l.runEnv([]string{"NSNET_CRASH_AT=" + destroyAt[i]}, "destroy", "--lab", "crashy"); err == nil {
+			t.Fatalf("destroy with a crash at %s did not die", destroyAt[i])
 		}
 		if i%2 == 0 {
 			l.must("destroy", "--lab", "crashy")
@@ -426,4 +427,21 @@ func lineDiff(a, b string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// A namespace that a process still holds outlives its mount, and with it
+// its veth: destroy deletes that host end itself, so a returned destroy
+// leaves nothing.
+func TestDestroyHeldNamespace(t *testing.T) {
+	l := newLab(t)
+	l.destroyAfter("held", "held1", "held2")
+	file := l.writeFile("held.yaml", "name: held\nnetworks:\n  lan: {subnet: 10.65.0.0/24}\nnamespaces:\n  held1: {networks: [lan]}\n  held2: {networks: [lan]}\n")
+	l.apply(file)
+	sleeper := exec.Command("ip", "netns", "exec", "held1", "sleep", "60")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleeper.Process.Kill(); sleeper.Wait() }()
+	l.must("destroy", "--lab", "held")
+	l.assertGone("held1", "held2")
 }

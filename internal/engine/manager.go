@@ -352,6 +352,15 @@ func (m *Manager) recoverOp(o store.Op) (string, error) {
 			return "", err
 		}
 		return "finished", m.st.Update(func(tx *store.Tx) error { return tx.DeleteNamespace(o.Namespace) })
+	case store.OpNSRemoveMany:
+		var ends map[string][]string
+		if err := m.st.Update(func(tx *store.Tx) (err error) {
+			ends, err = m.removeMany(tx, o.Names)
+			return err
+		}); err != nil {
+			return "", err
+		}
+		return "finished", m.awaitHostEnds(ends)
 	}
 	return "", fmt.Errorf("unknown operation kind %q", o.Kind)
 }
@@ -378,6 +387,8 @@ func describeOp(o store.Op) string {
 		return fmt.Sprintf("%s between %s and %s", o.Kind, o.Namespace, o.Peer)
 	case store.OpTapCreate, store.OpTapRemove:
 		return fmt.Sprintf("%s of TAP %s", o.Kind, o.HostIf)
+	case store.OpNSRemoveMany:
+		return fmt.Sprintf("removal of %d namespaces (%s ...)", len(o.Names), o.Names[0])
 	}
 	return fmt.Sprintf("%s of namespace %s", o.Kind, o.Namespace)
 }

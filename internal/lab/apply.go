@@ -259,16 +259,11 @@ func Apply(m *engine.Manager, l *topology.Lab, opt Options) (Plan, error) {
 			opt.Progress(done, total)
 		}
 	}
-	var errs []error
-	for _, k := range gone {
-		if err := r.remove(k); err != nil {
-			errs = append(errs, fmt.Errorf("remove %s: %w", k, err))
-			continue
-		}
+	removed, errs := r.removeAll(gone, step)
+	for _, k := range removed {
 		if !wanted[k] {
 			delete(rec.Objects, k)
 		}
-		step()
 	}
 	if len(errs) == 0 {
 		failed := map[string]bool{}
@@ -326,13 +321,79 @@ func stale(tx *store.Tx, want []*object, rec store.Lab) (fresh, renewed map[stri
 	return fresh, renewed, nil
 }
 
+// removalOrder is the order objects go in: what is made in or of a
+// namespace before it, but namespaces before networks, since they take
+// their memberships along in one batch (see removeAll).
+var removalOrder = []string{kRoute, kLink, kTap, kMember, kShare, kNamespace, kNetwork, kFirewall, kHost}
+
 func sortRemoval(keys []string) {
 	slices.SortFunc(keys, func(a, b string) int {
-		if d := rank(kindOf(b)) - rank(kindOf(a)); d != 0 {
+		if d := slices.Index(removalOrder, kindOf(a)) - slices.Index(removalOrder, kindOf(b)); d != 0 {
 			return d
 		}
 		return strings.Compare(a, b)
 	})
+}
+
+// removeAll removes objects, sorted by sortRemoval, and returns those it
+// removed. Namespaces (and hosts) go in batches: the kernel then removes
+// their devices together, many times faster than one by one, and their
+// memberships go with them rather than by one disconnect each.
+func (r *run) removeAll(keys []string, step func()) ([]string, []error) {
+	dying := map[string]bool{}
+	for _, k := range keys {
+		if kind := kindOf(k); kind == kNamespace || kind == kShare || kind == kHost {
+			dying[strings.Fields(k)[1]] = true
+		}
+	}
+	var removed []string
+	var errs []error
+	pending := map[string][]string{} // namespace -> its member keys
+	for i := 0; i < len(keys); {
+		k := keys[i]
+		f := strings.Fields(k)
+		switch kind := f[0]; {
+		case kind == kMember && dying[f[2]]:
+			pending[f[2]] = append(pending[f[2]], k)
+			i++
+		case kind == kNamespace || kind == kShare || kind == kHost:
+			var group []string
+			for ; i < len(keys) && (kindOf(keys[i]) == kind || kind != kHost && kindOf(keys[i]) == kNamespace); i++ {
+				group = append(group, keys[i])
+			}
+			names := make([]string, len(group))
+			for j, g := range group {
+				names[j] = strings.Fields(g)[1]
+			}
+			if err := r.m.RemoveNamespaces(names); err != nil {
+				// Learn which one failed, one at a time.
+				for _, g := range group {
+					if err := r.remove(g); err != nil {
+						errs = append(errs, fmt.Errorf("remove %s: %w", g, err))
+						continue
+					}
+					removed = append(append(removed, g), pending[strings.Fields(g)[1]]...)
+					step()
+				}
+				continue
+			}
+			for _, g := range group {
+				removed = append(append(removed, g), pending[strings.Fields(g)[1]]...)
+				for range 1 + len(pending[strings.Fields(g)[1]]) {
+					step()
+				}
+			}
+		default:
+			i++
+			if err := r.remove(k); err != nil {
+				errs = append(errs, fmt.Errorf("remove %s: %w", k, err))
+				continue
+			}
+			removed = append(removed, k)
+			step()
+		}
+	}
+	return removed, errs
 }
 
 // readLabs reads the lab called name (zero if new) and which objects
@@ -390,19 +451,18 @@ func Destroy(m *engine.Manager, name string, opt Options) (Plan, error) {
 	}
 	r := &run{m: m, lab: name, hosts: map[string]*kernel.NS{}}
 	defer r.close()
-	var errs []error
-	for i, k := range keys {
-		if err := r.remove(k); err != nil {
-			errs = append(errs, fmt.Errorf("remove %s: %w", k, err))
-		} else {
-			delete(rec.Objects, k)
-		}
+	done := 0
+	removed, errs := r.removeAll(keys, func() {
+		done++
 		if opt.Progress != nil {
-			opt.Progress(i+1, len(keys))
+			opt.Progress(done, len(keys))
 		}
-		if i+1 == len(keys)/2 {
+		if done == len(keys)/2 {
 			crash.Point("lab-destroy/half")
 		}
+	})
+	for _, k := range removed {
+		delete(rec.Objects, k)
 	}
 	err = m.Update(func(tx *store.Tx) error {
 		if len(rec.Objects) == 0 {

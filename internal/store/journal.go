@@ -51,7 +51,9 @@ type Op struct {
 	Ports []PortMap `json:"ports,omitempty"`
 	// Routes are the member's default routes before a connect that
 	// replaces them, to put back if the connect is undone.
-	Routes  []Route   `json:"routes,omitempty"`
+	Routes []Route `json:"routes,omitempty"`
+	// Names are the namespaces of a batch removal.
+	Names   []string  `json:"names,omitempty"`
 	PID     int       `json:"pid"`
 	Started time.Time `json:"started"`
 }
@@ -72,10 +74,12 @@ const (
 	OpDisconnect = "disconnect"
 	OpNSCreate   = "ns-create"
 	OpNSRemove   = "ns-rm"
-	OpLinkCreate = "link-create"
-	OpLinkRemove = "link-rm"
-	OpTapCreate  = "tap-create"
-	OpTapRemove  = "tap-rm"
+	// OpNSRemoveMany removes the namespaces in Names at once.
+	OpNSRemoveMany = "ns-rm-many"
+	OpLinkCreate   = "link-create"
+	OpLinkRemove   = "link-rm"
+	OpTapCreate    = "tap-create"
+	OpTapRemove    = "tap-rm"
 )
 
 func (s *Store) journalPath(o Op) string {
