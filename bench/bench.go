@@ -22,7 +22,7 @@ type Config struct {
 	// Tools restricts every section to these tool keys; empty means all.
 	Tools []string
 	// Sections restricts the run to some of "attach", "attach-routed",
-	// "ports", "datapath", "memory", "scale"; empty means all.
+	// "ports", "datapath", "memory", "scale", "lab"; empty means all.
 	Sections []string
 	// PortCounts are the numbers of published ports, starting with 0 (the
 	// baseline the per-port cost is measured from).
@@ -39,6 +39,9 @@ type Config struct {
 	// ScaleNetworks is the number of networks of the scale section (and
 	// of ported networks after them); zero skips it.
 	ScaleNetworks int
+	// LabMembers is the size of the lab section's lab, LabRounds how
+	// many times each tool builds and removes it; zero skips it.
+	LabMembers, LabRounds int
 	// Root is the nsnet module's root, for version information.
 	Root string
 	// Bin must have NSNet, Floor and Launcher set (see Build); Run finds
@@ -58,6 +61,7 @@ func SmokeConfig() Config {
 	return Config{
 		Smoke: true, Ns: []int{10}, PortCounts: []int{0, 1, 5},
 		DataSeconds: 1, DataRepeats: 1, RRCount: 1000, MemoryRepeats: 1, ScaleNetworks: 20,
+		LabMembers: 20, LabRounds: 1,
 	}
 }
 
@@ -66,6 +70,7 @@ func FullConfig() Config {
 	return Config{
 		Ns: []int{10, 100, 1000}, PortCounts: []int{0, 1, 10, 100, 1000, 10000}, PortBudget: 60 * time.Second,
 		DataSeconds: 2, DataRepeats: 9, RRCount: 20000, MemoryRepeats: 3, ScaleNetworks: 1000,
+		LabMembers: 1000, LabRounds: 3,
 	}
 }
 
@@ -86,6 +91,8 @@ type Results struct {
 	// peak resident set at its end.
 	Scale         []ScaleResult `json:"scale"`
 	ScaleAgentKiB int64         `json:"scale_agent_peak_kib"`
+	// Lab is the lab section (issue 12).
+	Lab []LabResult `json:"lab"`
 	// MemoryFloor is the peak resident set, in KiB, that /bin/true reports
 	// when started by the launcher: no reading can be lower.
 	MemoryFloor int64         `json:"memory_floor_kib"`
@@ -190,6 +197,9 @@ func Run(cfg Config) (*Results, error) {
 	if r.wantSection("scale") && r.wantTool("nsnet") && cfg.ScaleNetworks > 0 {
 		r.logf("networks per host: %d, then %d more with a published port each", cfg.ScaleNetworks, cfg.ScaleNetworks)
 		res.Scale, res.ScaleAgentKiB = r.runScale(cfg.ScaleNetworks)
+	}
+	if r.wantSection("lab") && cfg.LabMembers > 0 {
+		res.Lab = r.runLab(cfg.LabMembers, max(cfg.LabRounds, 1))
 	}
 	res.Elapsed = time.Since(start)
 	res.LoadAfter = loadAverage()

@@ -42,6 +42,11 @@ func Problems(res *Results) []string {
 			p = append(p, fmt.Sprintf("scale %s: %s", x.What, x.Err))
 		}
 	}
+	for _, x := range res.Lab {
+		if x.Err != "" {
+			p = append(p, fmt.Sprintf("lab %s N=%d: %s", x.Tool, x.N, x.Err))
+		}
+	}
 	return p
 }
 
@@ -104,8 +109,9 @@ func labelIn(tools []toolInfo, key string) string {
 
 // PlotPaths are where the report's plots are, relative to the report.
 type PlotPaths struct {
-	// Attach is section 1's (Plot), AttachRouted section 1b's (PlotRouted).
-	Attach, AttachRouted string
+	// Attach is section 1's (Plot), AttachRouted section 1b's (PlotRouted),
+	// Lab section 6's (PlotLab).
+	Attach, AttachRouted, Lab string
 }
 
 // Report renders the results as docs/benchmarks.md, linking the plots.
@@ -147,6 +153,7 @@ func Report(res *Results, plots PlotPaths) string {
 	writeDataPath(&b, res)
 	writeMemory(&b, res)
 	writeScale(&b, res)
+	writeLab(&b, res, plots.Lab)
 
 	w("## Notes on fairness\n\n")
 	w("- The alternatives are the versions Debian ships (see the table above). Netavark %s has no nftables driver (\"nftables support presently not available\"), so it runs with `NETAVARK_FW=iptables`, which on this machine is iptables-nft; the CNI plugins' `ipMasq` and `portmap` go through the same `iptables`.\n", res.Versions["netavark"])
@@ -622,4 +629,112 @@ func writeScale(b *strings.Builder, res *Results) {
 		w("\nThe DNS agent's peak resident set, serving every network of the large host: %s.\n", fmtKiB(res.ScaleAgentKiB))
 	}
 	w("\n")
+}
+
+func labLabel(key string) string {
+	for _, t := range labTools {
+		if t.key == key {
+			return t.label
+		}
+	}
+	return key
+}
+
+func writeLab(b *strings.Builder, res *Results, plot string) {
+	if len(res.Lab) == 0 {
+		return
+	}
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	n := res.Lab[0].N
+	w("## 6. Labs: a topology file of %d namespaces\n\n", n)
+	w("Issue 12: a lab of %d namespaces on one IPv4 bridge network with NAT (nsnet's with DNS too), built as a whole and removed as a whole, each way in a fresh host, %d rounds. The netlink floor makes the namespaces and attaches them in one Go process, and removes them by unmounting every namespace and waiting for the kernel to take the last veth away. Medians, p95 in brackets; ratios to the floor. Targets: `apply` within 1.5× of the floor, at least 25× faster than `ip` by hand and than the CNI bridge plugin, at least 5× faster than a process per object; `destroy` within 1.5× of the floor's removal; a second `apply` under 100 ms; `apply`'s peak memory under 64 MiB.\n\n", n, max(res.Config.LabRounds, 1))
+	if plot != "" {
+		w("![lab build and removal time by tool](%s)\n\n", plot)
+	}
+	var floor LabResult
+	for _, x := range res.Lab {
+		if x.Tool == "floor" {
+			floor = x
+		}
+	}
+	w("| way | how | build | ÷ floor | remove | ÷ floor | processes | peak RSS |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, x := range res.Lab {
+		how := ""
+		for _, t := range labTools {
+			if t.key == x.Tool {
+				how = t.how
+			}
+		}
+		if x.Err != "" {
+			w("| %s | %s | failed: %s | | | | | |\n", labLabel(x.Tool), how, mdEscape(x.Err))
+			continue
+		}
+		w("| %s | %s | %s (%s) | %s | %s (%s) | %s | %d | %s |\n", labLabel(x.Tool), how,
+			fmtDur(x.Up.Median), fmtDur(x.Up.P95), ratio(x.Up.Median, floor.Up.Median),
+			fmtDur(x.Down.Median), fmtDur(x.Down.P95), ratio(x.Down.Median, floor.Down.Median), x.Procs, fmtKiB(x.PeakKiB))
+	}
+	for _, x := range res.Lab {
+		if x.Tool == "nsnet" && x.Reapply.Median > 0 {
+			w("\nA second `nsnet apply` of the unchanged file (\"no changes\", no kernel change): %s (%s).\n", fmtDur(x.Reapply.Median), fmtDur(x.Reapply.P95))
+			for _, y := range res.Lab {
+				if y.Err == "" && y.Tool != "nsnet" && y.Tool != "floor" && x.Up.Median > 0 {
+					w("`nsnet apply` is %.1f× faster than %s.\n", float64(y.Up.Median)/float64(x.Up.Median), labLabel(y.Tool))
+				}
+			}
+		}
+	}
+	w("\n")
+}
+
+// PlotLab draws section 6: each way's build and removal time, as bars on
+// a log scale.
+func PlotLab(res *Results) string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	const left, barH, gap, width = 220.0, 14.0, 12.0, 760.0
+	height := 60 + float64(len(res.Lab))*(2*barH+gap) + 30
+	w(`<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
+	w(`<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	if len(res.Lab) == 0 {
+		w(`<text x="20" y="40">the lab section did not run</text></svg>`+"\n")
+		return b.String()
+	}
+	w(`<text x="20" y="22" font-weight="bold">Lab of %d namespaces: build (dark) and removal (light), log scale</text>`+"\n", res.Lab[0].N)
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, x := range res.Lab {
+		for _, d := range []time.Duration{x.Up.Median, x.Down.Median} {
+			if d > 0 {
+				lo, hi = min(lo, math.Log10(d.Seconds())), max(hi, math.Log10(d.Seconds()))
+			}
+		}
+	}
+	lo, hi = math.Floor(lo), math.Ceil(hi)
+	if hi <= lo {
+		hi = lo + 1
+	}
+	scale := func(d time.Duration) float64 {
+		return (math.Log10(d.Seconds()) - lo) / (hi - lo) * (width - left - 90)
+	}
+	for e := lo; e <= hi; e++ {
+		x := left + (e-lo)/(hi-lo)*(width-left-90)
+		w(`<line x1="%.1f" y1="40" x2="%.1f" y2="%.1f" stroke="#ddd"/>`+"\n", x, x, height-25)
+		w(`<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", x, height-10, fmtDur(time.Duration(math.Pow(10, e)*1e9)))
+	}
+	y := 50.0
+	for _, x := range res.Lab {
+		w(`<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n", left-8, y+barH+4, labLabel(x.Tool))
+		for i, d := range []time.Duration{x.Up.Median, x.Down.Median} {
+			if d <= 0 {
+				continue
+			}
+			color := []string{"#2b5c8a", "#9cc0e3"}[i]
+			bw := max(scale(d), 1)
+			w(`<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n", left, y, bw, barH, color)
+			w(`<text x="%.1f" y="%.1f">%s</text>`+"\n", left+bw+4, y+barH-3, fmtDur(d))
+			y += barH
+		}
+		y += gap
+	}
+	w("</svg>\n")
+	return b.String()
 }

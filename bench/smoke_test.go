@@ -137,10 +137,20 @@ func TestSmoke(t *testing.T) {
 		t.Error("scale: no agent peak memory")
 	}
 
+	if len(res.Lab) != len(labTools) {
+		t.Errorf("lab: %d results, want %d: %+v", len(res.Lab), len(labTools), res.Lab)
+	}
+	for _, x := range res.Lab {
+		if x.Err != "" || x.Up.Count == 0 || x.Down.Count == 0 || x.PeakKiB <= 0 || x.Tool == "nsnet" && x.Reapply.Count == 0 {
+			t.Errorf("lab %s: %+v", x.Tool, x)
+		}
+	}
+
 	dir := t.TempDir()
 	report := Report(res, PlotPaths{Attach: "attach-latency.svg", AttachRouted: "attach-routed-latency.svg"})
 	svg, routedSVG := Plot(res), PlotRouted(res)
 	if !strings.Contains(report, "## 1. Attach and teardown") || !strings.Contains(report, "## 1b. Routed attach and teardown") ||
+		!strings.Contains(report, "## 6. Labs") || !strings.Contains(PlotLab(res), "<rect") ||
 		!strings.Contains(svg, "<circle") || !strings.Contains(routedSVG, "<circle") {
 		t.Error("report or plots are missing their sections")
 	}

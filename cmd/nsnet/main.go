@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -63,7 +64,10 @@ func main() {
 	store.Waiting = func(dir string) {
 		fmt.Fprintf(os.Stderr, "nsnet: waiting for another nsnet command to finish with %s\n", dir)
 	}
-	if err := root.Execute(); err != nil {
+	stopProfile := startProfile()
+	err := root.Execute()
+	stopProfile()
+	if err != nil {
 		msg := oneLine(err.Error())
 		if errors.Is(err, os.ErrPermission) && os.Geteuid() != 0 {
 			msg += " (nsnet changes network namespaces: run it as root, or with CAP_NET_ADMIN and CAP_SYS_ADMIN)"
@@ -78,6 +82,26 @@ func main() {
 	if agentFailed {
 		os.Exit(3)
 	}
+}
+
+// startProfile writes a CPU profile of the command to the file
+// NSNET_CPUPROFILE names, for finding where a command's time goes
+// (docs/performance.md).
+func startProfile() (stop func()) {
+	p := os.Getenv("NSNET_CPUPROFILE")
+	if p == "" {
+		return func() {}
+	}
+	os.Unsetenv("NSNET_CPUPROFILE") // not for the agent it may start
+	f, err := os.Create(p)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nsnet: warning: NSNET_CPUPROFILE: "+err.Error())
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -23,12 +23,27 @@
 //	floor attach NSPATH BRIDGE HOSTIF IFNAME ADDR/BITS GATEWAY
 //	floor attach-routed NSPATH HOSTIF IFNAME ADDR/32 GATEWAY
 //	floor detach HOSTIF
+//	floor lab N PREFIX BRIDGE SUBNET GATEWAY
+//	floor unlab N PREFIX
+//
+// "lab" is the floor of a lab's apply: N namespaces PREFIX0000... made
+// (with lo up, as nsnet makes them) and attached to the bridge, the i-th
+// at SUBNET's (i+2)-th address, in this one process. "unlab" is the
+// fastest way found to remove them: unmount every namespace, so that the
+// kernel takes their veths along in batches, and wait until the last host
+// end is gone.
 package main
 
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nsnet/nsnet/internal/netns"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -45,6 +60,10 @@ func main() {
 		err = attach(os.Args[2], os.Args[3], os.Args[4], os.Args[5], os.Args[6], os.Args[7])
 	case len(os.Args) == 7 && os.Args[1] == "attach-routed":
 		err = attachRouted(os.Args[2], os.Args[3], os.Args[4], os.Args[5], os.Args[6])
+	case len(os.Args) == 7 && os.Args[1] == "lab":
+		err = lab(os.Args[2], os.Args[3], os.Args[4], os.Args[5], os.Args[6])
+	case len(os.Args) == 4 && os.Args[1] == "unlab":
+		err = unlab(os.Args[2], os.Args[3])
 	case len(os.Args) == 3 && os.Args[1] == "detach":
 		err = netlink.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: os.Args[2]}})
 		if err != nil {
@@ -207,4 +226,68 @@ func writeSysctl(key, value string) error {
 		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
 	}
 	return nil
+}
+
+func lab(count, prefix, bridge, subnet, gateway string) error {
+	n, err := strconv.Atoi(count)
+	if err != nil {
+		return fmt.Errorf("count %q: %w", count, err)
+	}
+	p, err := netip.ParsePrefix(subnet)
+	if err != nil {
+		return err
+	}
+	a := p.Masked().Addr().Next()
+	for i := range n {
+		a = a.Next()
+		name := fmt.Sprintf("%s%04d", prefix, i)
+		if err := netns.Create(name); err != nil {
+			return err
+		}
+		ns, in, err := openMember(netns.Path(name))
+		if err != nil {
+			return err
+		}
+		lo, err := in.LinkByName("lo")
+		if err == nil {
+			err = in.LinkSetUp(lo)
+		}
+		in.Close()
+		ns.Close()
+		if err != nil {
+			return fmt.Errorf("lo up in %s: %w", name, err)
+		}
+		if err := attach(netns.Path(name), bridge, fmt.Sprintf("fh%04d", i), "eth0", netip.PrefixFrom(a, p.Bits()).String(), gateway); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func unlab(count, prefix string) error {
+	n, err := strconv.Atoi(count)
+	if err != nil {
+		return fmt.Errorf("count %q: %w", count, err)
+	}
+	for i := range n {
+		if err := netns.Delete(fmt.Sprintf("%s%04d", prefix, i)); err != nil {
+			return err
+		}
+	}
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(25 * time.Millisecond) {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		left := 0
+		for _, l := range links {
+			if strings.HasPrefix(l.Attrs().Name, "fh") {
+				left++
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("host ends still there after a minute")
 }

@@ -42,7 +42,7 @@ func run() error {
 	assets := flag.String("assets", "bench/results", "directory for the plot and raw results (relative to the module root)")
 	ns := flag.String("n", "", "comma-separated network sizes (default 10,100,1000; smoke: 10)")
 	tools := flag.String("tools", "", "comma-separated tool keys to measure (nsnet,iproute2,cni,netavark,floor; cni is the ptp plugin in attach-routed); default all")
-	sections := flag.String("sections", "", "comma-separated sections (attach,attach-routed,ports,datapath,memory,scale); default all")
+	sections := flag.String("sections", "", "comma-separated sections (attach,attach-routed,ports,datapath,memory,scale,lab); default all")
 	install := flag.Bool("install", false, "apt-get install missing Debian packages first (needs the machine's network)")
 	prebuilt := flag.String("nsnet", "", "use this nsnet binary instead of building ./cmd/nsnet")
 	rev := flag.String("rev", "", "build nsnet from this git revision (via git archive) instead of the work tree")
@@ -152,6 +152,13 @@ func run() error {
 		}
 		written = append(written, routedPath)
 	}
+	labPath := filepath.Join(assetDir, "lab.svg")
+	if len(res.Lab) > 0 {
+		if err := os.WriteFile(labPath, []byte(bench.PlotLab(res)), 0o644); err != nil {
+			return fmt.Errorf("write lab plot: %w", err)
+		}
+		written = append(written, labPath)
+	}
 	rel := func(p string) string {
 		r, err := filepath.Rel(filepath.Dir(outPath), p)
 		if err != nil {
@@ -159,7 +166,7 @@ func run() error {
 		}
 		return r
 	}
-	report := bench.Report(res, bench.PlotPaths{Attach: rel(svgPath), AttachRouted: rel(routedPath)})
+	report := bench.Report(res, bench.PlotPaths{Attach: rel(svgPath), AttachRouted: rel(routedPath), Lab: rel(labPath)})
 	if err := os.WriteFile(outPath, []byte(report), 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
