@@ -694,9 +694,9 @@ func PlotLab(res *Results) string {
 	const left, barH, gap, width = 220.0, 14.0, 12.0, 760.0
 	height := 60 + float64(len(res.Lab))*(2*barH+gap) + 30
 	w(`<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
-	w(`<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	w(`<rect width="100%%" height="100%%" fill="white"/>` + "\n")
 	if len(res.Lab) == 0 {
-		w(`<text x="20" y="40">the lab section did not run</text></svg>`+"\n")
+		w(`<text x="20" y="40">the lab section did not run</text></svg>` + "\n")
 		return b.String()
 	}
 	w(`<text x="20" y="22" font-weight="bold">Lab of %d namespaces: build (dark) and removal (light), log scale</text>`+"\n", res.Lab[0].N)
