@@ -328,12 +328,25 @@ func dot(w io.Writer, g Graph) error {
 			}
 		}
 	}
+	if linksHost(g) {
+		fmt.Fprintf(&b, "\t%s [shape=box3d, label=\"host\"];\n", m.of("host", ""))
+	}
 	for _, k := range g.Links {
 		fmt.Fprintf(&b, "\t%s -- %s [color=\"#b05000\", label=\"%s\"];\n", endID(m, g, k.A), endID(m, g, k.B), q(linkLabel(k)))
 	}
 	b.WriteString("}\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// linksHost says whether a link ends in the lab's own host.
+func linksHost(g Graph) bool {
+	for _, k := range g.Links {
+		if k.A == topology.HostName || k.B == topology.HostName {
+			return true
+		}
+	}
+	return false
 }
 
 // endID names a link's end: a namespace, a host, or the lab's host.
@@ -396,6 +409,9 @@ func mermaid(w io.Writer, g Graph) error {
 		for _, t := range h.Taps {
 			fmt.Fprintf(&b, "  %s ---|\"%s\"| %s\n", m.of("tap", t.Name), mq(orDefault(t.IP, "auto")), netID(m, h.Name, t.Network))
 		}
+	}
+	if linksHost(g) {
+		fmt.Fprintf(&b, "  %s[/\"host\"/]\n", m.of("host", ""))
 	}
 	for _, k := range g.Links {
 		fmt.Fprintf(&b, "  %s ===|\"%s\"| %s\n", endID(m, g, k.A), mq(orDefault(linkLabel(k), "link")), endID(m, g, k.B))
