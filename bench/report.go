@@ -708,10 +708,8 @@ func PlotLab(res *Results) string {
 			}
 		}
 	}
-	lo, hi = math.Floor(lo), math.Ceil(hi)
-	if hi <= lo {
-		hi = lo + 1
-	}
+	// One decade below the fastest, so that no bar is a sliver.
+	lo, hi = math.Floor(lo)-1, math.Ceil(hi)
 	scale := func(d time.Duration) float64 {
 		return (math.Log10(d.Seconds()) - lo) / (hi - lo) * (width - left - 90)
 	}
