@@ -35,6 +35,10 @@ type globals struct {
 }
 
 func main() {
+	if os.Getenv("CNI_COMMAND") != "" {
+		cniMain()
+		return
+	}
 	g := &globals{}
 	root := &cobra.Command{
 		Use:           "nsnet",
@@ -525,9 +529,19 @@ func netCmd(g *globals) *cobra.Command {
 					for _, c := range n.ForwardAccepts {
 						fmt.Fprintf(w, "host forward accepts\t%s %s %s\n", c.Family, c.Table, c.Chain)
 					}
-					fmt.Fprintln(w, "\nMEMBER\tINTERFACE\tADDRESSES\tHOST END\tPORTS")
+					cni := slices.ContainsFunc(n.Members, func(a engine.MemberInfo) bool { return a.ContainerID != "" })
+					if cni {
+						// Members attached by a runtime through CNI.
+						fmt.Fprintln(w, "\nMEMBER\tINTERFACE\tADDRESSES\tHOST END\tPORTS\tCONTAINER")
+					} else {
+						fmt.Fprintln(w, "\nMEMBER\tINTERFACE\tADDRESSES\tHOST END\tPORTS")
+					}
 					for _, a := range n.Members {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", a.Namespace, a.IfName, dash(joinPrefixes(a.Addrs)), dash(a.HostIf), dash(joinPorts(a.Ports)))
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s", a.Namespace, a.IfName, dash(joinPrefixes(a.Addrs)), dash(a.HostIf), dash(joinPorts(a.Ports)))
+						if cni {
+							fmt.Fprintf(w, "\t%s", dash(a.ContainerID))
+						}
+						fmt.Fprintln(w)
 					}
 					if len(n.Taps) > 0 {
 						fmt.Fprintln(w, "\nTAP\tGUEST ADDRESSES")

@@ -37,6 +37,8 @@ type ConnectSpec struct {
 	// Force publishes ports that a socket of the host already holds,
 	// taking them over for connections from outside.
 	Force bool
+	// ContainerID records the runtime's container of a CNI ADD.
+	ContainerID string
 }
 
 // Connect joins a namespace to a network.
@@ -64,7 +66,7 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 	var n store.Network
 	var d driver.Driver
 	var h *kernel.NS
-	a := store.Attachment{Network: spec.Network, Namespace: spec.Namespace, IfName: spec.IfName}
+	a := store.Attachment{Network: spec.Network, Namespace: spec.Namespace, IfName: spec.IfName, ContainerID: spec.ContainerID}
 	err = m.transact(func(tx *store.Tx) (store.Op, error) {
 		var ok bool
 		var err error

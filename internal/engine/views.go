@@ -97,6 +97,8 @@ type MemberInfo struct {
 	Addrs     []netip.Prefix `json:"addrs"`
 	Ports     []PortMap      `json:"ports,omitempty"`
 	Aliases   []string       `json:"aliases,omitempty"`
+	// ContainerID is set for memberships made through CNI.
+	ContainerID string `json:"container_id,omitempty"`
 }
 
 // PortMap publishes a range of a member's ports on the host (`-p`).
@@ -150,7 +152,7 @@ func networkInfo(n store.Network, members []store.Attachment) NetworkInfo {
 
 func memberInfo(a store.Attachment) MemberInfo {
 	return MemberInfo{Network: a.Network, Namespace: a.Namespace, IfName: a.IfName, HostIf: a.HostIf,
-		Addrs: a.Addrs, Ports: a.Ports, Aliases: a.Aliases}
+		Addrs: a.Addrs, Ports: a.Ports, Aliases: a.Aliases, ContainerID: a.ContainerID}
 }
 
 func linkInfo(l store.Link) LinkInfo {

@@ -120,6 +120,10 @@ func Share(name, other string) error {
 	return mount(name, Path(other))
 }
 
+// Attach mounts the namespace file at path (/proc/PID/ns/net, another
+// runtime's mount) under name, as `ip netns attach` does.
+func Attach(name, path string) error { return mount(name, path) }
+
 func mount(name, source string) error {
 	if err := ValidateName(name); err != nil {
 		return err

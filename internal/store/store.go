@@ -133,6 +133,9 @@ type Attachment struct {
 	Ports []PortMap `json:"ports,omitempty"`
 	// Aliases are further names the network's resolver answers for.
 	Aliases []string `json:"aliases,omitempty"`
+	// ContainerID is the runtime's container, for a membership made
+	// through CNI (which keys it by container and IfName).
+	ContainerID string `json:"container_id,omitempty"`
 }
 
 // PortMap publishes a range of a member's ports on the host.
