@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -174,17 +175,21 @@ func namespaceFor(path, containerID, ifName string) (name string, mounted bool, 
 	if path == "" {
 		return "", false, types.NewError(types.ErrInvalidEnvironmentVariables, "nsnet: CNI_NETNS is not set", "")
 	}
-	real, err := filepath.EvalSymlinks(path)
-	if err != nil {
+	if _, err := os.Stat(path); err != nil {
 		return "", false, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("nsnet: CNI_NETNS %s: %v", path, err), "")
 	}
-	dir, _ := filepath.EvalSymlinks(netns.Dir)
-	if filepath.Dir(real) == dir && netns.Exists(filepath.Base(real)) {
-		return filepath.Base(real), false, nil
+	// Only the directory is resolved: /proc/PID/ns/net is a link that
+	// leads nowhere on the file system.
+	dir, _ := filepath.EvalSymlinks(filepath.Dir(path))
+	ours, _ := filepath.EvalSymlinks(netns.Dir)
+	if dir == ours && netns.Exists(filepath.Base(path)) {
+		return filepath.Base(path), false, nil
 	}
-	if _, err := netns.Open(real); err != nil {
+	h, err := netns.Open(path)
+	if err != nil {
 		return "", false, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("nsnet: CNI_NETNS %s is not a network namespace: %v", path, err), "")
 	}
+	h.Close()
 	return attachedName(containerID, ifName), true, nil
 }
 
