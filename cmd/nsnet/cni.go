@@ -78,4 +78,3 @@ func withCNI(args *skel.CmdArgs, fn func(*engine.Manager, *cni.Config) error) er
 	}
 	return nil
 }
-

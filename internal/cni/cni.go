@@ -50,9 +50,9 @@ type Config struct {
 	StateDir string   `json:"stateDir"`
 
 	RuntimeConfig struct {
-		PortMappings []PortMapping      `json:"portMappings"`
-		IPs          []string           `json:"ips"`
-		MAC          string             `json:"mac"`
+		PortMappings []PortMapping       `json:"portMappings"`
+		IPs          []string            `json:"ips"`
+		MAC          string              `json:"mac"`
 		Aliases      map[string][]string `json:"aliases"`
 	} `json:"runtimeConfig"`
 }

@@ -186,4 +186,3 @@ func familyName(a netip.Addr) string {
 	}
 	return "IPv6"
 }
-
