@@ -11,7 +11,7 @@ import (
 )
 
 // portTools are the contenders for published ports, nsnet first.
-var portTools = []string{"nsnet", "cni", "netavark"}
+var portTools = []string{"nsnet", "cni", "netavark", "nsnet-cni"}
 
 // PortResult is one tool attaching one member with K ports published.
 type PortResult struct {

@@ -59,6 +59,57 @@ var attachTools = []toolInfo{
 		func() Tool { return &netavarkTool{} }},
 	{"floor", "netlink floor", "`bench/cmd/floor`: one Go process, only the netlink requests the topology needs",
 		func() Tool { return floorTool{} }},
+	{"nsnet-cni", "nsnet as a CNI plugin", "the nsnet binary with CNI_COMMAND=ADD/DEL, type nsnet, config on stdin, one process per call (the network made by the first ADD)",
+		func() Tool { return nsnetCNITool{} }},
+}
+
+// --- nsnet as a CNI plugin -----------------------------------------------------
+
+type nsnetCNITool struct{}
+
+func (nsnetCNITool) Key() string { return "nsnet-cni" }
+
+func (nsnetCNITool) Setup(h *host) error { return nil }
+
+func (nsnetCNITool) conf(h *host, ports []portMapping) []byte {
+	conf := map[string]any{
+		"cniVersion": "1.1.0", "name": "bench", "type": "nsnet",
+		"subnets": []string{benchSubnet.String()}, "gateway": benchGateway.String(),
+		"stateDir": filepath.Join(h.dir, "nsnet"),
+	}
+	if len(ports) > 0 {
+		pm := make([]map[string]any, len(ports))
+		for i, p := range ports {
+			pm[i] = map[string]any{"hostPort": p.Host, "containerPort": p.Container, "protocol": "tcp"}
+		}
+		conf["runtimeConfig"] = map[string]any{"portMappings": pm}
+	}
+	b, _ := json.Marshal(conf)
+	return b
+}
+
+func (t nsnetCNITool) call(h *host, m member, op string, ports []portMapping) command {
+	return command{
+		argv: []string{h.bin.NSNet},
+		env: []string{"CNI_COMMAND=" + op, "CNI_CONTAINERID=bench-" + m.NS, "CNI_NETNS=" + m.path(),
+			"CNI_IFNAME=eth0", "CNI_PATH=" + h.bin.CNIDir},
+		stdin: t.conf(h, ports),
+	}
+}
+
+func (t nsnetCNITool) Attach(h *host, m member) (Sample, error) {
+	_, s, err := h.run(t.call(h, m, "ADD", nil))
+	return s, err
+}
+
+func (t nsnetCNITool) AttachPublishing(h *host, m member, ports []portMapping) (Sample, error) {
+	_, s, err := h.run(t.call(h, m, "ADD", ports))
+	return s, err
+}
+
+func (t nsnetCNITool) Detach(h *host, m member) (Sample, error) {
+	_, s, err := h.run(t.call(h, m, "DEL", nil))
+	return s, err
 }
 
 func toolByKey(key string) (toolInfo, bool) {

@@ -367,3 +367,58 @@ func TestCNIBadInput(t *testing.T) {
 	}
 	l.inHost("net", "rm", "bad")
 }
+
+// An ADD killed at several points, then the runtime's DEL (or GC), leaves
+// nothing: no member, no host end, no mount of nsnet's.
+func TestCNICrashDuringAdd(t *testing.T) {
+	l := newLab(t)
+	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"crash","type":"nsnet","subnets":["10.95.0.0/24"],"stateDir":%q}`, l.state)
+	holder := exec.Command("unshare", "-n", "sleep", "60")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { holder.Process.Kill(); holder.Wait() }()
+	proc := fmt.Sprintf("/proc/%d/ns/net", holder.Process.Pid)
+	named := l.container("cni-crash")
+	plugin := func(env ...string) error {
+		cmd := exec.Command("ip", "netns", "exec", l.host, nsnetBin)
+		cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "CNI_PATH=/usr/lib/cni", "CNI_IFNAME=eth0"}, env...)
+		cmd.Stdin = strings.NewReader(conf)
+		return cmd.Run()
+	}
+	// The network first, so that the kills hit the attach.
+	if err := plugin("CNI_COMMAND=ADD", "CNI_CONTAINERID=first", "CNI_NETNS="+named); err != nil {
+		t.Fatal(err)
+	}
+	if err := plugin("CNI_COMMAND=DEL", "CNI_CONTAINERID=first", "CNI_NETNS="+named); err != nil {
+		t.Fatal(err)
+	}
+	for i, at := range []string{"connect/recorded", "connect/plugged"} {
+		for _, ns := range []string{named, proc} {
+			id := fmt.Sprintf("k%d", i)
+			if err := plugin("CNI_COMMAND=ADD", "CNI_CONTAINERID="+id, "CNI_NETNS="+ns, "NSNET_CRASH_AT="+at); err == nil {
+				t.Fatalf("ADD with a crash at %s did not die", at)
+			}
+			verb := "CNI_COMMAND=DEL"
+			if ns == proc {
+				verb = "CNI_COMMAND=GC"
+			}
+			if err := plugin(verb, "CNI_CONTAINERID="+id, "CNI_NETNS="+ns); err != nil {
+				t.Errorf("%s after a crash at %s: %v", verb, at, err)
+			}
+			var n network
+			l.jsonOf(&n, "net", "inspect", "crash")
+			names, _ := netns.List()
+			for _, name := range names {
+				if strings.HasPrefix(name, "nsnet-cni-") {
+					t.Errorf("after a crash at %s and %s: mount %s left", at, verb, name)
+				}
+			}
+			if len(n.Members) != 0 || len(l.nsnetLinks()) != 1 { // the bridge
+				t.Errorf("after a crash at %s and %s: members %+v, host links %v", at, verb, n.Members, l.nsnetLinks())
+			}
+		}
+	}
+	l.inHost("net", "rm", "crash")
+	assertClean(t, l)
+}

@@ -385,6 +385,11 @@ func Del(m *engine.Manager, c *Config, args *skel.CmdArgs) error {
 	}
 	mb, ok := find(n, args.ContainerID, args.IfName)
 	if !ok {
+		// An ADD killed after it mounted the runtime's namespace and
+		// before its connect committed leaves only that mount.
+		if name := attachedName(args.ContainerID, args.IfName); netns.Exists(name) {
+			return asCNI(netns.Delete(name))
+		}
 		return nil
 	}
 	return asCNI(detach(m, n.Name, mb))
@@ -436,10 +441,39 @@ func GC(m *engine.Manager, c *Config) error {
 			errs = append(errs, fmt.Sprintf("%s/%s: %v", mb.ContainerID, mb.IfName, err))
 		}
 	}
+	// Mounts of runtimes' namespaces that no membership uses are what
+	// killed ADDs left. No ADD is under way: this process holds the store.
+	if err := orphanMounts(m); err != nil {
+		errs = append(errs, err.Error())
+	}
 	if len(errs) > 0 {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("nsnet: GC of network %s: %d attachments not removed", n.Name, len(errs)), strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+func orphanMounts(m *engine.Manager) error {
+	names, err := netns.List()
+	if err != nil {
+		return err
+	}
+	used := map[string]bool{}
+	nets, err := m.Networks()
+	if err != nil {
+		return err
+	}
+	for _, n := range nets {
+		for _, mb := range n.Members {
+			used[mb.Namespace] = true
+		}
+	}
+	var errs []error
+	for _, name := range names {
+		if strings.HasPrefix(name, attachedPrefix) && !used[name] {
+			errs = append(errs, netns.Delete(name))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Status says whether the network can take ADDs: a network not made yet
