@@ -422,3 +422,32 @@ func TestCNICrashDuringAdd(t *testing.T) {
 	l.inHost("net", "rm", "crash")
 	assertClean(t, l)
 }
+
+// nsnet gc repairs a member made through CNI like any other: its veth
+// deleted behind nsnet's back comes back, and CHECK passes again.
+func TestCNIRepairedByGC(t *testing.T) {
+	l := newLab(t)
+	rt := newCNIRuntime(t, l, cniConflist(l, "fix", "10.97.0.0/24"))
+	p := l.container("cni-fix")
+	r, err := rt.add("fix", p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostEnd := r.Interfaces[0].Name
+	l.fixture("ip", "-n", l.host, "link", "del", hostEnd)
+	if err := rt.check("fix", p); err == nil {
+		t.Fatalf("CHECK passed with the veth gone")
+	}
+	l.inHost("gc")
+	if err := rt.check("fix", p); err != nil {
+		t.Errorf("CHECK after nsnet gc: %v", err)
+	}
+	if _, err := execCommand("ip", "netns", "exec", "cni-fix", "ping", "-c1", "-W1", "10.97.0.1"); err != nil {
+		t.Errorf("member to its gateway after gc: %v", err)
+	}
+	if err := rt.del("fix", p); err != nil {
+		t.Fatal(err)
+	}
+	l.inHost("net", "rm", "fix")
+	assertClean(t, l)
+}
