@@ -1,0 +1,777 @@
+// Package doctor says why two endpoints cannot talk. It reads the kernel's
+// state over netlink in every namespace the path crosses (addresses,
+// routes as `ip route get` chooses them, links with their state and
+// master, neighbours, forwarding sysctls, other tables' forward chains)
+// and walks the packet hop by hop, there and back, stopping at the first
+// step that fails with the cause, the kernel object that shows it, and the
+// fix. It changes nothing.
+package doctor
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/netns"
+)
+
+// ErrUsage: the endpoints or the port cannot be understood.
+var ErrUsage = errors.New("bad usage")
+
+// Step is one thing the packet does, or the check that stops it.
+type Step struct {
+	N int `json:"n"`
+	// Where is the namespace ("host" for the host's).
+	Where string `json:"where"`
+	What  string `json:"what"`
+	OK    bool   `json:"ok"`
+	// Cause, Evidence and Fix are set on the step that fails: one
+	// sentence, the kernel object that shows it, and what to do.
+	Cause    string `json:"cause,omitempty"`
+	Evidence string `json:"evidence,omitempty"`
+	Fix      string `json:"fix,omitempty"`
+}
+
+// Report is the whole diagnosis.
+type Report struct {
+	From    string `json:"from"`
+	To      string `json:"to"`
+	Src     string `json:"src,omitempty"`
+	Dst     string `json:"dst,omitempty"`
+	Port    string `json:"port,omitempty"`
+	Forward []Step `json:"forward"`
+	Reply   []Step `json:"reply,omitempty"`
+	OK      bool   `json:"ok"`
+	// Cause repeats the failing step's cause.
+	Cause string `json:"cause,omitempty"`
+}
+
+// Member is what doctor needs to know of nsnet's records: a namespace's
+// memberships, for isolation and names.
+type Member struct {
+	Network   string
+	Namespace string
+	Addrs     []netip.Addr
+	Aliases   []string
+	// Isolated says the network is isolated from other networks; NAT
+	// that it masquerades what leaves its host.
+	Isolated, NAT bool
+}
+
+// Input is what to diagnose.
+type Input struct {
+	From, To string
+	// Port is "N/tcp" or "N/udp", or empty.
+	Port string
+	// HostPath is the host namespace ("" for the one doctor runs in).
+	HostPath string
+	// Members are nsnet's memberships.
+	Members []Member
+	// PublishedPort says whether the host publishes the port (to which
+	// member) for a TO that is the host.
+	PublishedPort func(proto string, port uint16) (string, bool)
+}
+
+// place is a namespace doctor reads.
+type place struct {
+	name string
+	ns   *kernel.NS
+	// addrs are its addresses, by interface name.
+	addrs map[netip.Addr]string
+}
+
+type world struct {
+	places []*place
+	byName map[string]*place
+	in     Input
+}
+
+func (w *world) close() {
+	for _, p := range w.places {
+		p.ns.Close()
+	}
+}
+
+const hostName = "host"
+
+func open(in Input) (*world, error) {
+	w := &world{byName: map[string]*place{}, in: in}
+	add := func(name, path string) error {
+		ns, err := kernel.Open(path)
+		if err != nil {
+			return err
+		}
+		p := &place{name: name, ns: ns, addrs: map[netip.Addr]string{}}
+		addrs, err := kernel.Retry(func() ([]netlink.Addr, error) { return ns.NL.AddrList(nil, netlink.FAMILY_ALL) })
+		if err != nil {
+			ns.Close()
+			return fmt.Errorf("addresses in %s: %w", name, err)
+		}
+		links, _ := kernel.Retry(func() ([]netlink.Link, error) { return ns.NL.LinkList() })
+		names := map[int]string{}
+		for _, l := range links {
+			names[l.Attrs().Index] = l.Attrs().Name
+		}
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() {
+				p.addrs[ip.Unmap()] = names[a.LinkIndex]
+			}
+		}
+		w.places = append(w.places, p)
+		w.byName[name] = p
+		return nil
+	}
+	if err := add(hostName, in.HostPath); err != nil {
+		return nil, err
+	}
+	names, err := netns.List()
+	if err != nil {
+		return nil, err
+	}
+	hostIno := inode(in.HostPath)
+	for _, n := range names {
+		if inode(netns.Path(n)) == hostIno {
+			continue // the host under its name
+		}
+		if err := add(n, netns.Path(n)); err != nil {
+			continue // gone meanwhile
+		}
+	}
+	return w, nil
+}
+
+func inode(path string) uint64 {
+	if path == "" {
+		path = "/proc/self/ns/net"
+	}
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// owner finds the namespace holding address a.
+func (w *world) owner(a netip.Addr) *place {
+	for _, p := range w.places {
+		if _, ok := p.addrs[a]; ok {
+			return p
+		}
+	}
+	return nil
+}
+
+// endpoint resolves FROM or TO to a namespace and, for TO, an address.
+func (w *world) endpoint(s string, from *place) (*place, netip.Addr, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		p := w.owner(a)
+		return p, a, nil // p nil: outside what doctor sees
+	}
+	if p, ok := w.byName[s]; ok {
+		return p, netip.Addr{}, nil
+	}
+	if from == nil {
+		return nil, netip.Addr{}, fmt.Errorf("%w: %q is no namespace, host or address", ErrUsage, s)
+	}
+	// A name, resolved as FROM's resolver would: nsnet's DNS answers the
+	// members and aliases of the networks FROM is in.
+	mine := map[string]bool{}
+	for _, m := range w.in.Members {
+		if m.Namespace == from.name {
+			mine[m.Network] = true
+		}
+	}
+	want := strings.TrimSuffix(strings.ToLower(s), ".")
+	for _, m := range w.in.Members {
+		if !mine[m.Network] {
+			continue
+		}
+		if strings.EqualFold(m.Namespace, want) || slices.ContainsFunc(m.Aliases, func(a string) bool { return strings.EqualFold(a, want) }) {
+			if len(m.Addrs) > 0 {
+				return w.byName[m.Namespace], m.Addrs[0], nil
+			}
+		}
+	}
+	return nil, netip.Addr{}, &nameError{name: s, from: from.name}
+}
+
+type nameError struct{ name, from string }
+
+func (e *nameError) Error() string {
+	return fmt.Sprintf("%s's resolver does not know %q: no member or alias of that name on a network %s is in", e.from, e.name, e.from)
+}
+
+// Diagnose walks the path from FROM to TO and back.
+func Diagnose(in Input) (Report, error) {
+	r := Report{From: in.From, To: in.To, Port: in.Port}
+	proto, port, err := parsePort(in.Port)
+	if err != nil {
+		return r, err
+	}
+	w, err := open(in)
+	if err != nil {
+		return r, err
+	}
+	defer w.close()
+	from, _, err := w.endpoint(in.From, nil)
+	if err != nil {
+		return r, err
+	}
+	if from == nil {
+		return r, fmt.Errorf("%w: FROM %s is an address no namespace holds; give a namespace", ErrUsage, in.From)
+	}
+	to, dst, err := w.endpoint(in.To, from)
+	var ne *nameError
+	if errors.As(err, &ne) {
+		r.Forward = []Step{{N: 1, Where: from.name, What: "resolve " + in.To, Cause: ne.Error(), Fix: fmt.Sprintf("connect %s to a network of the name's owner (nsnet net connect NET %s), or give an address", from.name, from.name)}}
+		r.Cause = ne.Error()
+		return r, nil
+	}
+	if err != nil {
+		return r, err
+	}
+	if !dst.IsValid() {
+		if dst, err = w.addressOf(to, from); err != nil {
+			return r, err
+		}
+	}
+	r.Dst = dst.String()
+	if to == from {
+		r.OK = true
+		r.Forward = []Step{{N: 1, Where: from.name, What: "same namespace: delivered locally", OK: true}}
+		return r, nil
+	}
+	if s, ok := w.isolated(from, to); ok {
+		r.Forward = []Step{s}
+		r.Cause = s.Cause
+		return r, nil
+	}
+	src, steps, last := w.walk(from, dst, netip.Addr{})
+	if src.IsValid() {
+		r.Src = src.String()
+	}
+	r.Forward = steps
+	if last == nil || !steps[len(steps)-1].OK {
+		r.Cause = steps[len(steps)-1].Cause
+		return r, nil
+	}
+	if proto != "" {
+		s := w.checkPort(last, dst, proto, port, len(steps)+1)
+		r.Forward = append(r.Forward, s)
+		if !s.OK {
+			r.Cause = s.Cause
+			return r, nil
+		}
+	}
+	// The reply, from what the packet reached back to the source it had
+	// when it got there (the host's own address if it was masqueraded).
+	back := src
+	if m := w.masqueradedBy(steps); m != nil {
+		back = m.addr
+	}
+	_, reply, end := w.walk(last, back, dst)
+	r.Reply = reply
+	if end == nil || !reply[len(reply)-1].OK {
+		w.explainNoWayBack(&reply[len(reply)-1], last, back)
+		r.Cause = reply[len(reply)-1].Cause
+		return r, nil
+	}
+	if back != src {
+		// The masquerading host hands the reply on to the member.
+		_, more, end2 := w.walk(end, src, netip.Addr{})
+		for _, st := range more {
+			st.N = len(r.Reply) + 1
+			r.Reply = append(r.Reply, st)
+		}
+		if end2 == nil || !r.Reply[len(r.Reply)-1].OK {
+			r.Cause = r.Reply[len(r.Reply)-1].Cause
+			return r, nil
+		}
+	}
+	r.OK = true
+	return r, nil
+}
+
+func parsePort(s string) (string, uint16, error) {
+	if s == "" {
+		return "", 0, nil
+	}
+	num, proto, _ := strings.Cut(s, "/")
+	if proto == "" {
+		proto = "tcp"
+	}
+	var p uint16
+	if _, err := fmt.Sscan(num, &p); err != nil || p == 0 || (proto != "tcp" && proto != "udp") {
+		return "", 0, fmt.Errorf("%w: port %q: want N, N/tcp or N/udp", ErrUsage, s)
+	}
+	return proto, p, nil
+}
+
+// addressOf picks the address of namespace to that from would use: one
+// in a subnet from is on, else any.
+func (w *world) addressOf(to, from *place) (netip.Addr, error) {
+	var any netip.Addr
+	for a := range to.addrs {
+		if !a.Is4() {
+			continue
+		}
+		if !any.IsValid() || a.Less(any) {
+			any = a
+		}
+		for fa := range from.addrs {
+			if w.sameLAN(from, fa, a) {
+				return a, nil
+			}
+		}
+	}
+	if !any.IsValid() {
+		return any, fmt.Errorf("%w: %s has no IPv4 address; give one", ErrUsage, to.name)
+	}
+	return any, nil
+}
+
+func (w *world) sameLAN(p *place, mine, other netip.Addr) bool {
+	link, err := p.ns.NL.LinkByName(p.addrs[mine])
+	if err != nil {
+		return false
+	}
+	addrs, _ := p.ns.NL.AddrList(link, netlink.FAMILY_V4)
+	for _, a := range addrs {
+		if pfx, ok := kernel.ToPrefix(a.IPNet); ok && pfx.Masked().Contains(other) && pfx.Bits() < 32 {
+			return true
+		}
+	}
+	return false
+}
+
+// isolated reports nsnet's isolation between the two, an expected drop.
+func (w *world) isolated(from, to *place) (Step, bool) {
+	nets := func(ns string) map[string]Member {
+		out := map[string]Member{}
+		for _, m := range w.in.Members {
+			if m.Namespace == ns {
+				out[m.Network] = m
+			}
+		}
+		return out
+	}
+	a, b := nets(from.name), nets(to.name)
+	if len(a) == 0 || len(b) == 0 {
+		return Step{}, false
+	}
+	for n := range a {
+		if _, ok := b[n]; ok {
+			return Step{}, false // a shared network
+		}
+	}
+	for n, m := range a {
+		for o, mo := range b {
+			if m.Isolated || mo.Isolated {
+				return Step{N: 1, Where: from.name, What: fmt.Sprintf("%s (network %s) to %s (network %s)", from.name, n, to.name, o),
+					Cause:    fmt.Sprintf("nsnet isolates network %s from network %s: their members do not reach each other (an expected drop)", n, o),
+					Evidence: "table inet nsnet, set same4/isolated4 (nft list table inet nsnet)",
+					Fix:      fmt.Sprintf("nsnet net connect %s %s (join %s to %s's network), or publish a port of %s", o, from.name, from.name, to.name, to.name)}, true
+			}
+		}
+	}
+	return Step{}, false
+}
+
+type masq struct{ addr netip.Addr }
+
+// masqueradedBy says whether the forward walk left a host towards
+// something it masquerades, and with which address.
+func (w *world) masqueradedBy(steps []Step) *masq {
+	for _, s := range steps {
+		if strings.HasPrefix(s.What, "masquerade to ") {
+			a, err := netip.ParseAddr(strings.TrimPrefix(s.What, "masquerade to "))
+			if err == nil {
+				return &masq{addr: a}
+			}
+		}
+	}
+	return nil
+}
+
+// walk follows a packet from p to dst, hop by hop, and returns the source
+// address the first route chose, the steps, and the namespace it reached
+// (nil if it did not).
+func (w *world) walk(p *place, dst, src netip.Addr) (netip.Addr, []Step, *place) {
+	var steps []Step
+	step := func(s Step) { s.N = len(steps) + 1; steps = append(steps, s) }
+	fail := func(where, what, cause, evidence, fix string) (netip.Addr, []Step, *place) {
+		step(Step{Where: where, What: what, Cause: cause, Evidence: evidence, Fix: fix})
+		return src, steps, nil
+	}
+	seen := map[*place]bool{}
+	for hop := 0; hop < 16; hop++ {
+		if _, ok := p.addrs[dst]; ok {
+			step(Step{Where: p.name, What: fmt.Sprintf("%s is local here: delivered", dst), OK: true})
+			return src, steps, p
+		}
+		if seen[p] {
+			return fail(p.name, "loop", fmt.Sprintf("the packet comes back to %s: a routing loop", p.name), "", "check the routes of the namespaces above")
+		}
+		seen[p] = true
+		if hop > 0 {
+			if s, ok := w.forwarding(p, dst); !ok {
+				step(s)
+				return src, steps, nil
+			}
+		}
+		// A forwarded packet's source is not local here, which route get
+		// refuses without an input interface: only the first hop has one.
+		opts := &netlink.RouteGetOptions{}
+		if hop == 0 {
+			opts.SrcAddr = srcIP(src)
+		}
+		routes, err := p.ns.NL.RouteGetWithOptions(dst.AsSlice(), opts)
+		if err != nil || len(routes) == 0 {
+			if hop == 0 {
+				return fail(p.name, "route to "+dst.String(), fmt.Sprintf("%s has no route to %s (no default route)", p.name, dst),
+					routeDump(p), fmt.Sprintf("nsnet net connect NET %s --default-route, or: %s route add default via GATEWAY", p.name, ipIn(p)))
+			}
+			return fail(p.name, "route to "+dst.String(), fmt.Sprintf("%s has no route to %s", p.name, dst), routeDump(p),
+				fmt.Sprintf("%s route add %s via NEXTHOP", ipIn(p), dst))
+		}
+		rt := routes[0]
+		if !src.IsValid() {
+			if a, ok := netip.AddrFromSlice(rt.Src); ok {
+				src = a.Unmap()
+			}
+		}
+		link, err := p.ns.NL.LinkByIndex(rt.LinkIndex)
+		if err != nil {
+			return fail(p.name, "route to "+dst.String(), fmt.Sprintf("the route's interface (index %d) is gone", rt.LinkIndex), "", "")
+		}
+		out := link.Attrs().Name
+		via := dst
+		if g, ok := netip.AddrFromSlice(rt.Gw); ok {
+			via = g.Unmap()
+		}
+		desc := fmt.Sprintf("route to %s: dev %s", dst, out)
+		if via != dst {
+			desc = fmt.Sprintf("route to %s: via %s dev %s", dst, via, out)
+		}
+		if src.IsValid() {
+			desc += " src " + src.String()
+		}
+		if link.Attrs().Flags&net.FlagUp == 0 {
+			return fail(p.name, desc, fmt.Sprintf("interface %s in %s is down", out, p.name), linkState(link), fmt.Sprintf("%s link set %s up", ipIn(p), out))
+		}
+		if link.Attrs().OperState == netlink.OperLowerLayerDown {
+			return fail(p.name, desc, fmt.Sprintf("interface %s in %s is LOWERLAYERDOWN: the other end of its veth is down", out, p.name), linkState(link),
+				"bring the veth's other end up (ip -n NS link set IF up)")
+		}
+		if link.Attrs().MasterIndex != 0 {
+			if m, err := p.ns.NL.LinkByIndex(link.Attrs().MasterIndex); err == nil && m.Type() == "bridge" {
+				return fail(p.name, desc, fmt.Sprintf("the route leaves by %s, a port of bridge %s: the bridge takes the replies (ARP too), so the neighbour stays INCOMPLETE", out, m.Attrs().Name),
+					neighState(p, link, via), fmt.Sprintf("move the address and route from %s to the bridge: %s addr del ADDR dev %s; %s addr add ADDR dev %s", out, ipIn(p), out, ipIn(p), m.Attrs().Name))
+			}
+		}
+		step(Step{Where: p.name, What: desc, OK: true})
+		if hop > 0 {
+			if s, ok := w.leaving(p, link, src); !ok {
+				step(s)
+				return src, steps, nil
+			} else if s.What != "" {
+				step(s)
+			}
+		}
+		next := w.owner(via)
+		if next == nil {
+			step(Step{Where: p.name, What: fmt.Sprintf("leaves by %s towards %s, outside the namespaces doctor sees", out, via), OK: true})
+			return src, steps, nil
+		}
+		if st := neighEntry(p, link, via); st == "INCOMPLETE" || st == "FAILED" {
+			return fail(p.name, fmt.Sprintf("neighbour %s on %s", via, out), fmt.Sprintf("%s gets no ARP/NDP answer from %s on %s", p.name, via, out),
+				neighState(p, link, via), fmt.Sprintf("check that %s holds %s on the segment of %s", next.name, via, out))
+		}
+		p = next
+	}
+	return fail(p.name, "", "more than 16 hops", "", "")
+}
+
+// ipIn spells an ip command for namespace p; exec a command run in it.
+func ipIn(p *place) string {
+	if p.name == hostName {
+		return "ip"
+	}
+	return "ip -n " + p.name
+}
+
+func execIn(p *place, cmd string) string {
+	if p.name == hostName {
+		return cmd
+	}
+	return "ip netns exec " + p.name + " " + cmd
+}
+
+func srcIP(a netip.Addr) net.IP {
+	if !a.IsValid() {
+		return nil
+	}
+	return a.AsSlice()
+}
+
+// explainNoWayBack names why a reply has no route back to a member's
+// address: the member's network is not masqueraded (by design, or the
+// rule is gone), and TO's side has no route to its subnet.
+func (w *world) explainNoWayBack(s *Step, at *place, src netip.Addr) {
+	if !strings.HasPrefix(s.What, "route to") || s.OK {
+		return
+	}
+	for _, m := range w.in.Members {
+		if !slices.Contains(m.Addrs, src) {
+			continue
+		}
+		if m.NAT {
+			s.Cause = fmt.Sprintf("%s has no route back to %s: network %s should masquerade it on the way out, and did not (its masquerade is missing)", at.name, src, m.Network)
+			s.Fix = "nsnet gc (rebuilds nsnet's table and its masquerade), or check the host's nat chains"
+		} else {
+			s.Cause = fmt.Sprintf("%s has no route back to %s: network %s is not masqueraded (its members keep their own addresses), so %s must route %s's subnet via the host of %s", at.name, src, m.Network, at.name, m.Network, m.Namespace)
+			s.Fix = fmt.Sprintf("ip -n %s route add SUBNET-OF-%s via HOST-ADDRESS (routing: static in a lab), or masquerade the network (--nat)", at.name, m.Network)
+		}
+		return
+	}
+}
+
+// forwarding checks that p forwards: the sysctl, and other tables'
+// forward chains that drop.
+func (w *world) forwarding(p *place, dst netip.Addr) (Step, bool) {
+	key := "net/ipv4/ip_forward"
+	if dst.Is6() {
+		key = "net/ipv6/conf/all/forwarding"
+	}
+	var v []byte
+	err := p.ns.Do(func() (err error) { v, err = os.ReadFile("/proc/sys/" + key); return err })
+	if err == nil && strings.TrimSpace(string(v)) == "0" {
+		return Step{Where: p.name, What: "forward", Cause: fmt.Sprintf("%s does not forward: %s is 0", p.name, strings.ReplaceAll(key, "/", ".")),
+			Evidence: strings.ReplaceAll(key, "/", ".") + " = 0", Fix: execIn(p, fmt.Sprintf("sysctl -w %s=1", strings.ReplaceAll(key, "/", ".")))}, false
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(int(p.ns.Fd())))
+	if err != nil {
+		return Step{}, true
+	}
+	chains, err := c.ListChains()
+	if err != nil {
+		return Step{}, true
+	}
+	for _, ch := range chains {
+		if ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookForward || ch.Policy == nil || *ch.Policy != nftables.ChainPolicyDrop {
+			continue
+		}
+		if ch.Table.Name == "nsnet" && ch.Table.Family == nftables.TableFamilyINet {
+			continue
+		}
+		rules, _ := c.GetRules(ch.Table, ch)
+		accepts := 0
+		for _, r := range rules {
+			if strings.Contains(string(r.UserData), "nsnet:network=") {
+				accepts++
+			}
+		}
+		if len(rules) == 0 {
+			fam := map[nftables.TableFamily]string{nftables.TableFamilyIPv4: "ip", nftables.TableFamilyIPv6: "ip6", nftables.TableFamilyINet: "inet"}[ch.Table.Family]
+			return Step{Where: p.name, What: "forward",
+				Cause:    fmt.Sprintf("chain %s %s %s drops what %s forwards (policy drop, no rule)", fam, ch.Table.Name, ch.Name, p.name),
+				Evidence: fmt.Sprintf("table %s %s, chain %s: hook forward, policy drop, %d rules", fam, ch.Table.Name, ch.Name, len(rules)),
+				Fix:      execIn(p, fmt.Sprintf("nft insert rule %s %s %s ip daddr %s accept", fam, ch.Table.Name, ch.Name, dst)) + " (or iptables -P FORWARD ACCEPT); nsnet inserts such accepts for its own networks unless --no-host-firewall"}, false
+		}
+		_ = accepts
+	}
+	return Step{}, true
+}
+
+// leaving checks what a member's packet leaving its network through host
+// p needs: a masquerade, when the member's network has NAT.
+func (w *world) leaving(p *place, out netlink.Link, src netip.Addr) (Step, bool) {
+	if !src.IsValid() || p.addrs[src] != "" {
+		return Step{}, true // the namespace's own address
+	}
+	addrs, _ := p.ns.NL.AddrList(out, netlink.FAMILY_ALL)
+	var mine netip.Addr
+	for _, x := range addrs {
+		pfx, ok := kernel.ToPrefix(x.IPNet)
+		if !ok {
+			continue
+		}
+		if pfx.Masked().Contains(src) {
+			return Step{}, true // back onto the member's own segment
+		}
+		if pfx.Addr().Is4() == src.Is4() && !pfx.Addr().IsLinkLocalUnicast() {
+			mine = pfx.Addr()
+		}
+	}
+	for _, m := range w.in.Members {
+		if !slices.Contains(m.Addrs, src) || !m.NAT {
+			continue
+		}
+		if natted(p, src) {
+			return Step{Where: p.name, What: "masquerade to " + mine.String(), OK: true}, true
+		}
+		return Step{Where: p.name, What: fmt.Sprintf("leaves by %s with source %s", out.Attrs().Name, src),
+			Cause:    fmt.Sprintf("%s sends %s's packets out of %s unmasqueraded, though network %s has NAT: replies to %s will not find their way back", p.name, src, out.Attrs().Name, m.Network, src),
+			Evidence: "no masquerade covering " + src.String() + " in " + p.name + "'s nftables (nft list ruleset)",
+			Fix:      "nsnet gc (rebuilds nsnet's table with its masquerade)"}, false
+	}
+	return Step{}, true
+}
+
+// natted says whether p has a masquerade that covers src: nsnet's set of
+// masqueraded subnets, or any other masquerade rule (not evaluated).
+func natted(p *place, src netip.Addr) bool {
+	c, err := nftables.New(nftables.WithNetNSFd(int(p.ns.Fd())))
+	if err != nil {
+		return false
+	}
+	tables, _ := c.ListTables()
+	for _, t := range tables {
+		if t.Name == "nsnet" && t.Family == nftables.TableFamilyINet {
+			if set, err := c.GetSetByName(t, "masq4"); err == nil && set != nil {
+				els, _ := c.GetSetElements(set)
+				// An interval is a start and an end (flagged, one past
+				// the last address); the kernel lists them in any order.
+				slices.SortFunc(els, func(a, b nftables.SetElement) int { return bytesCompare(a.Key, b.Key) })
+				for i := 0; i+1 < len(els); i++ {
+					lo, ok1 := netip.AddrFromSlice(els[i].Key)
+					hi, ok2 := netip.AddrFromSlice(els[i+1].Key)
+					if ok1 && ok2 && !els[i].IntervalEnd && lo.Compare(src) <= 0 && src.Compare(hi) < 0 {
+						return true
+					}
+				}
+			}
+			continue
+		}
+		chains, _ := c.ListChains()
+		for _, ch := range chains {
+			if ch.Table.Name != t.Name || ch.Table.Family != t.Family || ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookPostrouting {
+				continue
+			}
+			rules, _ := c.GetRules(t, ch)
+			for _, r := range rules {
+				for _, e := range r.Exprs {
+					if fmt.Sprintf("%T", e) == "*expr.Masq" {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+func (w *world) checkPort(p *place, dst netip.Addr, proto string, port uint16, n int) Step {
+	ls, err := p.ns.Listeners()
+	if err != nil {
+		return Step{N: n, Where: p.name, What: "listeners", Cause: err.Error()}
+	}
+	pn := uint8(unix.IPPROTO_TCP)
+	if proto == "udp" {
+		pn = unix.IPPROTO_UDP
+	}
+	for _, l := range ls {
+		if l.Proto == pn && l.Port == port && (l.Addr.IsUnspecified() || l.Addr == dst) {
+			return Step{N: n, Where: p.name, What: fmt.Sprintf("%s listens on %s/%d (%s)", p.name, proto, port, l.Addr), OK: true}
+		}
+	}
+	if p.name == hostName && w.in.PublishedPort != nil {
+		if member, ok := w.in.PublishedPort(proto, port); ok {
+			return Step{N: n, Where: p.name, What: fmt.Sprintf("the host publishes %s/%d to %s", proto, port, member), OK: true}
+		}
+	}
+	s := Step{N: n, Where: p.name, What: fmt.Sprintf("%s/%d at %s", proto, port, dst),
+		Cause:    fmt.Sprintf("nothing listens on %s/%d in %s", proto, port, p.name),
+		Evidence: fmt.Sprintf("socket diagnostics (ss -ltnu) in %s: no %s socket on port %d", p.name, proto, port),
+		Fix:      fmt.Sprintf("start the service in %s", p.name)}
+	if p.name == hostName {
+		s.Fix += fmt.Sprintf(", or publish a member's port: nsnet net connect NET NS -p %d:PORT/%s", port, proto)
+	}
+	return s
+}
+
+func routeDump(p *place) string {
+	var b []string
+	routes, _ := p.ns.NL.RouteList(nil, unix.AF_INET)
+	for _, r := range routes {
+		dst := "default"
+		if r.Dst != nil && !r.Dst.IP.IsUnspecified() {
+			dst = r.Dst.String()
+		}
+		if r.Gw != nil {
+			dst += " via " + r.Gw.String()
+		}
+		if l, err := p.ns.NL.LinkByIndex(r.LinkIndex); err == nil {
+			dst += " dev " + l.Attrs().Name
+		}
+		b = append(b, dst)
+	}
+	if len(b) == 0 {
+		return "ip route: (no routes)"
+	}
+	return "ip route: " + strings.Join(b, "; ")
+}
+
+func linkState(l netlink.Link) string {
+	a := l.Attrs()
+	return fmt.Sprintf("%s: flags %s, state %s", a.Name, a.Flags, a.OperState)
+}
+
+func neighEntry(p *place, l netlink.Link, a netip.Addr) string {
+	fam := netlink.FAMILY_V4
+	if a.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	ns, _ := p.ns.NL.NeighList(l.Attrs().Index, fam)
+	for _, n := range ns {
+		if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a {
+			return neighStateName(n.State)
+		}
+	}
+	return ""
+}
+
+func neighState(p *place, l netlink.Link, a netip.Addr) string {
+	st := neighEntry(p, l, a)
+	if st == "" {
+		st = "no entry"
+	}
+	return fmt.Sprintf("%s neigh show %s dev %s: %s", ipIn(p), a, l.Attrs().Name, st)
+}
+
+func neighStateName(s int) string {
+	switch s {
+	case netlink.NUD_INCOMPLETE:
+		return "INCOMPLETE"
+	case netlink.NUD_REACHABLE:
+		return "REACHABLE"
+	case netlink.NUD_STALE:
+		return "STALE"
+	case netlink.NUD_DELAY:
+		return "DELAY"
+	case netlink.NUD_PROBE:
+		return "PROBE"
+	case netlink.NUD_FAILED:
+		return "FAILED"
+	case netlink.NUD_PERMANENT:
+		return "PERMANENT"
+	case netlink.NUD_NOARP:
+		return "NOARP"
+	}
+	return fmt.Sprintf("state %#x", s)
+}
+
+func bytesCompare(a, b []byte) int {
+	x, _ := netip.AddrFromSlice(a)
+	y, _ := netip.AddrFromSlice(b)
+	return x.Compare(y)
+}
