@@ -45,7 +45,7 @@ usage.`,
 				in := doctor.Input{From: args[0], To: args[1], Port: port, HostPath: m.HostNetns()}
 				for _, n := range nets {
 					for _, mb := range n.Members {
-						dm := doctor.Member{Network: n.Name, Namespace: mb.Namespace, Aliases: mb.Aliases, Isolated: !n.NoIsolate, NAT: n.NAT}
+						dm := doctor.Member{Network: n.Name, Namespace: mb.Namespace, Aliases: mb.Aliases, Isolated: !n.NoIsolate, NAT: n.NAT, Host: n.Host}
 						for _, a := range mb.Addrs {
 							dm.Addrs = append(dm.Addrs, a.Addr())
 						}

@@ -65,6 +65,9 @@ type Member struct {
 	// Isolated says the network is isolated from other networks; NAT
 	// that it masquerades what leaves its host.
 	Isolated, NAT bool
+	// Host is the network's host namespace path: isolation is between
+	// networks of one host.
+	Host string
 }
 
 // Input is what to diagnose.
@@ -375,7 +378,7 @@ func (w *world) isolated(from, to *place) (Step, bool) {
 	}
 	for n, m := range a {
 		for o, mo := range b {
-			if m.Isolated || mo.Isolated {
+			if m.Host == mo.Host && (m.Isolated || mo.Isolated) {
 				return Step{N: 1, Where: from.name, What: fmt.Sprintf("%s (network %s) to %s (network %s)", from.name, n, to.name, o),
 					Cause:    fmt.Sprintf("nsnet isolates network %s from network %s: their members do not reach each other (an expected drop)", n, o),
 					Evidence: "table inet nsnet, set same4/isolated4 (nft list table inet nsnet)",
@@ -468,7 +471,9 @@ func (w *world) walk(p *place, dst, src netip.Addr) (netip.Addr, []Step, *place)
 		if link.Attrs().Flags&net.FlagUp == 0 {
 			return fail(p.name, desc, fmt.Sprintf("interface %s in %s is down", out, p.name), linkState(link), fmt.Sprintf("%s link set %s up", ipIn(p), out))
 		}
-		if link.Attrs().OperState == netlink.OperLowerLayerDown {
+		// No carrier: for a veth, its other end is down (the kernel
+		// shows LOWERLAYERDOWN once its link watcher has run).
+		if link.Attrs().OperState == netlink.OperLowerLayerDown || link.Attrs().RawFlags&unix.IFF_LOWER_UP == 0 && link.Type() == "veth" {
 			return fail(p.name, desc, fmt.Sprintf("interface %s in %s is LOWERLAYERDOWN: the other end of its veth is down", out, p.name), linkState(link),
 				"bring the veth's other end up (ip -n NS link set IF up)")
 		}
@@ -488,9 +493,13 @@ func (w *world) walk(p *place, dst, src netip.Addr) (netip.Addr, []Step, *place)
 			}
 		}
 		next := w.owner(via)
+		if next == nil && link.Type() == "veth" {
+			// A gateway no namespace shows (a routed network's
+			// link-local one, held on the host's lo): the veth's peer.
+			next = w.peerOf(p, link)
+		}
 		if next == nil {
-			step(Step{Where: p.name, What: fmt.Sprintf("leaves by %s towards %s, outside the namespaces doctor sees", out, via), OK: true})
-			return src, steps, nil
+			return fail(p.name, fmt.Sprintf("leaves by %s towards %s", out, via), fmt.Sprintf("the packet leaves %s by %s towards %s, beyond the namespaces doctor can see; it cannot follow it further", p.name, out, via), "", "run doctor from a namespace on the far side too")
 		}
 		if st := neighEntry(p, link, via); st == "INCOMPLETE" || st == "FAILED" {
 			return fail(p.name, fmt.Sprintf("neighbour %s on %s", via, out), fmt.Sprintf("%s gets no ARP/NDP answer from %s on %s", p.name, via, out),
@@ -514,6 +523,24 @@ func execIn(p *place, cmd string) string {
 		return cmd
 	}
 	return "ip netns exec " + p.name + " " + cmd
+}
+
+// peerOf finds the namespace holding the other end of veth l of p: a
+// veth there whose link (IFLA_LINK) is l's index, and whose index is l's
+// link.
+func (w *world) peerOf(p *place, l netlink.Link) *place {
+	for _, q := range w.places {
+		if q == p {
+			continue
+		}
+		links, _ := q.ns.NL.LinkList()
+		for _, o := range links {
+			if o.Type() == "veth" && o.Attrs().Index == l.Attrs().ParentIndex && o.Attrs().ParentIndex == l.Attrs().Index {
+				return q
+			}
+		}
+	}
+	return nil
 }
 
 func srcIP(a netip.Addr) net.IP {

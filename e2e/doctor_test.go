@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+type doctorReport struct {
+	OK      bool `json:"ok"`
+	Forward []struct {
+		Where, What, Cause, Evidence, Fix string
+		OK                                bool
+	} `json:"forward"`
+	Reply []struct {
+		Where, What, Cause, Evidence, Fix string
+		OK                                bool
+	} `json:"reply"`
+	Cause string `json:"cause"`
+}
+
+// doctor runs nsnet doctor and returns its exit status and report.
+func (l *lab) doctor(args ...string) (int, doctorReport, string) {
+	l.t.Helper()
+	out, err := l.run(append([]string{"doctor", "-o", "json"}, args...)...)
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		l.t.Fatalf("doctor %v: %v", args, err)
+	}
+	var r doctorReport
+	if code != 2 {
+		if jerr := json.Unmarshal([]byte(out), &r); jerr != nil {
+			l.t.Fatalf("doctor %v: %q: %v (%v)", args, out, jerr, err)
+		}
+	}
+	return code, r, out
+}
+
+// Each fault the issue names, built, injected and diagnosed: the exit
+// status and the cause of the failing step.
+func TestDoctor(t *testing.T) {
+	type setup func(l *lab) (from, to string, extra []string)
+	bridge := func(l *lab) (string, string) {
+		a, b := l.ns("a"), l.ns("b")
+		l.must("net", "create", "lan", "--subnet", "10.40.0.0/24")
+		l.must("net", "connect", "lan", a)
+		l.must("net", "connect", "lan", b, "--alias", "web")
+		return a, b
+	}
+	cases := []struct {
+		name  string
+		setup setup
+		code  int
+		cause string
+	}{
+		{"a working path", func(l *lab) (string, string, []string) {
+			a, b := bridge(l)
+			return a, b, nil
+		}, 0, ""},
+		{"to the outside, masqueraded", func(l *lab) (string, string, []string) {
+			l.addOutside()
+			a, _ := bridge(l)
+			return a, server, nil
+		}, 0, ""},
+		{"a DNS name", func(l *lab) (string, string, []string) {
+			a, _ := bridge(l)
+			return a, "web", nil
+		}, 0, ""},
+		{"fault 2, forwarding off", func(l *lab) (string, string, []string) {
+			l.addOutside()
+			a, _ := bridge(l)
+			l.fixture("ip", "netns", "exec", l.host, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+			return a, server, nil
+		}, 1, "does not forward: net.ipv4.ip_forward is 0"},
+		{"fault 3, masquerade missing", func(l *lab) (string, string, []string) {
+			l.addOutside()
+			a, _ := bridge(l)
+			l.fixture("ip", "netns", "exec", l.host, "nft", "flush", "set", "inet", "nsnet", "masq4")
+			return a, server, nil
+		}, 1, "unmasqueraded, though network lan has NAT"},
+		{"fault 4, a forward chain with policy drop", func(l *lab) (string, string, []string) {
+			l.addOutside()
+			a, _ := l.ns("a"), 0
+			l.must("net", "create", "lan", "--subnet", "10.40.0.0/24", "--no-host-firewall")
+			l.must("net", "connect", "lan", a)
+			l.fixture("ip", "netns", "exec", l.host, "nft", "add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }")
+			return a, server, nil
+		}, 1, "chain ip filter FORWARD drops what"},
+		{"fault 6, the veth end down", func(l *lab) (string, string, []string) {
+			a, b := l.ns("a"), l.ns("b")
+			l.must("link", "create", a, b, "--subnet", "10.42.0.0/30", "--name", "la,lb")
+			l.fixture("ip", "-n", b, "link", "set", "lb", "down")
+			return a, "10.42.0.2", nil
+		}, 1, "LOWERLAYERDOWN"},
+		{"fault 7, no default route", func(l *lab) (string, string, []string) {
+			l.addOutside()
+			a, _ := bridge(l)
+			l.fixture("ip", "-n", a, "route", "del", "default")
+			return a, server, nil
+		}, 1, "no route to 198.51.100.10 (no default route)"},
+		{"fault 8, isolated networks", func(l *lab) (string, string, []string) {
+			a, _ := bridge(l)
+			c := l.ns("c")
+			l.must("net", "create", "other", "--subnet", "10.41.0.0/24")
+			l.must("net", "connect", "other", c)
+			return a, c, nil
+		}, 1, "nsnet isolates network lan from network other"},
+		{"fault 9, nothing listening", func(l *lab) (string, string, []string) {
+			a, b := bridge(l)
+			return a, b, []string{"--port", "80"}
+		}, 1, "nothing listens on tcp/80"},
+		{"fault 10, an unknown name", func(l *lab) (string, string, []string) {
+			a, _ := bridge(l)
+			return a, "nosuchname", nil
+		}, 1, "resolver does not know \"nosuchname\""},
+		{"fault 1, the address on a bridge port", func(l *lab) (string, string, []string) {
+			x := l.ns("x")
+			l.fixture("ip", "-n", l.host, "link", "add", "br0", "type", "bridge")
+			l.fixture("ip", "-n", l.host, "link", "add", "v0", "type", "veth", "peer", "name", "eth0", "netns", x)
+			l.fixture("ip", "-n", l.host, "link", "set", "v0", "master", "br0")
+			l.fixture("ip", "-n", l.host, "addr", "add", "10.20.30.1/24", "dev", "v0")
+			for _, d := range []string{"br0", "v0"} {
+				l.fixture("ip", "-n", l.host, "link", "set", d, "up")
+			}
+			l.fixture("ip", "-n", x, "addr", "add", "10.20.30.2/24", "dev", "eth0")
+			l.fixture("ip", "-n", x, "link", "set", "eth0", "up")
+			return "host", "10.20.30.2", nil
+		}, 1, "a port of bridge br0: the bridge takes the replies"},
+	}
+	for _, c := range cases {
+		t.Run(strings.NewReplacer(" ", "_", ",", "").Replace(c.name), func(t *testing.T) {
+			l := newLab(t)
+			from, to, extra := c.setup(l)
+			code, r, raw := l.doctor(append([]string{from, to}, extra...)...)
+			if code != c.code || !strings.Contains(r.Cause, c.cause) || (c.code == 0) != r.OK {
+				t.Errorf("doctor %s %s: exit %d, cause %q; want %d and %q\n%s", from, to, code, r.Cause, c.code, c.cause, raw)
+			}
+		})
+	}
+}
+
+// The reply has no way back: article 003 without the second host's route.
+func TestDoctorNoRouteBack(t *testing.T) {
+	l := newLab(t)
+	names := []string{"node01", "node02", "demo01", "demo02", "demo03"}
+	l.destroyAfter("noback", names...)
+	file := l.writeFile("noback.yaml", `name: noback
+hosts:
+  node01:
+    networks: {pods: {driver: routed, subnet: 10.0.1.0/24}}
+    namespaces: {demo01: {networks: {pods: {ip: 10.0.1.2}}}}
+  node02: {}
+underlay: {subnet: 198.51.100.0/24, routing: none}
+`)
+	l.apply(file)
+	code, r, raw := l.doctor("demo01", "node02")
+	if code != 1 || !strings.Contains(r.Cause, "node02 has no route back to 10.0.1.2") || !strings.Contains(r.Cause, "not masqueraded") {
+		t.Errorf("exit %d, cause %q\n%s", code, r.Cause, raw)
+	}
+	code, _, _ = l.doctor("demo01")
+	if code != 2 {
+		t.Errorf("doctor with one argument: exit %d, want 2", code)
+	}
+	l.must("destroy", "--lab", "noback")
+}
