@@ -126,4 +126,3 @@ func printReport(w io.Writer, r doctor.Report) {
 		fmt.Fprintf(w, "verdict: broken: %s\n", r.Cause)
 	}
 }
-
