@@ -71,6 +71,12 @@ func TestDoctor(t *testing.T) {
 			a, _ := bridge(l)
 			return a, "web", nil
 		}, 0, ""},
+		{"through a dropping chain with nsnet accepts", func(l *lab) (string, string, []string) {
+			l.addOutside()
+			l.fixture("ip", "netns", "exec", l.host, "nft", "add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }")
+			a, _ := bridge(l)
+			return a, server, nil
+		}, 0, ""},
 		{"fault 2, forwarding off", func(l *lab) (string, string, []string) {
 			l.addOutside()
 			a, _ := bridge(l)

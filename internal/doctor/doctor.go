@@ -429,6 +429,8 @@ func (w *world) walk(p *place, dst, src netip.Addr) (netip.Addr, []Step, *place)
 			if s, ok := w.forwarding(p, dst); !ok {
 				step(s)
 				return src, steps, nil
+			} else if s.What != "" {
+				step(s)
 			}
 		}
 		// A forwarded packet's source is not local here, which route get
@@ -593,6 +595,7 @@ func (w *world) forwarding(p *place, dst netip.Addr) (Step, bool) {
 	if err != nil {
 		return Step{}, true
 	}
+	var note Step
 	for _, ch := range chains {
 		if ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookForward || ch.Policy == nil || *ch.Policy != nftables.ChainPolicyDrop {
 			continue
@@ -614,9 +617,14 @@ func (w *world) forwarding(p *place, dst netip.Addr) (Step, bool) {
 				Evidence: fmt.Sprintf("table %s %s, chain %s: hook forward, policy drop, %d rules", fam, ch.Table.Name, ch.Name, len(rules)),
 				Fix:      execIn(p, fmt.Sprintf("nft insert rule %s %s %s ip daddr %s accept", fam, ch.Table.Name, ch.Name, dst)) + " (or iptables -P FORWARD ACCEPT); nsnet inserts such accepts for its own networks unless --no-host-firewall"}, false
 		}
-		_ = accepts
+		if note.What == "" {
+			fam := map[nftables.TableFamily]string{nftables.TableFamilyIPv4: "ip", nftables.TableFamilyIPv6: "ip6", nftables.TableFamilyINet: "inet"}[ch.Table.Family]
+			note = Step{Where: p.name, OK: true,
+				What: fmt.Sprintf("chain %s %s %s has policy drop and %d rules (%d of them nsnet's accepts), which doctor does not evaluate; if the packet dies here, they are why (nft list chain %s %s %s)",
+					fam, ch.Table.Name, ch.Name, len(rules), accepts, fam, ch.Table.Name, ch.Name)}
+		}
 	}
-	return Step{}, true
+	return note, true
 }
 
 // leaving checks what a member's packet leaving its network through host
