@@ -352,6 +352,9 @@ func TestCNIBadInput(t *testing.T) {
 		{"ips taken", conf(`,"runtimeConfig":{"ips":["10.93.0.2/24"]}`), []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=x2", "CNI_IFNAME=eth0", "CNI_NETNS=" + c2}, 7, "10.93.0.2"},
 		{"bad port", conf(`,"runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80}]}`), []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=x2", "CNI_IFNAME=eth1", "CNI_NETNS=" + c}, 7, "ports are 1 to 65535"},
 		{"ADD twice", conf(""), add, 7, "already has interface eth0"},
+		{"ips broadcast", conf(`,"runtimeConfig":{"ips":["10.93.0.255/24"]}`), []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=x2", "CNI_IFNAME=eth0", "CNI_NETNS=" + c2}, 7, "broadcast"},
+		{"multicast mac", conf(`,"runtimeConfig":{"mac":"01:00:00:00:00:01"}`), []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=x2", "CNI_IFNAME=eth0", "CNI_NETNS=" + c2}, 7, "not a unicast Ethernet address"},
+		{"relative stateDir", strings.Replace(conf(""), l.state, "relative/dir", 1), []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=x2", "CNI_IFNAME=eth0", "CNI_NETNS=" + c2}, 7, "not an absolute path"},
 	}
 	for _, cs := range cases {
 		code, msg := plugin(cs.stdin, cs.env...)

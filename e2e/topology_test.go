@@ -326,7 +326,7 @@ func TestApplyBadInput(t *testing.T) {
 		{"overlap with a plain network", "name: x\nnetworks:\n  a: {subnet: 10.66.0.0/25}\n", "bad.yaml:3:7: networks.a.subnet: subnet 10.66.0.0/25 overlaps 10.66.0.0/24 of network hand"},
 		{"link endpoint", "name: x\nnamespaces: {n1: {}}\nlinks:\n  - endpoints: [n1, ghost]\n    subnet: 10.9.0.0/30\n", "bad.yaml:4:5: links[0].endpoints: link endpoint \"ghost\" does not exist"},
 		{"namespace of another lab", "name: x\nnamespaces:\n  taken: {}\n", "bad.yaml:3:3: namespaces.taken: namespace taken belongs to lab mine"},
-		{"port published twice", "name: x\nnetworks:\n  a: {subnet: 10.1.0.0/24}\nnamespaces:\n  n1: {networks: {a: {ports: [\"8080:80\"]}}}\n  n2: {networks: {a: {ports: [\"8080:81\"]}}}\n", "bad.yaml:6:23: namespaces.n2.networks.a.ports: host port 8080:81/tcp is published twice"},
+		{"port published twice", "name: x\nnetworks:\n  a: {subnet: 10.1.0.0/24}\nnamespaces:\n  n1: {networks: {a: {ports: [\"8080:80\"]}}}\n  n2: {networks: {a: {ports: [\"8080:81\"]}}}\n", "bad.yaml:6:23: namespaces.n2.networks.a.ports: host port 8080/tcp is published twice"},
 		{"bad port", "name: x\nnetworks:\n  a: {subnet: 10.1.0.0/24}\nnamespaces:\n  n1: {networks: {a: {ports: [\"80:80:80:80\"]}}}\n", "bad.yaml:5:23: namespaces.n1.networks.a.ports: published port"},
 		{"share unknown", "name: x\nnamespaces:\n  n1: {share: ghost}\n", "bad.yaml:3:8: namespaces.n1.share: cannot share unknown namespace \"ghost\""},
 		{"subnet too small", "name: x\nnetworks:\n  a: {subnet: 10.1.0.0/31}\n", "bad.yaml:3:3: networks.a: subnet 10.1.0.0/31 is too small"},
@@ -334,6 +334,11 @@ func TestApplyBadInput(t *testing.T) {
 		{"no name", "networks: {}\n", "bad.yaml: the lab needs a name"},
 		{"bgp not yet", "name: x\nhosts: {h1: {}}\nunderlay: {subnet: 198.51.100.0/24, routing: bgp}\n", "bad.yaml:3:37: underlay.routing: routing: bgp comes with"},
 		{"unknown driver", "name: x\nnetworks:\n  a: {subnet: 10.1.0.0/24, driver: ovs}\n", "bad.yaml:3:3: networks.a: "},
+		{"broadcast address", "name: x\nnetworks:\n  a: {subnet: 10.1.0.0/24}\nnamespaces:\n  n1: {networks: {a: {ip: 10.1.0.255}}}\n", "bad.yaml:5:23: namespaces.n1.networks.a.ip: address 10.1.0.255 is the network or broadcast address"},
+		{"link ends in two subnets", "name: x\nnamespaces: {a: {}, b: {}}\nlinks:\n  - endpoints: [a, b]\n    addresses: [10.9.0.1/24, 10.8.0.2/24]\n", "bad.yaml:5:5: links[0].addresses: 10.9.0.1/24 and 10.8.0.2/24 are not in one subnet"},
+		{"link subnet too small", "name: x\nnamespaces: {a: {}, b: {}}\nlinks:\n  - endpoints: [a, b]\n    subnet: 10.9.0.0/31\n", "links[0].subnet: subnet 10.9.0.0/31 has no two usable addresses"},
+		{"network full", "name: x\nnetworks:\n  a: {subnet: 10.1.0.0/30}\nnamespaces:\n  n1: {networks: [a]}\n  n2: {networks: [a]}\n", "bad.yaml:3:7: networks.a.subnet: subnet 10.1.0.0/30 holds 1 members at most"},
+		{"macvlan parent missing", "name: x\nnetworks:\n  a: {subnet: 10.1.0.0/24, driver: macvlan, parent: nosuch0}\n", "networks.a.parent: the host has no device nosuch0"},
 	}
 	before := l.snapshot() + l.must("lab", "ls", "-o", "json")
 	for _, c := range cases {

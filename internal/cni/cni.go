@@ -26,6 +26,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/nsnet/nsnet/internal/engine"
+	"github.com/nsnet/nsnet/internal/ipam"
 	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/netns"
 	"github.com/nsnet/nsnet/internal/store"
@@ -76,6 +77,9 @@ func Load(stdin []byte) (*Config, error) {
 	}
 	if c.StateDir == "" {
 		c.StateDir = engine.DefaultStateDir
+	}
+	if !filepath.IsAbs(c.StateDir) {
+		return nil, invalid("stateDir %q is not an absolute path (a runtime's working directory is no place for nsnet's state)", c.StateDir)
 	}
 	if err := version.ParsePrevResult(&c.NetConf); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, "nsnet: cannot read prevResult", err.Error())
@@ -271,6 +275,11 @@ func Add(m *engine.Manager, c *Config, args *skel.CmdArgs) (*current.Result, err
 		if !slices.ContainsFunc(n.Subnets, func(q netip.Prefix) bool { return q.Contains(a) }) {
 			return nil, invalid("ips: %s is outside network %s's subnets", a, n.Name)
 		}
+		for _, q := range n.Subnets {
+			if a.Is4() && q.Contains(a) && (a == q.Masked().Addr() || a == ipam.Last(q)) {
+				return nil, invalid("ips: %s is the network or broadcast address of %s", a, q)
+			}
+		}
 		if a.Is4() {
 			spec.IPv4 = a
 		} else {
@@ -279,8 +288,8 @@ func Add(m *engine.Manager, c *Config, args *skel.CmdArgs) (*current.Result, err
 	}
 	var mac net.HardwareAddr
 	if c.RuntimeConfig.MAC != "" {
-		if mac, err = net.ParseMAC(c.RuntimeConfig.MAC); err != nil || len(mac) != 6 {
-			return nil, invalid("mac %q is not an Ethernet address", c.RuntimeConfig.MAC)
+		if mac, err = net.ParseMAC(c.RuntimeConfig.MAC); err != nil || len(mac) != 6 || mac[0]&1 != 0 {
+			return nil, invalid("mac %q is not a unicast Ethernet address", c.RuntimeConfig.MAC)
 		}
 	}
 	name, mounted, err := namespaceFor(args.Netns, args.ContainerID, args.IfName)
@@ -311,16 +320,23 @@ func Add(m *engine.Manager, c *Config, args *skel.CmdArgs) (*current.Result, err
 		}
 		return nil, asCNI(err)
 	}
-	if mac != nil {
-		l, err := nsh.LinkByName(args.IfName)
-		if err == nil && l != nil {
-			err = nsh.NL.LinkSetHardwareAddr(l, mac)
+	r, err := func() (*current.Result, error) {
+		if mac != nil {
+			l, err := nsh.LinkByName(args.IfName)
+			if err == nil && l != nil {
+				err = nsh.NL.LinkSetHardwareAddr(l, mac)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("set MAC %s on %s: %w", mac, args.IfName, err)
+			}
 		}
-		if err != nil {
-			return nil, asCNI(fmt.Errorf("set MAC %s on %s: %w", mac, args.IfName, err))
-		}
+		return result(c, n, mb, args, nsh)
+	}()
+	if err != nil {
+		// A failed ADD leaves nothing: the runtime retries or gives up.
+		return nil, asCNI(errors.Join(err, detach(m, n.Name, mb)))
 	}
-	return result(c, n, mb, args, nsh)
+	return r, nil
 }
 
 func result(c *Config, n engine.NetworkInfo, mb engine.MemberInfo, args *skel.CmdArgs, nsh *kernel.NS) (*current.Result, error) {

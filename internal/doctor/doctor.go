@@ -244,13 +244,23 @@ func Diagnose(in Input) (Report, error) {
 	}
 	if !dst.IsValid() {
 		if dst, err = w.addressOf(to, from); err != nil {
-			return r, err
+			s := Step{N: 1, Where: to.name, What: "address of " + to.name, Cause: err.Error(), Fix: fmt.Sprintf("nsnet net connect NET %s, or give an address", to.name)}
+			r.Forward, r.Cause = []Step{s}, s.Cause
+			return r, nil
 		}
 	}
 	r.Dst = dst.String()
 	if to == from {
-		r.OK = true
 		r.Forward = []Step{{N: 1, Where: from.name, What: "same namespace: delivered locally", OK: true}}
+		if proto != "" {
+			s := w.checkPort(to, dst, proto, port, 2)
+			r.Forward = append(r.Forward, s)
+			if !s.OK {
+				r.Cause = s.Cause
+				return r, nil
+			}
+		}
+		r.OK = true
 		return r, nil
 	}
 	if s, ok := w.isolated(from, to); ok {
@@ -337,7 +347,7 @@ func (w *world) addressOf(to, from *place) (netip.Addr, error) {
 		}
 	}
 	if !any.IsValid() {
-		return any, fmt.Errorf("%w: %s has no IPv4 address; give one", ErrUsage, to.name)
+		return any, fmt.Errorf("%s has no IPv4 address to reach it at", to.name)
 	}
 	return any, nil
 }
@@ -358,6 +368,9 @@ func (w *world) sameLAN(p *place, mine, other netip.Addr) bool {
 
 // isolated reports nsnet's isolation between the two, an expected drop.
 func (w *world) isolated(from, to *place) (Step, bool) {
+	if to == nil {
+		return Step{}, false // an address no namespace holds
+	}
 	nets := func(ns string) map[string]Member {
 		out := map[string]Member{}
 		for _, m := range w.in.Members {
@@ -441,6 +454,10 @@ func (w *world) walk(p *place, dst, src netip.Addr) (netip.Addr, []Step, *place)
 		}
 		routes, err := p.ns.NL.RouteGetWithOptions(dst.AsSlice(), opts)
 		if err != nil || len(routes) == 0 {
+			if down := downLinks(p); hop == 0 && len(down) > 0 {
+				return fail(p.name, "route to "+dst.String(), fmt.Sprintf("%s has no route to %s: its interface %s is down, and its routes went with it", p.name, dst, strings.Join(down, ", ")),
+					routeDump(p), fmt.Sprintf("%s link set %s up (nsnet gc restores nsnet's members' routes)", ipIn(p), down[0]))
+			}
 			if hop == 0 {
 				return fail(p.name, "route to "+dst.String(), fmt.Sprintf("%s has no route to %s (no default route)", p.name, dst),
 					routeDump(p), fmt.Sprintf("nsnet net connect NET %s --default-route, or: %s route add default via GATEWAY", p.name, ipIn(p)))
@@ -476,8 +493,13 @@ func (w *world) walk(p *place, dst, src netip.Addr) (netip.Addr, []Step, *place)
 		// No carrier: for a veth, its other end is down (the kernel
 		// shows LOWERLAYERDOWN once its link watcher has run).
 		if link.Attrs().OperState == netlink.OperLowerLayerDown || link.Attrs().RawFlags&unix.IFF_LOWER_UP == 0 && link.Type() == "veth" {
-			return fail(p.name, desc, fmt.Sprintf("interface %s in %s is LOWERLAYERDOWN: the other end of its veth is down", out, p.name), linkState(link),
-				"bring the veth's other end up (ip -n NS link set IF up)")
+			fix := "bring the veth's other end up (ip -n NS link set IF up)"
+			cause := fmt.Sprintf("interface %s in %s is LOWERLAYERDOWN: the other end of its veth is down", out, p.name)
+			if q, peer := w.peerOf(p, link); peer != nil {
+				cause = fmt.Sprintf("interface %s in %s is LOWERLAYERDOWN: the other end of its veth, %s in %s, is down", out, p.name, peer.Attrs().Name, q.name)
+				fix = fmt.Sprintf("%s link set %s up", ipIn(q), peer.Attrs().Name)
+			}
+			return fail(p.name, desc, cause, linkState(link), fix)
 		}
 		if link.Attrs().MasterIndex != 0 {
 			if m, err := p.ns.NL.LinkByIndex(link.Attrs().MasterIndex); err == nil && m.Type() == "bridge" {
@@ -495,10 +517,18 @@ func (w *world) walk(p *place, dst, src netip.Addr) (netip.Addr, []Step, *place)
 			}
 		}
 		next := w.owner(via)
-		if next == nil && link.Type() == "veth" {
-			// A gateway no namespace shows (a routed network's
-			// link-local one, held on the host's lo): the veth's peer.
-			next = w.peerOf(p, link)
+		if next == nil && via.IsLinkLocalUnicast() && link.Type() == "veth" {
+			// A link-local gateway (a routed network's, held on the
+			// host's lo by every routed host): the veth's peer.
+			next, _ = w.peerOf(p, link)
+		}
+		if s, ok := w.segment(p, link, via, next); !ok {
+			step(s)
+			return src, steps, nil
+		}
+		if next == nil && w.onLink(p, link, via) {
+			return fail(p.name, fmt.Sprintf("next hop %s on %s", via, out), fmt.Sprintf("no namespace holds %s, the next hop on %s's segment: nothing will answer its ARP", via, out),
+				neighState(p, link, via), fmt.Sprintf("check the address %s (a gateway removed from its bridge? nsnet gc puts nsnet's back)", via))
 		}
 		if next == nil {
 			return fail(p.name, fmt.Sprintf("leaves by %s towards %s", out, via), fmt.Sprintf("the packet leaves %s by %s towards %s, beyond the namespaces doctor can see; it cannot follow it further", p.name, out, via), "", "run doctor from a namespace on the far side too")
@@ -527,22 +557,88 @@ func execIn(p *place, cmd string) string {
 	return "ip netns exec " + p.name + " " + cmd
 }
 
-// peerOf finds the namespace holding the other end of veth l of p: a
-// veth there whose link (IFLA_LINK) is l's index, and whose index is l's
-// link.
-func (w *world) peerOf(p *place, l netlink.Link) *place {
+// peerOf finds the namespace and link at the other end of veth l of p:
+// the namespace whose id, as p numbers namespaces, is l's link namespace
+// (IFLA_LINK_NETNSID), and there the link with l's peer index (IFLA_LINK).
+func (w *world) peerOf(p *place, l netlink.Link) (*place, netlink.Link) {
 	for _, q := range w.places {
-		if q == p {
-			continue
-		}
-		links, _ := q.ns.NL.LinkList()
-		for _, o := range links {
-			if o.Type() == "veth" && o.Attrs().Index == l.Attrs().ParentIndex && o.Attrs().ParentIndex == l.Attrs().Index {
-				return q
+		id := -1
+		if q != p {
+			var err error
+			if id, err = p.ns.NL.GetNetNsIdByFd(int(q.ns.Fd())); err != nil || id < 0 {
+				continue
 			}
 		}
+		if id != l.Attrs().NetNsID {
+			continue
+		}
+		if o, err := q.ns.NL.LinkByIndex(l.Attrs().ParentIndex); err == nil {
+			return q, o
+		}
 	}
-	return nil
+	return nil, nil
+}
+
+// onLink says whether via is on one of link's own subnets.
+func (w *world) onLink(p *place, link netlink.Link, via netip.Addr) bool {
+	addrs, _ := p.ns.NL.AddrList(link, netlink.FAMILY_ALL)
+	for _, a := range addrs {
+		if pfx, ok := kernel.ToPrefix(a.IPNet); ok && pfx.Bits() < pfx.Addr().BitLen() && pfx.Masked().Contains(via) {
+			return true
+		}
+	}
+	return false
+}
+
+// segment checks the layer-2 way from p's veth link to the next hop: the
+// veth's other end, and where that end is a bridge port, the bridge and
+// the port towards the next hop's namespace.
+func (w *world) segment(p *place, link netlink.Link, via netip.Addr, next *place) (Step, bool) {
+	if link.Type() != "veth" {
+		return Step{}, true
+	}
+	q, peer := w.peerOf(p, link)
+	if q == nil || peer == nil {
+		return Step{}, true
+	}
+	if peer.Attrs().Flags&net.FlagUp == 0 {
+		return Step{Where: q.name, What: fmt.Sprintf("the other end of %s", link.Attrs().Name),
+			Cause:    fmt.Sprintf("%s, the other end of %s's %s, is down in %s", peer.Attrs().Name, p.name, link.Attrs().Name, q.name),
+			Evidence: linkState(peer), Fix: fmt.Sprintf("%s link set %s up (nsnet gc does it for nsnet's)", ipIn(q), peer.Attrs().Name)}, false
+	}
+	if peer.Attrs().MasterIndex == 0 || next == q {
+		return Step{}, true
+	}
+	br, err := q.ns.NL.LinkByIndex(peer.Attrs().MasterIndex)
+	if err != nil || br.Type() != "bridge" {
+		return Step{}, true
+	}
+	if br.Attrs().Flags&net.FlagUp == 0 {
+		return Step{Where: q.name, What: "bridge " + br.Attrs().Name,
+			Cause:    fmt.Sprintf("bridge %s in %s is down: nothing crosses it", br.Attrs().Name, q.name),
+			Evidence: linkState(br), Fix: fmt.Sprintf("%s link set %s up (nsnet gc does it for nsnet's)", ipIn(q), br.Attrs().Name)}, false
+	}
+	if next == nil {
+		return Step{}, true
+	}
+	// The port towards next: the other end of next's interface holding via.
+	nl, err := next.ns.NL.LinkByName(next.addrs[via])
+	if err != nil || nl.Type() != "veth" {
+		return Step{}, true
+	}
+	if nq, port := w.peerOf(next, nl); nq == q && port != nil {
+		switch {
+		case port.Attrs().Flags&net.FlagUp == 0:
+			return Step{Where: q.name, What: fmt.Sprintf("bridge port %s towards %s", port.Attrs().Name, next.name),
+				Cause:    fmt.Sprintf("%s, %s's port on bridge %s, is down", port.Attrs().Name, next.name, br.Attrs().Name),
+				Evidence: linkState(port), Fix: fmt.Sprintf("%s link set %s up (nsnet gc does it for nsnet's)", ipIn(q), port.Attrs().Name)}, false
+		case port.Attrs().MasterIndex != br.Attrs().Index:
+			return Step{Where: q.name, What: fmt.Sprintf("bridge port %s towards %s", port.Attrs().Name, next.name),
+				Cause:    fmt.Sprintf("%s, %s's end, is not on bridge %s", port.Attrs().Name, next.name, br.Attrs().Name),
+				Evidence: linkState(port), Fix: fmt.Sprintf("%s link set %s master %s (nsnet gc does it for nsnet's)", ipIn(q), port.Attrs().Name, br.Attrs().Name)}, false
+		}
+	}
+	return Step{}, true
 }
 
 func srcIP(a netip.Addr) net.IP {
@@ -603,6 +699,9 @@ func (w *world) forwarding(p *place, dst netip.Addr) (Step, bool) {
 		if ch.Table.Name == "nsnet" && ch.Table.Family == nftables.TableFamilyINet {
 			continue
 		}
+		if dst.Is4() && ch.Table.Family == nftables.TableFamilyIPv6 || dst.Is6() && ch.Table.Family == nftables.TableFamilyIPv4 {
+			continue // another family's packets
+		}
 		rules, _ := c.GetRules(ch.Table, ch)
 		accepts := 0
 		for _, r := range rules {
@@ -648,11 +747,14 @@ func (w *world) leaving(p *place, out netlink.Link, src netip.Addr) (Step, bool)
 		}
 	}
 	for _, m := range w.in.Members {
-		if !slices.Contains(m.Addrs, src) || !m.NAT {
+		if !slices.Contains(m.Addrs, src) {
 			continue
 		}
 		if natted(p, src) {
 			return Step{Where: p.name, What: "masquerade to " + mine.String(), OK: true}, true
+		}
+		if !m.NAT {
+			return Step{}, true // its own address, by design
 		}
 		return Step{Where: p.name, What: fmt.Sprintf("leaves by %s with source %s", out.Attrs().Name, src),
 			Cause:    fmt.Sprintf("%s sends %s's packets out of %s unmasqueraded, though network %s has NAT: replies to %s will not find their way back", p.name, src, out.Attrs().Name, m.Network, src),
@@ -732,6 +834,18 @@ func (w *world) checkPort(p *place, dst netip.Addr, proto string, port uint16, n
 		s.Fix += fmt.Sprintf(", or publish a member's port: nsnet net connect NET NS -p %d:PORT/%s", port, proto)
 	}
 	return s
+}
+
+// downLinks lists p's interfaces, other than lo, that are down.
+func downLinks(p *place) []string {
+	links, _ := p.ns.NL.LinkList()
+	var out []string
+	for _, l := range links {
+		if l.Attrs().Flags&net.FlagLoopback == 0 && l.Attrs().Flags&net.FlagUp == 0 {
+			out = append(out, l.Attrs().Name)
+		}
+	}
+	return out
 }
 
 func routeDump(p *place) string {

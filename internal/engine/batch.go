@@ -21,6 +21,10 @@ import (
 // itself (a namespace some process still holds keeps its veths).
 const hostEndWait = 5 * time.Second
 
+// stallWait is how long the count of host ends may stand still before
+// the rest are taken for held alive.
+const stallWait = 300 * time.Millisecond
+
 // RemoveNamespaces removes many namespaces, each as RemoveNamespace would,
 // but lets the kernel do the slow part in one batch: deleting a veth waits
 // for the kernel's RCU grace periods, one delete at a time, while the
@@ -229,12 +233,22 @@ func (m *Manager) awaitHostEnds(ends map[string][]string) error {
 		if h == nil {
 			continue // the host went too, and everything in it
 		}
+		// The kernel takes namespaces down in batches, so the count
+		// keeps falling while it works; when it stops falling, what is
+		// left is held alive (a process in the namespace, a socket of
+		// the agent's) and is deleted here.
 		left := names
-		for deadline := time.Now().Add(hostEndWait); len(left) > 0 && time.Now().Before(deadline); {
-			if left, err = present(h, left); err != nil {
+		progress := time.Now()
+		for deadline := time.Now().Add(hostEndWait); len(left) > 0 && time.Now().Before(deadline) && time.Since(progress) < stallWait; {
+			now, err := present(h, left)
+			if err != nil {
 				errs = append(errs, err)
 				break
 			}
+			if len(now) < len(left) {
+				progress = time.Now()
+			}
+			left = now
 			if len(left) > 0 {
 				time.Sleep(25 * time.Millisecond) // a dump takes the lock the teardown needs
 			}

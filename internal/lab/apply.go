@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -159,7 +160,7 @@ func action(op, key string) Action {
 // longer has. Every check comes before the first change.
 func Apply(m *engine.Manager, l *topology.Lab, opt Options) (Plan, error) {
 	start := time.Now()
-	plan := Plan{Lab: l.Name}
+	plan := Plan{Lab: l.Name, Actions: []Action{}}
 	want := objects(l)
 	var rec store.Lab
 	var others map[string]string // key -> the other lab that owns it
@@ -242,7 +243,7 @@ func Apply(m *engine.Manager, l *topology.Lab, opt Options) (Plan, error) {
 	if rec.Name == "" {
 		rec = store.Lab{Name: l.Name, HostNetns: m.HostNetns(), Objects: map[string]store.LabObject{}}
 	}
-	rec.File, rec.Model, rec.Applied, rec.Destroying = l.File, model, time.Now().UTC(), false
+	rec.File, rec.Model, rec.Applied, rec.Destroying = cmp.Or(l.AbsFile, l.File), model, time.Now().UTC(), false
 	for _, o := range todo {
 		rec.Objects[o.key] = store.LabObject{Spec: o.spec}
 	}
@@ -274,7 +275,7 @@ func Apply(m *engine.Manager, l *topology.Lab, opt Options) (Plan, error) {
 			}
 			if err := o.make(r); err != nil {
 				failed[o.key] = true
-				errs = append(errs, fmt.Errorf("%s: %s: %w", l.File, action("create", o.key), err))
+				errs = append(errs, fmt.Errorf("%v: %w", l.Errorf(o.path, "%s", action("create", o.key)), err))
 				continue
 			}
 			rec.Objects[o.key] = store.LabObject{Spec: o.spec, Done: true}
@@ -420,7 +421,7 @@ func readLabs(tx *store.Tx, name string) (store.Lab, map[string]string, error) {
 // Destroy removes everything the lab owns, and the lab.
 func Destroy(m *engine.Manager, name string, opt Options) (Plan, error) {
 	start := time.Now()
-	plan := Plan{Lab: name}
+	plan := Plan{Lab: name, Actions: []Action{}}
 	var rec store.Lab
 	err := m.View(func(tx *store.Tx) error {
 		var err error

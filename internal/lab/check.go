@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/nsnet/nsnet/internal/engine"
+	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/netns"
 	"github.com/nsnet/nsnet/internal/store"
 	"github.com/nsnet/nsnet/internal/topology"
@@ -66,6 +67,11 @@ func checkNetworks(m *engine.Manager, tx *store.Tx, l *topology.Lab, rec store.L
 			if err != nil {
 				return l.Errorf(n.Path(), "%v", err)
 			}
+			if n.Parent != "" && h.Name == "" {
+				if err := parentExists(m.HostNetns(), n.Parent); err != nil {
+					return l.Errorf(n.Path()+".parent", "%v", err)
+				}
+			}
 			for _, other := range nets {
 				if other.HostNetns != planned.HostNetns || other.Name == planned.Name {
 					continue
@@ -83,22 +89,50 @@ func checkNetworks(m *engine.Manager, tx *store.Tx, l *topology.Lab, rec store.L
 			}
 			kept := map[netip.Addr]bool{}
 			for _, g := range planned.Gateways {
-				kept[g] = true
+				if g.IsValid() {
+					kept[g] = true
+				}
+			}
+			// Room: members without an address, and those with one, must
+			// fit the smallest subnet beside what the network keeps.
+			members := 0
+			for _, ns := range h.Namespaces {
+				for _, mb := range ns.Networks {
+					if mb.Network == n.Name {
+						members++
+					}
+				}
+			}
+			for _, t := range h.Taps {
+				if t.Network == n.Name {
+					members++
+				}
+			}
+			for _, p := range planned.Subnets {
+				room := 1 << min(p.Addr().BitLen()-p.Bits(), 30)
+				if p.Addr().Is4() {
+					room -= 2 // network and broadcast
+				}
+				room -= len(kept) + len(planned.AuxAddresses)
+				if members > room {
+					return l.Errorf(n.Path()+".subnet", "subnet %s holds %d members at most, and the file puts %d on network %s", p, max(room, 0), members, n.Name)
+				}
 			}
 			for _, ns := range h.Namespaces {
 				for _, mb := range ns.Networks {
 					if mb.Network != n.Name {
 						continue
 					}
-					for key, a := range map[string]netip.Addr{"ip": mb.IP, "ip6": mb.IP6} {
-						if kept[a] {
+					for _, key := range []string{"ip", "ip6"} {
+						a := map[string]netip.Addr{"ip": mb.IP, "ip6": mb.IP6}[key]
+						if a.IsValid() && kept[a] {
 							return l.Errorf(mb.Path()+"."+key, "address %s is network %s's gateway", a, n.Name)
 						}
 					}
 				}
 			}
 			for _, t := range h.Taps {
-				if t.Network == n.Name && kept[t.IP] {
+				if t.Network == n.Name && t.IP.IsValid() && kept[t.IP] {
 					return l.Errorf(t.Path()+".ip", "address %s is network %s's gateway", t.IP, n.Name)
 				}
 			}
@@ -129,7 +163,7 @@ func checkPorts(l *topology.Lab) error {
 					}
 					for _, o := range all {
 						if clash(o.p, p) {
-							return l.Errorf(mb.Path()+".ports", "host port %s is published twice on %s (also at %s)", p, hostWord(h.Name), o.path)
+							return l.Errorf(mb.Path()+".ports", "host port %d/%s is published twice on %s (also at %s)", p.HostPort, p.Proto, hostWord(h.Name), o.path)
 						}
 					}
 					all = append(all, held{p, path})
@@ -160,3 +194,21 @@ func clash(a, b store.PortMap) bool {
 
 // parsePort is the engine's reading of a published port.
 var parsePort = engine.ParsePort
+
+// parentExists checks that a macvlan network's parent is a device of the
+// host (a simulated host's devices do not exist before the apply).
+func parentExists(host, parent string) error {
+	h, err := kernel.Open(host)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(parent)
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		return fmt.Errorf("the host has no device %s to be the parent", parent)
+	}
+	return nil
+}

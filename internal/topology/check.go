@@ -93,6 +93,21 @@ func (d *decoder) check(l *Lab) {
 		d.checkHost(l, h, nsHost)
 	}
 	d.checkLinks(l, names)
+	for _, k := range l.Links {
+		subs := k.Addresses
+		if k.Subnet.IsValid() {
+			subs = append(subs, k.Subnet)
+		}
+		for _, h := range l.Hosts {
+			for _, n := range h.Networks {
+				for _, p := range subs {
+					if s, t, ok := overlap([]netip.Prefix{p.Masked()}, n.Subnets); ok {
+						d.at(k.path, "the link's subnet %s overlaps %s of network %s", s, t, n.Name)
+					}
+				}
+			}
+		}
+	}
 	d.checkUnderlay(l)
 }
 
@@ -129,6 +144,12 @@ func (d *decoder) checkHost(l *Lab, h *Host, nsHost map[string]*Host) {
 		if !slices.ContainsFunc(n.Subnets, func(p netip.Prefix) bool { return p.Contains(a) }) {
 			d.at(path, "address %s is outside network %s's subnets (%s)", a, n.Name, joinPrefixes(n.Subnets))
 			return
+		}
+		for _, p := range n.Subnets {
+			if p.Addr().Is4() && p.Contains(a) && p.Bits() < 31 && (a == p.Masked().Addr() || a == lastAddr(p)) {
+				d.at(path, "address %s is the network or broadcast address of %s", a, p)
+				return
+			}
 		}
 		if other, ok := taken[n.Name][a]; ok {
 			d.at(path, "address %s is given twice in network %s (also %s)", a, n.Name, other)
@@ -243,6 +264,14 @@ func (d *decoder) checkLinks(l *Lab, names map[string]string) {
 		}
 		seen[ends] = k.path
 		switch {
+		case k.Subnet.IsValid() && k.Subnet.Addr().Is4() && k.Subnet.Bits() > 30:
+			d.at(k.path+".subnet", "subnet %s has no two usable addresses; a link needs a /30 or wider", k.Subnet)
+		case k.Subnet.IsValid() && k.Subnet.Addr().Is6() && k.Subnet.Bits() > 126:
+			d.at(k.path+".subnet", "subnet %s has no two usable addresses; a link needs a /126 or wider", k.Subnet)
+		case len(k.Addresses) == 2 && k.Addresses[0].Addr() == k.Addresses[1].Addr():
+			d.at(k.path+".addresses", "both ends have the address %s", k.Addresses[0].Addr())
+		case len(k.Addresses) == 2 && !k.Addresses[0].Masked().Contains(k.Addresses[1].Addr()):
+			d.at(k.path+".addresses", "%s and %s are not in one subnet: the ends would not reach each other", k.Addresses[0], k.Addresses[1])
 		case len(k.Addresses) > 0 && k.Subnet.IsValid():
 			d.at(k.path+".subnet", "give addresses or subnet, not both")
 		case len(k.Addresses) != 0 && len(k.Addresses) != 2:
@@ -348,4 +377,21 @@ func joinPrefixes(ps []netip.Prefix) string {
 		s[i] = p.String()
 	}
 	return strings.Join(s, ", ")
+}
+
+// lastAddr is the last address of p (IPv4's broadcast).
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As16()
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	for i := bits; i < 128; i++ {
+		a[i/8] |= 1 << (7 - i%8)
+	}
+	out := netip.AddrFrom16(a)
+	if p.Addr().Is4() {
+		return out.Unmap()
+	}
+	return out
 }

@@ -201,7 +201,10 @@ func describe(n ast.Node) string {
 	case *ast.NullNode, nil:
 		return "nothing"
 	}
-	return fmt.Sprintf("the value %q", n.String())
+	if t, ok := scalarText(n); ok {
+		return fmt.Sprintf("the value %q", t)
+	}
+	return fmt.Sprintf("the value %s", n.String())
 }
 
 // scalarText is a scalar's text, without quotes.
@@ -312,9 +315,10 @@ func Read(path string) (*Lab, error) {
 	l, err := Parse(path, data)
 	if err == nil {
 		// The lab records where it came from; a relative path would not
-		// name one file.
+		// name one file. Errors keep the path as the user gave it.
+		l.AbsFile = path
 		if abs, aerr := filepath.Abs(path); aerr == nil {
-			l.File = abs
+			l.AbsFile = abs
 		}
 	}
 	return l, err

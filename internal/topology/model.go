@@ -5,8 +5,11 @@ import "net/netip"
 // Lab is a checked lab file. Without hosts in the file, Hosts holds one
 // Host with an empty name: the namespace nsnet runs in (or --host-netns).
 type Lab struct {
-	Name     string
+	Name string
+	// File is the file as the user named it, for errors; AbsFile the
+	// same made absolute, for the record.
 	File     string `json:"-"`
+	AbsFile  string `json:"-"`
 	Hosts    []*Host
 	Underlay *Underlay `json:",omitempty"`
 	Links    []*Link   `json:",omitempty"`
