@@ -77,6 +77,11 @@ func TestDoctor(t *testing.T) {
 			a, _ := bridge(l)
 			return a, server, nil
 		}, 0, ""},
+		{"an input chain that drops at TO", func(l *lab) (string, string, []string) {
+			a, b := bridge(l)
+			l.fixture("ip", "netns", "exec", b, "nft", "add table ip fw; add chain ip fw in { type filter hook input priority 0; policy drop; }")
+			return a, b, nil
+		}, 1, "chain ip fw in drops every packet at"},
 		{"fault 2, forwarding off", func(l *lab) (string, string, []string) {
 			l.addOutside()
 			a, _ := bridge(l)
