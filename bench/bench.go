@@ -22,7 +22,7 @@ type Config struct {
 	// Tools restricts every section to these tool keys; empty means all.
 	Tools []string
 	// Sections restricts the run to some of "attach", "attach-routed",
-	// "ports", "datapath", "memory", "scale", "lab"; empty means all.
+	// "ports", "datapath", "memory", "scale", "lab", "doctor"; empty means all.
 	Sections []string
 	// PortCounts are the numbers of published ports, starting with 0 (the
 	// baseline the per-port cost is measured from).
@@ -42,6 +42,9 @@ type Config struct {
 	// LabMembers is the size of the lab section's lab, LabRounds how
 	// many times each tool builds and removes it; zero skips it.
 	LabMembers, LabRounds int
+	// DoctorMembers and DoctorPorts size the doctor section's host;
+	// zero members skips it.
+	DoctorMembers, DoctorPorts int
 	// Root is the nsnet module's root, for version information.
 	Root string
 	// Bin must have NSNet, Floor and Launcher set (see Build); Run finds
@@ -61,7 +64,7 @@ func SmokeConfig() Config {
 	return Config{
 		Smoke: true, Ns: []int{10}, PortCounts: []int{0, 1, 5},
 		DataSeconds: 1, DataRepeats: 1, RRCount: 1000, MemoryRepeats: 1, ScaleNetworks: 20,
-		LabMembers: 20, LabRounds: 1,
+		LabMembers: 20, LabRounds: 1, DoctorMembers: 20, DoctorPorts: 100,
 	}
 }
 
@@ -70,7 +73,7 @@ func FullConfig() Config {
 	return Config{
 		Ns: []int{10, 100, 1000}, PortCounts: []int{0, 1, 10, 100, 1000, 10000}, PortBudget: 60 * time.Second,
 		DataSeconds: 2, DataRepeats: 9, RRCount: 20000, MemoryRepeats: 3, ScaleNetworks: 1000,
-		LabMembers: 1000, LabRounds: 3,
+		LabMembers: 1000, LabRounds: 3, DoctorMembers: 1000, DoctorPorts: 10000,
 	}
 }
 
@@ -93,6 +96,8 @@ type Results struct {
 	ScaleAgentKiB int64         `json:"scale_agent_peak_kib"`
 	// Lab is the lab section (issue 12).
 	Lab []LabResult `json:"lab"`
+	// Doctor is the doctor section (issue 16).
+	Doctor *DoctorResult `json:"doctor,omitempty"`
 	// MemoryFloor is the peak resident set, in KiB, that /bin/true reports
 	// when started by the launcher: no reading can be lower.
 	MemoryFloor int64         `json:"memory_floor_kib"`
@@ -200,6 +205,10 @@ func Run(cfg Config) (*Results, error) {
 	}
 	if r.wantSection("lab") && cfg.LabMembers > 0 {
 		res.Lab = r.runLab(cfg.LabMembers, max(cfg.LabRounds, 1))
+	}
+	if r.wantSection("doctor") && r.wantTool("nsnet") && cfg.DoctorMembers > 0 {
+		d := r.runDoctor(cfg.DoctorMembers, cfg.DoctorPorts, 5)
+		res.Doctor = &d
 	}
 	res.Elapsed = time.Since(start)
 	res.LoadAfter = loadAverage()

@@ -146,6 +146,10 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 
+	if res.Doctor == nil || res.Doctor.Err != "" || res.Doctor.Doctor.Count == 0 {
+		t.Errorf("doctor: %+v", res.Doctor)
+	}
+
 	dir := t.TempDir()
 	report := Report(res, PlotPaths{Attach: "attach-latency.svg", AttachRouted: "attach-routed-latency.svg"})
 	svg, routedSVG := Plot(res), PlotRouted(res)
