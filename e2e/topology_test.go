@@ -450,3 +450,17 @@ func TestDestroyHeldNamespace(t *testing.T) {
 	l.must("destroy", "--lab", "held")
 	l.assertGone("held1", "held2")
 }
+
+// nsnet gc puts back a link end's addresses flushed behind nsnet's back.
+func TestGCRepairsLinkAddresses(t *testing.T) {
+	l := newLab(t)
+	a, b := l.ns("a"), l.ns("b")
+	l.must("link", "create", a, b, "--subnet", "10.56.0.0/30", "--name", "la,lb")
+	l.fixture("ip", "-n", a, "addr", "flush", "dev", "la")
+	l.fixture("ip", "-n", b, "link", "set", "lb", "down")
+	if out := l.must("gc"); !strings.Contains(out, "put back the addresses and state of link") {
+		t.Errorf("gc said %q", out)
+	}
+	l.mustPing(a, "10.56.0.2")
+	l.must("link", "rm", a, b)
+}

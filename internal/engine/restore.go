@@ -3,12 +3,16 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/netns"
 	"github.com/nsnet/nsnet/internal/plumb"
 	"github.com/nsnet/nsnet/internal/store"
+	"github.com/vishvananda/netlink"
 )
 
 // Restore brings back what the store records after a reboot, or after any
@@ -189,35 +193,73 @@ func (m *Manager) repairLinks(links []store.Link) ([]string, error) {
 		did, err := m.repairLink(l)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("link %s-%s: %w", l.NS1, l.NS2, err))
-		} else if did {
+		} else if did == "made again" {
 			done = append(done, fmt.Sprintf("made link %s-%s again", l.NS1, l.NS2))
+		} else if did != "" {
+			done = append(done, fmt.Sprintf("%s link %s-%s", did, l.NS1, l.NS2))
 		}
 	}
 	return done, errors.Join(errs...)
 }
 
-func (m *Manager) repairLink(l store.Link) (bool, error) {
+// repairLink makes a link whose veth is gone again, or gives ends that
+// lost their addresses or went down their addresses and state back; it
+// says what it did ("" for nothing).
+func (m *Manager) repairLink(l store.Link) (string, error) {
 	var ends [2]*kernel.NS
 	for i, name := range []string{l.NS1, l.NS2} {
 		if name == HostName {
 			h, err := m.liveHost(l.HostNetns)
 			if err != nil || h == nil {
-				return false, err
+				return "", err
 			}
 			ends[i] = h
 			continue
 		}
 		ns, err := m.openLiveNamespace(name)
 		if err != nil || ns == nil {
-			return false, err
+			return "", err
 		}
 		defer ns.Close()
 		ends[i] = ns
 	}
+	var have [2]netlink.Link
 	for i, ifName := range []string{l.If1, l.If2} {
-		if have, err := ends[i].LinkByName(ifName); err != nil || have != nil {
-			return false, err
+		var err error
+		if have[i], err = ends[i].LinkByName(ifName); err != nil {
+			return "", err
 		}
 	}
-	return true, plugLink(ends[0], ends[1], l)
+	if have[0] == nil && have[1] == nil {
+		return "made again", plugLink(ends[0], ends[1], l)
+	}
+	if have[0] == nil || have[1] == nil {
+		return "", nil // half a veth cannot be: the kernel is still removing it
+	}
+	did := ""
+	for i, end := range []struct {
+		name, who string
+		addrs     []netip.Prefix
+	}{{l.If1, l.NS1, l.Addrs1}, {l.If2, l.NS2, l.Addrs2}} {
+		got, err := kernel.Retry(func() ([]netlink.Addr, error) { return ends[i].NL.AddrList(have[i], netlink.FAMILY_ALL) })
+		if err != nil {
+			return "", err
+		}
+		whole := have[i].Attrs().Flags&net.FlagUp != 0
+		for _, p := range end.addrs {
+			whole = whole && slices.ContainsFunc(got, func(a netlink.Addr) bool { q, ok := kernel.ToPrefix(a.IPNet); return ok && q == p })
+		}
+		if whole {
+			continue
+		}
+		if len(end.addrs) == 0 {
+			if err := ends[i].NL.LinkSetUp(have[i]); err != nil {
+				return "", err
+			}
+		} else if _, err := plumb.MemberUp(ends[i], end.name, end.who, end.addrs); err != nil {
+			return "", err
+		}
+		did = "put back the addresses and state of"
+	}
+	return did, nil
 }
