@@ -454,3 +454,39 @@ func TestCNIRepairedByGC(t *testing.T) {
 	l.inHost("net", "rm", "fix")
 	assertClean(t, l)
 }
+
+// A container's second network does not take its default route, and the
+// second ADD's result does not claim one.
+func TestCNISecondNetworkRoutes(t *testing.T) {
+	l := newLab(t)
+	first := newCNIRuntime(t, l, cniConflist(l, "one", "10.98.1.0/24"))
+	second := newCNIRuntime(t, l, cniConflist(l, "two", "10.98.2.0/24"))
+	p := l.container("cni-two")
+	if _, err := first.add("two-nets", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	var r2 *current.Result
+	err := second.in(func() error {
+		res, err := second.cni.AddNetworkList(context.Background(), second.list, &libcni.RuntimeConf{ContainerID: "two-nets", NetNS: p, IfName: "eth1"})
+		if err == nil {
+			r2, err = current.NewResultFromResult(res)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r2.Routes) != 0 {
+		t.Errorf("second network's result claims routes %v; the kernel kept the first's default", r2.Routes)
+	}
+	if out := l.fixture("ip", "-n", "cni-two", "route", "show", "default"); !strings.Contains(out, "10.98.1.1") {
+		t.Errorf("default route: %q, want the first network's", out)
+	}
+	second.in(func() error {
+		return second.cni.DelNetworkList(context.Background(), second.list, &libcni.RuntimeConf{ContainerID: "two-nets", NetNS: p, IfName: "eth1"})
+	})
+	first.del("two-nets", p)
+	l.inHost("net", "rm", "one")
+	l.inHost("net", "rm", "two")
+	assertClean(t, l)
+}

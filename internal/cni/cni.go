@@ -366,7 +366,7 @@ func result(c *Config, n engine.NetworkInfo, mb engine.MemberInfo, args *skel.Cm
 		for _, g := range n.Gateways {
 			if g.Is4() == p.Addr().Is4() {
 				ipc.Gateway = g.AsSlice()
-				if !n.Internal {
+				if !n.Internal && defaultVia(nsh, l.Attrs().Index, g) {
 					dst := "0.0.0.0/0"
 					if g.Is6() {
 						dst = "::/0"
@@ -506,4 +506,20 @@ func Status(m *engine.Manager, c *Config) error {
 		return types.NewError(types.ErrPluginNotAvailable, "nsnet: "+err.Error(), "")
 	}
 	return nil
+}
+
+// defaultVia says whether the container's default route of g's family
+// goes out of its interface with index ifindex: a container already routed
+// by another network keeps that route, and the result says what is there.
+func defaultVia(nsh *kernel.NS, ifindex int, g netip.Addr) bool {
+	routes, err := nsh.Routes(kernel.Family(g))
+	if err != nil {
+		return true
+	}
+	for _, r := range routes {
+		if (!r.Dst.IsValid() || r.Dst.Bits() == 0) && r.Oif == ifindex {
+			return true
+		}
+	}
+	return false
 }
