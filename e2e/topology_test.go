@@ -464,3 +464,21 @@ func TestGCRepairsLinkAddresses(t *testing.T) {
 	l.mustPing(a, "10.56.0.2")
 	l.must("link", "rm", a, b)
 }
+
+// A namespace in two networks keeps its default route on the first one
+// the file lists after that network is made anew, as a fresh apply gives.
+func TestApplyKeepsDefaultRoute(t *testing.T) {
+	l := newLab(t)
+	l.destroyAfter("dr", "dr-a")
+	v1 := l.writeFile("dr.yaml", "name: dr\nnetworks:\n  vnet: {subnet: 10.57.0.0/24}\n  other: {subnet: 10.58.0.0/24}\nnamespaces:\n  dr-a: {networks: [vnet, other]}\n")
+	l.apply(v1)
+	if out := l.fixture("ip", "-n", "dr-a", "route", "show", "default"); !strings.Contains(out, "10.57.0.1") {
+		t.Fatalf("default route after the first apply: %q", out)
+	}
+	v2 := l.writeFile("dr.yaml", "name: dr\nnetworks:\n  vnet: {subnet: 10.59.0.0/24}\n  other: {subnet: 10.58.0.0/24}\nnamespaces:\n  dr-a: {networks: [vnet, other]}\n")
+	l.apply(v2)
+	if out := l.fixture("ip", "-n", "dr-a", "route", "show", "default"); !strings.Contains(out, "10.59.0.1") {
+		t.Errorf("default route after vnet was made anew: %q, want via vnet's 10.59.0.1", out)
+	}
+	l.must("destroy", "--lab", "dr")
+}

@@ -121,8 +121,15 @@ func objects(l *topology.Lab) []*object {
 			}})
 		}
 		for _, ns := range h.Namespaces {
+			// The default route is the first network's that gives one,
+			// as the file lists them, unless the file says which: so a
+			// membership made anew takes it back, as a fresh apply gives.
+			chosen := slices.ContainsFunc(ns.Networks, func(m *topology.Membership) bool { return m.DefaultRoute != nil })
 			for _, m := range ns.Networks {
 				cs := connectSpec(l, h, ns, m)
+				if n := h.Network(m.Network); !chosen && n != nil && (n.Internal == nil || !*n.Internal) {
+					cs.DefaultRoute, chosen = true, true
+				}
 				add(&object{key: memberKey(cs.Network, ns.Name), spec: specOf(cs), path: m.Path(),
 					deps: []string{kNetwork + " " + cs.Network, kNamespace + " " + ns.Name}, make: func(r *run) error {
 						_, err := r.m.Connect(cs)
