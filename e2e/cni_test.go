@@ -8,9 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -47,6 +50,9 @@ func newCNIRuntime(t *testing.T, l *lab, conflist string) *cniRuntime {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
+	// The plugin starts the DNS agent; it must be gone before the state
+	// directory is removed, or it writes there meanwhile.
+	t.Cleanup(func() { stopAgent(l) })
 	return &cniRuntime{l: l, cni: libcni.NewCNIConfigWithCacheDir([]string{bin}, t.TempDir(), nil), list: cl, host: h}
 }
 
@@ -489,4 +495,23 @@ func TestCNISecondNetworkRoutes(t *testing.T) {
 	l.inHost("net", "rm", "one")
 	l.inHost("net", "rm", "two")
 	assertClean(t, l)
+}
+
+// stopAgent ends the lab's agent if one runs (it may be exiting on its
+// own), and waits a second at most for it to go.
+func stopAgent(l *lab) {
+	raw, err := os.ReadFile(filepath.Join(l.state, "agent.pid"))
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil || pid <= 0 {
+		return
+	}
+	if syscall.Kill(pid, syscall.SIGKILL) != nil {
+		return
+	}
+	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
 }
