@@ -227,21 +227,7 @@ func TestCNILibcni(t *testing.T) {
 func TestCNIProcNamespace(t *testing.T) {
 	l := newLab(t)
 	rt := newCNIRuntime(t, l, cniConflist(l, "procnet", "10.91.0.0/24"))
-	holder := exec.Command("unshare", "-n", "sleep", "60")
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { holder.Process.Kill(); holder.Wait() }()
-	p := fmt.Sprintf("/proc/%d/ns/net", holder.Process.Pid)
-	// unshare has made its namespace once sleep runs in it.
-	for i := 0; i < 100; i++ {
-		a, _ := os.Readlink(p)
-		b, _ := os.Readlink("/proc/self/ns/net")
-		if a != b {
-			break
-		}
-		exec.Command("sleep", "0.01").Run()
-	}
+	p := heldNamespace(t)
 	if _, err := rt.add("holder", p, nil); err != nil {
 		t.Fatalf("ADD by /proc path: %v", err)
 	}
@@ -382,12 +368,7 @@ func TestCNIBadInput(t *testing.T) {
 func TestCNICrashDuringAdd(t *testing.T) {
 	l := newLab(t)
 	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"crash","type":"nsnet","subnets":["10.95.0.0/24"],"stateDir":%q}`, l.state)
-	holder := exec.Command("unshare", "-n", "sleep", "60")
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { holder.Process.Kill(); holder.Wait() }()
-	proc := fmt.Sprintf("/proc/%d/ns/net", holder.Process.Pid)
+	proc := heldNamespace(t)
 	named := l.container("cni-crash")
 	plugin := func(env ...string) error {
 		cmd := exec.Command("ip", "netns", "exec", l.host, nsnetBin)
@@ -514,4 +495,26 @@ func stopAgent(l *lab) {
 	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// heldNamespace starts a process in a network namespace of its own, as a
+// runtime keeps a container's, and returns the namespace's /proc path once
+// the process has entered it; the process ends with the test.
+func heldNamespace(t *testing.T) string {
+	t.Helper()
+	holder := exec.Command("unshare", "-n", "sleep", "60")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	p := fmt.Sprintf("/proc/%d/ns/net", holder.Process.Pid)
+	self, _ := os.Readlink("/proc/self/ns/net")
+	for range 200 {
+		if ns, _ := os.Readlink(p); ns != "" && ns != self {
+			return p
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("unshare did not enter a namespace of its own within 2 s")
+	return ""
 }

@@ -212,6 +212,18 @@ func listen(t *testing.T, ns, addr string) <-chan string {
 // dial connects from namespace ns and returns the source address the server
 // reports having seen.
 func dial(ns, addr string) (string, error) {
+	return dialIn(ns, addr, 2*time.Second, func(c net.Conn) (string, error) {
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil && err != io.EOF {
+			return "", err
+		}
+		return strings.TrimSpace(line), nil
+	})
+}
+
+// dialIn connects over TCP from namespace ns and lets talk use the
+// connection, all within timeout.
+func dialIn(ns, addr string, timeout time.Duration, talk func(net.Conn) (string, error)) (string, error) {
 	h, err := netns.Open(netns.Path(ns))
 	if err != nil {
 		return "", err
@@ -219,18 +231,14 @@ func dial(ns, addr string) (string, error) {
 	defer h.Close()
 	var c net.Conn
 	if err := netns.Do(h, func() (err error) {
-		c, err = net.DialTimeout("tcp", addr, 2*time.Second)
+		c, err = net.DialTimeout("tcp", addr, timeout)
 		return err
 	}); err != nil {
 		return "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil && err != io.EOF {
-		return "", err
-	}
-	return strings.TrimSpace(line), nil
+	c.SetDeadline(time.Now().Add(timeout))
+	return talk(c)
 }
 
 // hostLinks lists the link names in the lab's host namespace.

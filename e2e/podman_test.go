@@ -122,21 +122,9 @@ func TestPodman(t *testing.T) {
 
 // dialTCP sends an HTTP request from namespace ns and returns the reply.
 func dialTCP(ns, addr string) (string, error) {
-	h, err := netns.Open(netns.Path(ns))
-	if err != nil {
-		return "", err
-	}
-	defer h.Close()
-	var c net.Conn
-	if err := netns.Do(h, func() (err error) {
-		c, err = net.DialTimeout("tcp", addr, 3*time.Second)
-		return err
-	}); err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	fmt.Fprintf(c, "GET /index.html HTTP/1.0\r\nHost: nsnet\r\n\r\n")
-	b, err := io.ReadAll(c)
-	return string(b), err
+	return dialIn(ns, addr, 3*time.Second, func(c net.Conn) (string, error) {
+		fmt.Fprintf(c, "GET /index.html HTTP/1.0\r\nHost: nsnet\r\n\r\n")
+		b, err := io.ReadAll(c)
+		return string(b), err
+	})
 }

@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"golang.org/x/sys/unix"
 
 	"github.com/nsnet/nsnet/internal/drivers"
 	"github.com/nsnet/nsnet/internal/firewall"
+	"github.com/nsnet/nsnet/internal/netns"
 	"github.com/nsnet/nsnet/internal/store"
 )
 
@@ -55,7 +55,7 @@ func (a *agent) syncWatchers(want map[string]bool) {
 		return
 	}
 	for host, w := range a.watchers {
-		if !want[host] || nsInode(host) != w.ino {
+		if !want[host] || netns.PathInode(host) != w.ino {
 			w.close()
 			delete(a.watchers, host)
 		}
@@ -73,19 +73,6 @@ func (a *agent) syncWatchers(want map[string]bool) {
 	}
 }
 
-// nsInode is the inode of the namespace at path ("": the agent's own), or
-// 0.
-func nsInode(path string) uint64 {
-	if path == "" {
-		path = "/proc/self/ns/net"
-	}
-	var st unix.Stat_t
-	if unix.Stat(path, &st) != nil {
-		return 0
-	}
-	return st.Ino
-}
-
 // watch subscribes to ruleset changes in the host namespace at path ("":
 // the agent's own) and sends path on changed for each change to a table
 // that is not nsnet's: a forward chain's policy turned to drop, or its
@@ -93,7 +80,7 @@ func nsInode(path string) uint64 {
 // events it could not queue, or the agent closed it), it sends the watcher
 // on died.
 func watch(path string, changed chan<- string, died chan<- *watcher) (*watcher, error) {
-	w := &watcher{host: path, ino: nsInode(path)}
+	w := &watcher{host: path, ino: netns.PathInode(path)}
 	// A lasting connection, so that close can end it whatever state the
 	// monitor is in, with room for the bursts of a firewall reload (or
 	// of nsnet's own full rebuild of a thousand networks).

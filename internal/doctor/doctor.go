@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/nsnet/nsnet/internal/firewall"
 	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/netns"
 )
@@ -39,6 +40,9 @@ type Step struct {
 	Cause    string `json:"cause,omitempty"`
 	Evidence string `json:"evidence,omitempty"`
 	Fix      string `json:"fix,omitempty"`
+
+	// masq is the address a host masqueraded the packet to here.
+	masq netip.Addr
 }
 
 // Report is the whole diagnosis.
@@ -140,9 +144,9 @@ func open(in Input) (*world, error) {
 	if err != nil {
 		return nil, err
 	}
-	hostIno := inode(in.HostPath)
+	hostIno := netns.PathInode(in.HostPath)
 	for _, n := range names {
-		if inode(netns.Path(n)) == hostIno {
+		if netns.PathInode(netns.Path(n)) == hostIno {
 			continue // the host under its name
 		}
 		if err := add(n, netns.Path(n)); err != nil {
@@ -150,17 +154,6 @@ func open(in Input) (*world, error) {
 		}
 	}
 	return w, nil
-}
-
-func inode(path string) uint64 {
-	if path == "" {
-		path = "/proc/self/ns/net"
-	}
-	var st unix.Stat_t
-	if unix.Stat(path, &st) != nil {
-		return 0
-	}
-	return st.Ino
 }
 
 // owner finds the namespace holding address a.
@@ -288,8 +281,10 @@ func Diagnose(in Input) (Report, error) {
 	// The reply, from what the packet reached back to the source it had
 	// when it got there (the host's own address if it was masqueraded).
 	back := src
-	if m := w.masqueradedBy(steps); m != nil {
-		back = m.addr
+	for _, s := range steps {
+		if s.masq.IsValid() {
+			back = s.masq
+		}
 	}
 	_, reply, end := w.walk(last, back, dst)
 	r.Reply = reply
@@ -400,22 +395,6 @@ func (w *world) isolated(from, to *place) (Step, bool) {
 		}
 	}
 	return Step{}, false
-}
-
-type masq struct{ addr netip.Addr }
-
-// masqueradedBy says whether the forward walk left a host towards
-// something it masquerades, and with which address.
-func (w *world) masqueradedBy(steps []Step) *masq {
-	for _, s := range steps {
-		if strings.HasPrefix(s.What, "masquerade to ") {
-			a, err := netip.ParseAddr(strings.TrimPrefix(s.What, "masquerade to "))
-			if err == nil {
-				return &masq{addr: a}
-			}
-		}
-	}
-	return nil
 }
 
 // walk follows a packet from p to dst, hop by hop, and returns the source
@@ -694,44 +673,24 @@ func (w *world) forwarding(p *place, dst netip.Addr) (Step, bool) {
 		return Step{Where: p.name, What: "forward", Cause: fmt.Sprintf("%s does not forward: %s is 0", p.name, strings.ReplaceAll(key, "/", ".")),
 			Evidence: strings.ReplaceAll(key, "/", ".") + " = 0", Fix: execIn(p, fmt.Sprintf("sysctl -w %s=1", strings.ReplaceAll(key, "/", ".")))}, false
 	}
-	c, err := nftables.New(nftables.WithNetNSFd(int(p.ns.Fd())))
-	if err != nil {
-		return Step{}, true
-	}
-	chains, err := c.ListChains()
-	if err != nil {
-		return Step{}, true
-	}
 	var note Step
-	for _, ch := range chains {
-		if ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookForward || ch.Policy == nil || *ch.Policy != nftables.ChainPolicyDrop {
-			continue
-		}
-		if ch.Table.Name == "nsnet" && ch.Table.Family == nftables.TableFamilyINet {
-			continue
-		}
-		if dst.Is4() && ch.Table.Family == nftables.TableFamilyIPv6 || dst.Is6() && ch.Table.Family == nftables.TableFamilyIPv4 {
-			continue // another family's packets
-		}
-		rules, _ := c.GetRules(ch.Table, ch)
+	for _, ch := range droppingChains(p, dst, nftables.ChainHookForward) {
 		accepts := 0
-		for _, r := range rules {
+		for _, r := range ch.rules {
 			if strings.Contains(string(r.UserData), "nsnet:network=") {
 				accepts++
 			}
 		}
-		if len(rules) == 0 {
-			fam := map[nftables.TableFamily]string{nftables.TableFamilyIPv4: "ip", nftables.TableFamilyIPv6: "ip6", nftables.TableFamilyINet: "inet"}[ch.Table.Family]
+		if len(ch.rules) == 0 {
 			return Step{Where: p.name, What: "forward",
-				Cause:    fmt.Sprintf("chain %s %s %s drops what %s forwards (policy drop, no rule)", fam, ch.Table.Name, ch.Name, p.name),
-				Evidence: fmt.Sprintf("table %s %s, chain %s: hook forward, policy drop, %d rules", fam, ch.Table.Name, ch.Name, len(rules)),
-				Fix:      execIn(p, fmt.Sprintf("nft insert rule %s %s %s ip daddr %s accept", fam, ch.Table.Name, ch.Name, dst)) + " (or iptables -P FORWARD ACCEPT); nsnet inserts such accepts for its own networks unless --no-host-firewall"}, false
+				Cause:    fmt.Sprintf("chain %s drops what %s forwards (policy drop, no rule)", ch, p.name),
+				Evidence: fmt.Sprintf("table %s %s, chain %s: hook forward, policy drop, 0 rules", ch.family, ch.Table.Name, ch.Name),
+				Fix:      execIn(p, fmt.Sprintf("nft insert rule %s %s daddr %s accept", ch, map[bool]string{true: "ip", false: "ip6"}[dst.Is4()], dst)) + " (or iptables -P FORWARD ACCEPT); nsnet inserts such accepts for its own networks unless --no-host-firewall"}, false
 		}
 		if note.What == "" {
-			fam := map[nftables.TableFamily]string{nftables.TableFamilyIPv4: "ip", nftables.TableFamilyIPv6: "ip6", nftables.TableFamilyINet: "inet"}[ch.Table.Family]
 			note = Step{Where: p.name, OK: true,
-				What: fmt.Sprintf("chain %s %s %s has policy drop and %d rules (%d of them nsnet's accepts), which doctor does not evaluate; if the packet dies here, they are why (nft list chain %s %s %s)",
-					fam, ch.Table.Name, ch.Name, len(rules), accepts, fam, ch.Table.Name, ch.Name)}
+				What: fmt.Sprintf("chain %s has policy drop and %d rules (%d of them nsnet's accepts), which doctor does not evaluate; if the packet dies here, they are why (nft list chain %s)",
+					ch, len(ch.rules), accepts, ch)}
 		}
 	}
 	return note, true
@@ -740,31 +699,54 @@ func (w *world) forwarding(p *place, dst netip.Addr) (Step, bool) {
 // dropping finds a chain of p at hook with policy drop and no rule, for
 // dst's family: nothing passes it.
 func dropping(p *place, dst netip.Addr, hook *nftables.ChainHook, what string) (Step, bool) {
+	for _, ch := range droppingChains(p, dst, hook) {
+		if len(ch.rules) > 0 {
+			continue
+		}
+		return Step{Where: p.name, What: what,
+			Cause:    fmt.Sprintf("chain %s drops every packet at %s's %s (policy drop, no rule)", ch, p.name, what),
+			Evidence: fmt.Sprintf("table %s %s, chain %s: hook %s, policy drop, 0 rules", ch.family, ch.Table.Name, ch.Name, what),
+			Fix:      execIn(p, fmt.Sprintf("nft add rule %s accept", ch)) + " (or a narrower accept)"}, false
+	}
+	return Step{}, true
+}
+
+// chain is a base chain of another table than nsnet's, with its rules.
+type chain struct {
+	*nftables.Chain
+	family string
+	rules  []*nftables.Rule
+}
+
+// String spells the chain as nft commands take it: FAMILY TABLE CHAIN.
+func (c chain) String() string { return c.family + " " + c.Table.Name + " " + c.Name }
+
+// droppingChains lists p's chains at hook with policy drop that see dst's
+// family, other than nsnet's own.
+func droppingChains(p *place, dst netip.Addr, hook *nftables.ChainHook) []chain {
 	c, err := nftables.New(nftables.WithNetNSFd(int(p.ns.Fd())))
 	if err != nil {
-		return Step{}, true
+		return nil
 	}
 	chains, err := c.ListChains()
 	if err != nil {
-		return Step{}, true
+		return nil
 	}
+	var out []chain
 	for _, ch := range chains {
 		if ch.Hooknum == nil || *ch.Hooknum != *hook || ch.Policy == nil || *ch.Policy != nftables.ChainPolicyDrop {
 			continue
 		}
+		if ch.Table.Name == firewall.TableName && ch.Table.Family == nftables.TableFamilyINet {
+			continue
+		}
 		if dst.Is4() && ch.Table.Family == nftables.TableFamilyIPv6 || dst.Is6() && ch.Table.Family == nftables.TableFamilyIPv4 {
-			continue
+			continue // another family's packets
 		}
-		if rules, _ := c.GetRules(ch.Table, ch); len(rules) > 0 {
-			continue
-		}
-		fam := map[nftables.TableFamily]string{nftables.TableFamilyIPv4: "ip", nftables.TableFamilyIPv6: "ip6", nftables.TableFamilyINet: "inet"}[ch.Table.Family]
-		return Step{Where: p.name, What: what,
-			Cause:    fmt.Sprintf("chain %s %s %s drops every packet at %s's %s (policy drop, no rule)", fam, ch.Table.Name, ch.Name, p.name, what),
-			Evidence: fmt.Sprintf("table %s %s, chain %s: hook %s, policy drop, 0 rules", fam, ch.Table.Name, ch.Name, what),
-			Fix:      execIn(p, fmt.Sprintf("nft add rule %s %s %s accept", fam, ch.Table.Name, ch.Name)) + " (or a narrower accept)"}, false
+		rules, _ := c.GetRules(ch.Table, ch)
+		out = append(out, chain{Chain: ch, family: firewall.FamilyName(ch.Table.Family), rules: rules})
 	}
-	return Step{}, true
+	return out
 }
 
 // leaving checks what a member's packet leaving its network through host
@@ -792,7 +774,7 @@ func (w *world) leaving(p *place, out netlink.Link, src netip.Addr) (Step, bool)
 			continue
 		}
 		if natted(p, src) {
-			return Step{Where: p.name, What: "masquerade to " + mine.String(), OK: true}, true
+			return Step{Where: p.name, What: "masquerade to " + mine.String(), OK: true, masq: mine}, true
 		}
 		if !m.NAT {
 			return Step{}, true // its own address, by design
@@ -814,7 +796,7 @@ func natted(p *place, src netip.Addr) bool {
 	}
 	tables, _ := c.ListTables()
 	for _, t := range tables {
-		if t.Name == "nsnet" && t.Family == nftables.TableFamilyINet {
+		if t.Name == firewall.TableName && t.Family == nftables.TableFamilyINet {
 			if set, err := c.GetSetByName(t, "masq4"); err == nil && set != nil {
 				els, _ := c.GetSetElements(set)
 				// An interval is a start and an end (flagged, one past

@@ -64,7 +64,6 @@ type Options struct {
 // run is one apply or destroy under way.
 type run struct {
 	m     *engine.Manager
-	lab   string
 	hosts map[string]*kernel.NS
 }
 
@@ -251,7 +250,7 @@ func Apply(m *engine.Manager, l *topology.Lab, opt Options) (Plan, error) {
 		return plan, err
 	}
 	crash.Point("lab-apply/claimed")
-	r := &run{m: m, lab: l.Name, hosts: map[string]*kernel.NS{}}
+	r := &run{m: m, hosts: map[string]*kernel.NS{}}
 	defer r.close()
 	total, done := len(gone)+len(todo), 0
 	step := func() {
@@ -418,21 +417,26 @@ func readLabs(tx *store.Tx, name string) (store.Lab, map[string]string, error) {
 	return rec, others, nil
 }
 
+// readLab reads the lab called name, or fails with ErrNotFound.
+func readLab(m *engine.Manager, name string) (store.Lab, error) {
+	var rec store.Lab
+	err := m.View(func(tx *store.Tx) (err error) {
+		rec, _, err = tx.Lab(name)
+		return err
+	})
+	if err == nil && rec.Name == "" {
+		err = fmt.Errorf("lab %q: %w", name, ErrNotFound)
+	}
+	return rec, err
+}
+
 // Destroy removes everything the lab owns, and the lab.
 func Destroy(m *engine.Manager, name string, opt Options) (Plan, error) {
 	start := time.Now()
 	plan := Plan{Lab: name, Actions: []Action{}}
-	var rec store.Lab
-	err := m.View(func(tx *store.Tx) error {
-		var err error
-		rec, _, err = readLabs(tx, name)
-		return err
-	})
+	rec, err := readLab(m, name)
 	if err != nil {
 		return plan, err
-	}
-	if rec.Name == "" {
-		return plan, fmt.Errorf("lab %q: %w", name, ErrNotFound)
 	}
 	keys := slices.Collect(maps.Keys(rec.Objects))
 	sortRemoval(keys)
@@ -450,7 +454,7 @@ func Destroy(m *engine.Manager, name string, opt Options) (Plan, error) {
 			return plan, err
 		}
 	}
-	r := &run{m: m, lab: name, hosts: map[string]*kernel.NS{}}
+	r := &run{m: m, hosts: map[string]*kernel.NS{}}
 	defer r.close()
 	done := 0
 	removed, errs := r.removeAll(keys, func() {

@@ -86,17 +86,9 @@ type RouteInfo struct {
 
 // Inspect describes the lab called name.
 func Inspect(m *engine.Manager, name string) (Info, error) {
-	var rec store.Lab
-	err := m.View(func(tx *store.Tx) error {
-		var err error
-		rec, _, err = readLabs(tx, name)
-		return err
-	})
+	rec, err := readLab(m, name)
 	if err != nil {
 		return Info{}, err
-	}
-	if rec.Name == "" {
-		return Info{}, fmt.Errorf("lab %q: %w", name, ErrNotFound)
 	}
 	info := Info{Name: rec.Name, File: rec.File, Applied: rec.Applied, Model: &topology.Lab{}}
 	if err := json.Unmarshal(rec.Model, info.Model); err != nil {

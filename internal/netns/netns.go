@@ -236,6 +236,20 @@ func Open(path string) (Handle, error) {
 // Close releases the handle.
 func (h Handle) Close() error { return unix.Close(int(h)) }
 
+// PathInode is the inode of the namespace at path ("": the calling
+// process's own), or 0 when there is none: what tells two paths to one
+// namespace apart from two namespaces.
+func PathInode(path string) uint64 {
+	if path == "" {
+		path = "/proc/self/ns/net"
+	}
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
 // Inode identifies the namespace behind the handle.
 func (h Handle) Inode() (uint64, error) {
 	var st unix.Stat_t

@@ -366,7 +366,7 @@ func (d *decoder) lab(n ast.Node) *Lab {
 		"hosts": func(v ast.Node, p string) {
 			d.pairs(v, p, func(name string, v ast.Node, p string) {
 				h := &Host{Name: name, path: p}
-				d.host(v, p, h, true)
+				d.host(v, p, h)
 				lab.Hosts = append(lab.Hosts, h)
 			})
 			if isNull(v) {
@@ -388,7 +388,7 @@ func (d *decoder) lab(n ast.Node) *Lab {
 	return lab
 }
 
-func (d *decoder) host(n ast.Node, path string, h *Host, named bool) {
+func (d *decoder) host(n ast.Node, path string, h *Host) {
 	d.mapping(n, path, map[string]func(ast.Node, string){
 		"networks":   func(v ast.Node, p string) { d.networks(v, p, h) },
 		"namespaces": func(v ast.Node, p string) { d.namespaces(v, p, h) },
