@@ -50,9 +50,6 @@ func newCNIRuntime(t *testing.T, l *lab, conflist string) *cniRuntime {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	// The plugin starts the DNS agent; it must be gone before the state
-	// directory is removed, or it writes there meanwhile.
-	t.Cleanup(func() { stopAgent(l) })
 	return &cniRuntime{l: l, cni: libcni.NewCNIConfigWithCacheDir([]string{bin}, t.TempDir(), nil), list: cl, host: h}
 }
 
@@ -487,6 +484,12 @@ func stopAgent(l *lab) {
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
 	if err != nil || pid <= 0 {
+		return
+	}
+	// Only this lab's agent: the file outlives it, and its pid may be
+	// another process's by now.
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(cmdline), l.state) || !strings.Contains(string(cmdline), "agent") {
 		return
 	}
 	if syscall.Kill(pid, syscall.SIGKILL) != nil {

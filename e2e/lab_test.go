@@ -69,6 +69,9 @@ func newLab(t *testing.T) *lab {
 	l.host = strings.ReplaceAll(l.host, "/", "-")
 	l.fixture("ip", "netns", "add", l.host)
 	l.fixture("ip", "-n", l.host, "link", "set", "lo", "up")
+	// A DNS agent of the lab's is gone before its state directory is
+	// removed, or it writes there meanwhile (cleanups run last first).
+	t.Cleanup(func() { stopAgent(l) })
 	t.Cleanup(func() {
 		for _, n := range l.names {
 			exec.Command("ip", "netns", "del", n).Run()

@@ -71,7 +71,6 @@ func TestPodman(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		podman("rm", "-f", "-a", "-t", "0")
-		stopAgent(l)
 	})
 	limits := []string{"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"}
 	if _, err := podman("import", filepath.Join(w, "img.tar"), "localhost/bb:latest"); err != nil {
