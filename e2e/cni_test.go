@@ -478,6 +478,7 @@ func TestCNISecondNetworkRoutes(t *testing.T) {
 // stopAgent ends the lab's agent if one runs (it may be exiting on its
 // own), and waits a second at most for it to go.
 func stopAgent(l *lab) {
+	stopSpeakers(l)
 	raw, err := os.ReadFile(filepath.Join(l.state, "agent.pid"))
 	if err != nil {
 		return
@@ -497,6 +498,32 @@ func stopAgent(l *lab) {
 	}
 	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// stopSpeakers kills the lab's BGP speakers, each named by its lock
+// file, if its command line is one of this lab's speakers.
+func stopSpeakers(l *lab) {
+	locks, _ := filepath.Glob(filepath.Join(l.state, "bgp", "*.lock"))
+	for _, lock := range locks {
+		raw, err := os.ReadFile(lock)
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !strings.Contains(string(cmdline), l.state) || !strings.Contains(string(cmdline), "nsnet-bgp") {
+			continue
+		}
+		if syscall.Kill(pid, syscall.SIGKILL) != nil {
+			continue
+		}
+		for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }
 

@@ -35,7 +35,9 @@ func TestMain(m *testing.M) {
 		nsnetBin = filepath.Join(dir, "nsnet")
 		nstest.Cleanup = func() { os.RemoveAll(dir) }
 		if nstest.Isolated() {
-			out, err := exec.Command("go", "build", "-tags", "nsnetcrash", "-o", nsnetBin, "github.com/nsnet/nsnet/cmd/nsnet").CombinedOutput()
+			// nsnet-bgp, the BGP speaker, goes beside nsnet, where the
+			// agent looks for it.
+			out, err := exec.Command("go", "build", "-tags", "nsnetcrash", "-o", dir+"/", "github.com/nsnet/nsnet/cmd/nsnet", "github.com/nsnet/nsnet/cmd/nsnet-bgp").CombinedOutput()
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "FAIL: build nsnet: %v\n%s", err, out)
 				os.Exit(1)

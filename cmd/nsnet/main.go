@@ -63,7 +63,7 @@ func main() {
 	root.PersistentFlags().StringVar(&g.hostNetns, "host-netns", "", "namespace (name or path) to treat as the host; default: the one nsnet runs in")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
 	root.AddCommand(nsCmd(g), netCmd(g), linkCmd(g), tapCmd(g), execCmd(g), gcCmd(g), restoreCmd(g), agentCmd(g),
-		applyCmd(g), destroyCmd(g), graphCmd(g), labCmd(g), doctorCmd(g))
+		applyCmd(g), destroyCmd(g), graphCmd(g), labCmd(g), doctorCmd(g), bgpCmd(g))
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return fmt.Errorf("%s: %w", c.CommandPath(), err) })
 	store.Waiting = func(dir string) {
 		fmt.Fprintf(os.Stderr, "nsnet: waiting for another nsnet command to finish with %s\n", dir)

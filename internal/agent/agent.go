@@ -29,6 +29,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nsnet/nsnet/internal/bgp"
 	"github.com/nsnet/nsnet/internal/driver"
 	"github.com/nsnet/nsnet/internal/drivers"
 	"github.com/nsnet/nsnet/internal/netns"
@@ -83,6 +84,9 @@ func Servers(n store.Network) []netip.Addr {
 func Needed(tx *store.Tx) (bool, error) {
 	if tx.HasPorts() {
 		return true, nil
+	}
+	if bgps, err := tx.BGPs(); err != nil || len(bgps) > 0 {
+		return len(bgps) > 0, err
 	}
 	nets, err := tx.Summaries()
 	if err != nil {
@@ -254,6 +258,32 @@ func Run(stateDir string, opts Options) error {
 			}
 		case <-time.After(poll):
 		}
+		// A speaker that died (killed, or its host's namespace made anew)
+		// is started again within a second.
+		if time.Since(a.speakersChecked) >= time.Second {
+			a.ensureSpeakers()
+		}
+	}
+}
+
+// ensureSpeakers starts each host's BGP speaker that is not running.
+func (a *agent) ensureSpeakers() {
+	a.speakersChecked = time.Now()
+	if len(a.speakers) == 0 {
+		return
+	}
+	exe, err := os.Executable()
+	if err == nil {
+		exe, err = bgp.Exe(exe)
+	}
+	if err != nil {
+		log.Printf("agent: %v", err)
+		return
+	}
+	for _, host := range a.speakers {
+		if err := bgp.Start(a.dir, exe, host); err != nil {
+			log.Printf("agent: %v", err)
+		}
 	}
 }
 
@@ -385,8 +415,11 @@ type agent struct {
 	// said to be short.
 	proxyCut int
 	dir      string
-	servers  map[string]*running // by network name, or "link-local@HOST" for a host's link-local resolver
-	proxies  map[proxyKey]*proxy
+	// speakers are the hosts with BGP, whose speakers the agent keeps running.
+	speakers        []string
+	speakersChecked time.Time
+	servers         map[string]*running // by network name, or "link-local@HOST" for a host's link-local resolver
+	proxies         map[proxyKey]*proxy
 	// onRuleset, when set, re-checks a host's forward accepts; watchers
 	// send the host's path on rulesetChanged when its ruleset changes.
 	onRuleset      func(host string)
@@ -501,6 +534,7 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 		return true, 0, nil, err
 	}
 	var gen uint64
+	var bgps []store.BGP
 	needed := false
 	err = st.View(func(tx *store.Tx) error {
 		gen = tx.Generation()
@@ -508,7 +542,8 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 			return err
 		}
 		needed = tx.HasPorts()
-		return nil
+		bgps, err = tx.BGPs()
+		return err
 	})
 	st.Close()
 	if err != nil {
@@ -519,6 +554,14 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 	for _, n := range nets {
 		needed = needed || n.DNS && len(members[n.Name]) > 0
 	}
+	// Speakers are processes of their own (package bgp says why); the
+	// agent starts each that is not running, and each stops by itself.
+	a.speakers = a.speakers[:0]
+	for _, b := range bgps {
+		needed = true
+		a.speakers = append(a.speakers, b.HostNetns)
+	}
+	a.ensureSpeakers()
 	if !needed {
 		return false, gen, nil, nil
 	}

@@ -183,7 +183,8 @@ var (
 	bTaps        = []byte("taps")
 	bPorts       = []byte("ports")
 	bLabs        = []byte("labs")
-	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames, bLinks, bTaps, bPorts, bSummaries, bLabs}
+	bBGP         = []byte("bgp")
+	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames, bLinks, bTaps, bPorts, bSummaries, bLabs, bBGP}
 )
 
 // ErrEmpty reports a store file of no bytes, which a crash or a disk

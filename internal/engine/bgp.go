@@ -1,0 +1,212 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/store"
+)
+
+// ErrInvalid: a setting the user gave cannot be used (a BGP ASN of 0, a
+// router id that is not IPv4).
+var ErrInvalid = errors.New("invalid")
+
+// hostName is how messages name the manager's host.
+func (m *Manager) hostName() string {
+	if m.cfg.HostNetns == "" {
+		return "this host"
+	}
+	return "host " + m.cfg.HostNetns
+}
+
+// hostAddrs lists the host's own addresses of global scope.
+func (m *Manager) hostAddrs() ([]netip.Addr, error) {
+	h, err := m.host(m.cfg.HostNetns)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := kernel.Retry(func() ([]netlink.Addr, error) { return h.NL.AddrList(nil, netlink.FAMILY_ALL) })
+	if err != nil {
+		return nil, fmt.Errorf("list the host's addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && a.Scope == unix.RT_SCOPE_UNIVERSE {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out, nil
+}
+
+// SetBGP makes the host a BGP speaker, or changes its settings (its peers
+// stay). A router id left zero is the host's first IPv4 address; a hold
+// time left zero, BGP's 90 seconds.
+func (m *Manager) SetBGP(c store.BGP) (store.BGP, error) {
+	c.HostNetns = m.cfg.HostNetns
+	if c.ASN == 0 {
+		return c, errorf(ErrInvalid, "bgp: asn 0 is reserved; give one from 1 to 4294967295 (64512-65534 and 4200000000-4294967294 are private)")
+	}
+	if c.HoldTime != 0 && c.HoldTime < 3 {
+		return c, errorf(ErrInvalid, "bgp: hold time %d: must be 0 (none; not supported) or at least 3 seconds", c.HoldTime)
+	}
+	addrs, err := m.hostAddrs()
+	if err != nil {
+		return c, err
+	}
+	if c.RouterID.IsValid() && !c.RouterID.Is4() {
+		return c, errorf(ErrInvalid, "bgp: router id %s: must be an IPv4 address", c.RouterID)
+	}
+	if !c.RouterID.IsValid() {
+		for _, a := range addrs {
+			if a.Is4() {
+				c.RouterID = a
+				break
+			}
+		}
+		if !c.RouterID.IsValid() {
+			return c, errorf(ErrInvalid, "bgp: %s has no IPv4 address to take the router id from; give --router-id", m.hostName())
+		}
+	}
+	if c.Listen.IsValid() && !slices.Contains(addrs, c.Listen) {
+		return c, errorf(ErrInvalid, "bgp: listen address %s is not one of %s's addresses", c.Listen, m.hostName())
+	}
+	err = m.st.Update(func(tx *store.Tx) error {
+		old, ok, err := tx.BGP(c.HostNetns)
+		if err != nil {
+			return err
+		}
+		if ok {
+			c.Peers = old.Peers
+			if c.Lab == "" {
+				c.Lab = old.Lab
+			}
+		}
+		return tx.PutBGP(c)
+	})
+	return c, err
+}
+
+// BGPPeerAdd adds a neighbour to the host's speaker.
+func (m *Manager) BGPPeerAdd(p store.BGPPeer) error {
+	p.Address = p.Address.Unmap()
+	if p.ASN == 0 {
+		return errorf(ErrInvalid, "bgp peer %s: asn 0 is reserved; give one from 1 to 4294967295", p.Address)
+	}
+	if p.Address.IsUnspecified() || p.Address.IsMulticast() || p.Address.IsLoopback() {
+		return errorf(ErrInvalid, "bgp peer %s: not a unicast address", p.Address)
+	}
+	addrs, err := m.hostAddrs()
+	if err != nil {
+		return err
+	}
+	if slices.Contains(addrs, p.Address) {
+		return errorf(ErrInvalid, "bgp peer %s: that is one of %s's own addresses", p.Address, m.hostName())
+	}
+	if p.Password != "" {
+		if err := checkTCPMD5(m, p.Address); err != nil {
+			return fmt.Errorf("bgp peer %s: --password: %w", p.Address, err)
+		}
+	}
+	return m.st.Update(func(tx *store.Tx) error {
+		c, ok, err := tx.BGP(m.cfg.HostNetns)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errorf(ErrNotFound, "bgp peer %s: %s has no BGP yet; run `nsnet bgp set --asn N` first", p.Address, m.hostName())
+		}
+		for _, q := range c.Peers {
+			if q.Address == p.Address {
+				return errorf(ErrExists, "bgp peer %s: already a peer (AS %d); remove it first to change it", p.Address, q.ASN)
+			}
+		}
+		c.Peers = append(c.Peers, p)
+		return tx.PutBGP(c)
+	})
+}
+
+// BGPPeerRemove removes a neighbour of the host's speaker.
+func (m *Manager) BGPPeerRemove(a netip.Addr) error {
+	a = a.Unmap()
+	return m.st.Update(func(tx *store.Tx) error {
+		c, ok, err := tx.BGP(m.cfg.HostNetns)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errorf(ErrNotFound, "bgp peer %s: %s has no BGP", a, m.hostName())
+		}
+		i := slices.IndexFunc(c.Peers, func(p store.BGPPeer) bool { return p.Address == a })
+		if i < 0 {
+			return errorf(ErrNotFound, "bgp peer %s: no such peer", a)
+		}
+		c.Peers = slices.Delete(c.Peers, i, i+1)
+		return tx.PutBGP(c)
+	})
+}
+
+// BGPOff turns the host's speaker off; off is false when it had none.
+func (m *Manager) BGPOff() (off bool, err error) {
+	err = m.st.Update(func(tx *store.Tx) error {
+		_, ok, err := tx.BGP(m.cfg.HostNetns)
+		if err != nil || !ok {
+			return err
+		}
+		off = true
+		return tx.DeleteBGP(m.cfg.HostNetns)
+	})
+	return off, err
+}
+
+// BGPs lists every host's speaker settings.
+func (m *Manager) BGPs() ([]store.BGP, error) {
+	var out []store.BGP
+	err := m.st.View(func(tx *store.Tx) (err error) { out, err = tx.BGPs(); return err })
+	return out, err
+}
+
+// checkTCPMD5 asks the host's kernel to take a TCP MD5 key for a, on a
+// socket of its own that never connects: a kernel built without
+// CONFIG_TCP_MD5SIG refuses, and a session with a password could never
+// come up.
+func checkTCPMD5(m *Manager, a netip.Addr) error {
+	h, err := m.host(m.cfg.HostNetns)
+	if err != nil {
+		return err
+	}
+	return h.Do(func() error {
+		fam := unix.AF_INET
+		if a.Is6() {
+			fam = unix.AF_INET6
+		}
+		fd, err := unix.Socket(fam, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		sig := unix.TCPMD5Sig{Keylen: 4}
+		copy(sig.Key[:], "test")
+		if a.Is4() {
+			sig.Addr.Family = unix.AF_INET
+			b := a.As4()
+			copy(sig.Addr.Data[2:6], b[:])
+		} else {
+			sig.Addr.Family = unix.AF_INET6
+			b := a.As16()
+			copy(sig.Addr.Data[6:22], b[:])
+		}
+		if err := unix.SetsockoptTCPMD5Sig(fd, unix.IPPROTO_TCP, unix.TCP_MD5SIG, &sig); err != nil {
+			if errors.Is(err, unix.ENOPROTOOPT) || errors.Is(err, unix.EINVAL) {
+				return fmt.Errorf("this kernel has no TCP MD5 signatures (CONFIG_TCP_MD5SIG), which BGP passwords need: %w", err)
+			}
+			return fmt.Errorf("set a TCP MD5 key: %w", err)
+		}
+		return nil
+	})
+}
