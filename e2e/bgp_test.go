@@ -435,3 +435,87 @@ func TestBGPBadInput(t *testing.T) {
 		t.Errorf("bgp show after off: %s", out)
 	}
 }
+
+// Three hosts in a full iBGP mesh from a lab file: every member reaches
+// every other by its own address, across node03's FORWARD policy drop.
+func TestExampleBGPThreeHosts(t *testing.T) {
+	l := newLab(t)
+	t.Cleanup(func() { l.speakerLogs() })
+	names := []string{"node01", "node02", "node03", "bgp01", "bgp02", "bgp03"}
+	l.destroyAfter("bgp-mesh", names...)
+	file := example("005-bgp-three-hosts.yaml")
+	l.apply(file)
+	members := map[string]string{"bgp01": "10.0.1.2", "bgp02": "10.0.2.2", "bgp03": "10.0.3.2"}
+	hosts := map[string]string{"node01": "198.51.100.2", "node02": "198.51.100.3", "node03": "198.51.100.4"}
+	waitFor(t, 30*time.Second, "every host installs the others' members", func() bool {
+		for h := range hosts {
+			rs := l.routes(h, "proto", "111")
+			for m, a := range members {
+				if !strings.Contains(m, h[len(h)-1:]) && !strings.Contains(rs, a+" via") {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	// bgp show reports a change within a tenth of a second or so.
+	var show bgpShow
+	waitFor(t, 5*time.Second, "bgp show: every session established", func() bool {
+		l.jsonOf(&show, "bgp", "show")
+		for _, s := range show {
+			if s.Status == nil || len(s.Status.Peers) != 2 || s.Status.Peers[0].State != "established" || s.Status.Peers[1].State != "established" {
+				return false
+			}
+		}
+		return true
+	})
+	if len(show) != 3 {
+		t.Fatalf("bgp show: %d hosts, want 3: %+v", len(show), show)
+	}
+	for _, s := range show {
+		if s.Status == nil || len(s.Status.Peers) != 2 || s.Status.Peers[0].State != "established" || s.Status.Peers[1].State != "established" {
+			t.Errorf("host %s: %+v", s.Host, s.Status)
+		}
+	}
+	seen := map[string]<-chan string{}
+	for to, dst := range members {
+		seen[to] = listen(t, to, dst+":9000")
+	}
+	for from, src := range members {
+		for to, dst := range members {
+			if from == to {
+				continue
+			}
+			got, err := dial(from, dst+":9000")
+			if err != nil {
+				t.Errorf("%s to %s: %v", from, to, err)
+				continue
+			}
+			<-seen[to]
+			if got != src {
+				t.Errorf("%s saw %s from %s, want its own address %s", to, got, from, src)
+			}
+		}
+	}
+	if rs := l.fixture("ip", "-n", "node01", "route", "show", "10.0.3.2"); !strings.Contains(rs, "via "+hosts["node03"]) || !strings.Contains(rs, "proto 111") {
+		t.Errorf("node01's route to bgp03: %q", rs)
+	}
+	l.assertNoChanges(file, names...)
+	l.must("destroy", "--lab", "bgp-mesh")
+	l.assertGone(names...)
+	if _, err := os.Stat(filepath.Join(l.state, "bgp", "node01.json")); err == nil {
+		t.Errorf("node01's speaker still reports after destroy")
+	}
+}
+
+// speakerLogs shows the lab's BGP speakers' logs when the test failed.
+func (l *lab) speakerLogs() {
+	if !l.t.Failed() {
+		return
+	}
+	logs, _ := filepath.Glob(filepath.Join(l.state, "bgp", "*.log"))
+	for _, p := range logs {
+		raw, _ := os.ReadFile(p)
+		l.t.Logf("%s:\n%s", p, raw)
+	}
+}

@@ -332,7 +332,7 @@ func TestApplyBadInput(t *testing.T) {
 		{"subnet too small", "name: x\nnetworks:\n  a: {subnet: 10.1.0.0/31}\n", "bad.yaml:3:3: networks.a: subnet 10.1.0.0/31 is too small"},
 		{"invalid lab name", "name: \"no spaces please\"\n", "bad.yaml:1:1: name: lab name \"no spaces please\" is invalid"},
 		{"no name", "networks: {}\n", "bad.yaml: the lab needs a name"},
-		{"bgp not yet", "name: x\nhosts: {h1: {}}\nunderlay: {subnet: 198.51.100.0/24, routing: bgp}\n", "bad.yaml:3:37: underlay.routing: routing: bgp comes with"},
+		{"bgp without asn", "name: x\nhosts: {h1: {}}\nunderlay: {subnet: 198.51.100.0/24, routing: bgp}\n", "bad.yaml:3:37: underlay.routing: routing: bgp needs the hosts' AS number"},
 		{"unknown driver", "name: x\nnetworks:\n  a: {subnet: 10.1.0.0/24, driver: ovs}\n", "bad.yaml:3:3: networks.a: "},
 		{"broadcast address", "name: x\nnetworks:\n  a: {subnet: 10.1.0.0/24}\nnamespaces:\n  n1: {networks: {a: {ip: 10.1.0.255}}}\n", "bad.yaml:5:23: namespaces.n1.networks.a.ip: address 10.1.0.255 is the network or broadcast address"},
 		{"link ends in two subnets", "name: x\nnamespaces: {a: {}, b: {}}\nlinks:\n  - endpoints: [a, b]\n    addresses: [10.9.0.1/24, 10.8.0.2/24]\n", "bad.yaml:5:5: links[0].addresses: 10.9.0.1/24 and 10.8.0.2/24 are not in one subnet"},

@@ -97,7 +97,7 @@ the agent, inside the host's namespace.`}
 				return err
 			}
 			return g.changeBGP(func(m *engine.Manager) error {
-				_, err := m.SetBGP(store.BGP{ASN: n, RouterID: rid, Listen: la, Aggregate: aggregate, Bridge: bridge, HoldTime: hold})
+				_, err := m.SetBGP(m.HostNetns(), store.BGP{ASN: n, RouterID: rid, Listen: la, Aggregate: aggregate, Bridge: bridge, HoldTime: hold})
 				return err
 			})
 		},
@@ -127,7 +127,7 @@ the agent, inside the host's namespace.`}
 				return err
 			}
 			return g.changeBGP(func(m *engine.Manager) error {
-				return m.BGPPeerAdd(store.BGPPeer{Address: a, ASN: n, Passive: passive, Password: password})
+				return m.BGPPeerAdd(m.HostNetns(), store.BGPPeer{Address: a, ASN: n, Passive: passive, Password: password})
 			})
 		},
 	}
@@ -141,7 +141,7 @@ the agent, inside the host's namespace.`}
 			if err != nil {
 				return err
 			}
-			return g.changeBGP(func(m *engine.Manager) error { return m.BGPPeerRemove(a) })
+			return g.changeBGP(func(m *engine.Manager) error { return m.BGPPeerRemove(m.HostNetns(), a) })
 		},
 	}
 	peer := &cobra.Command{Use: "peer", Short: "BGP neighbours"}
@@ -188,7 +188,7 @@ the agent, inside the host's namespace.`}
 			var was bool
 			err := g.withManager(false, func(m *engine.Manager) (err error) {
 				host = m.HostNetns()
-				was, err = m.BGPOff()
+				was, err = m.BGPOff(host)
 				return err
 			})
 			if err != nil {

@@ -17,17 +17,17 @@ import (
 // router id that is not IPv4).
 var ErrInvalid = errors.New("invalid")
 
-// hostName is how messages name the manager's host.
-func (m *Manager) hostName() string {
-	if m.cfg.HostNetns == "" {
+// hostName is how messages name a host.
+func hostName(host string) string {
+	if host == "" {
 		return "this host"
 	}
-	return "host " + m.cfg.HostNetns
+	return "host " + host
 }
 
-// hostAddrs lists the host's own addresses of global scope.
-func (m *Manager) hostAddrs() ([]netip.Addr, error) {
-	h, err := m.host(m.cfg.HostNetns)
+// hostAddrs lists a host's own addresses of global scope.
+func (m *Manager) hostAddrs(host string) ([]netip.Addr, error) {
+	h, err := m.host(host)
 	if err != nil {
 		return nil, err
 	}
@@ -44,37 +44,14 @@ func (m *Manager) hostAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
-// SetBGP makes the host a BGP speaker, or changes its settings (its peers
-// stay). A router id left zero is the host's first IPv4 address; a hold
-// time left zero, BGP's 90 seconds.
-func (m *Manager) SetBGP(c store.BGP) (store.BGP, error) {
-	c.HostNetns = m.cfg.HostNetns
-	if c.ASN == 0 {
-		return c, errorf(ErrInvalid, "bgp: asn 0 is reserved; give one from 1 to 4294967295 (64512-65534 and 4200000000-4294967294 are private)")
-	}
-	if c.HoldTime != 0 && c.HoldTime < 3 {
-		return c, errorf(ErrInvalid, "bgp: hold time %d: must be 0 (none; not supported) or at least 3 seconds", c.HoldTime)
-	}
-	addrs, err := m.hostAddrs()
+// SetBGP makes host (a namespace file; "" for the manager's own) a BGP
+// speaker, or changes its settings (its peers stay). A router id left zero
+// is the host's first IPv4 address; a hold time left zero, BGP's 90
+// seconds.
+func (m *Manager) SetBGP(host string, c store.BGP) (store.BGP, error) {
+	c, err := m.checkBGP(host, c)
 	if err != nil {
 		return c, err
-	}
-	if c.RouterID.IsValid() && !c.RouterID.Is4() {
-		return c, errorf(ErrInvalid, "bgp: router id %s: must be an IPv4 address", c.RouterID)
-	}
-	if !c.RouterID.IsValid() {
-		for _, a := range addrs {
-			if a.Is4() {
-				c.RouterID = a
-				break
-			}
-		}
-		if !c.RouterID.IsValid() {
-			return c, errorf(ErrInvalid, "bgp: %s has no IPv4 address to take the router id from; give --router-id", m.hostName())
-		}
-	}
-	if c.Listen.IsValid() && !slices.Contains(addrs, c.Listen) {
-		return c, errorf(ErrInvalid, "bgp: listen address %s is not one of %s's addresses", c.Listen, m.hostName())
 	}
 	err = m.st.Update(func(tx *store.Tx) error {
 		old, ok, err := tx.BGP(c.HostNetns)
@@ -92,34 +69,101 @@ func (m *Manager) SetBGP(c store.BGP) (store.BGP, error) {
 	return c, err
 }
 
-// BGPPeerAdd adds a neighbour to the host's speaker.
-func (m *Manager) BGPPeerAdd(p store.BGPPeer) error {
-	p.Address = p.Address.Unmap()
-	if p.ASN == 0 {
-		return errorf(ErrInvalid, "bgp peer %s: asn 0 is reserved; give one from 1 to 4294967295", p.Address)
-	}
-	if p.Address.IsUnspecified() || p.Address.IsMulticast() || p.Address.IsLoopback() {
-		return errorf(ErrInvalid, "bgp peer %s: not a unicast address", p.Address)
-	}
-	addrs, err := m.hostAddrs()
+// PutBGP sets host's speaker whole, its peers included (for labs).
+func (m *Manager) PutBGP(host string, c store.BGP) error {
+	peers := c.Peers
+	c, err := m.checkBGP(host, c)
 	if err != nil {
 		return err
 	}
+	addrs, err := m.hostAddrs(c.HostNetns)
+	if err != nil {
+		return err
+	}
+	seen := map[netip.Addr]bool{}
+	for _, p := range peers {
+		if err := m.checkPeer(c.HostNetns, addrs, p); err != nil {
+			return err
+		}
+		if seen[p.Address] {
+			return errorf(ErrExists, "bgp peer %s: given twice", p.Address)
+		}
+		seen[p.Address] = true
+	}
+	c.Peers = peers
+	return m.st.Update(func(tx *store.Tx) error { return tx.PutBGP(c) })
+}
+
+func (m *Manager) checkBGP(host string, c store.BGP) (store.BGP, error) {
+	if host == "" {
+		host = m.cfg.HostNetns
+	}
+	c.HostNetns = host
+	if c.ASN == 0 {
+		return c, errorf(ErrInvalid, "bgp: asn 0 is reserved; give one from 1 to 4294967295 (64512-65534 and 4200000000-4294967294 are private)")
+	}
+	if c.HoldTime != 0 && c.HoldTime < 3 {
+		return c, errorf(ErrInvalid, "bgp: hold time %d: must be 0 (none; not supported) or at least 3 seconds", c.HoldTime)
+	}
+	addrs, err := m.hostAddrs(host)
+	if err != nil {
+		return c, err
+	}
+	if c.RouterID.IsValid() && !c.RouterID.Is4() {
+		return c, errorf(ErrInvalid, "bgp: router id %s: must be an IPv4 address", c.RouterID)
+	}
+	if !c.RouterID.IsValid() {
+		for _, a := range addrs {
+			if a.Is4() {
+				c.RouterID = a
+				break
+			}
+		}
+		if !c.RouterID.IsValid() {
+			return c, errorf(ErrInvalid, "bgp: %s has no IPv4 address to take the router id from; give --router-id", hostName(host))
+		}
+	}
+	if c.Listen.IsValid() && !slices.Contains(addrs, c.Listen) {
+		return c, errorf(ErrInvalid, "bgp: listen address %s is not one of %s's addresses", c.Listen, hostName(host))
+	}
+	return c, nil
+}
+
+func (m *Manager) checkPeer(host string, addrs []netip.Addr, p store.BGPPeer) error {
+	if p.ASN == 0 {
+		return errorf(ErrInvalid, "bgp peer %s: asn 0 is reserved; give one from 1 to 4294967295", p.Address)
+	}
+	if !p.Address.IsValid() || p.Address.IsUnspecified() || p.Address.IsMulticast() || p.Address.IsLoopback() {
+		return errorf(ErrInvalid, "bgp peer %s: not a unicast address", p.Address)
+	}
 	if slices.Contains(addrs, p.Address) {
-		return errorf(ErrInvalid, "bgp peer %s: that is one of %s's own addresses", p.Address, m.hostName())
+		return errorf(ErrInvalid, "bgp peer %s: that is one of %s's own addresses", p.Address, hostName(host))
 	}
 	if p.Password != "" {
-		if err := checkTCPMD5(m, p.Address); err != nil {
+		if err := m.checkTCPMD5(host, p.Address); err != nil {
 			return fmt.Errorf("bgp peer %s: --password: %w", p.Address, err)
 		}
 	}
+	return nil
+}
+
+// BGPPeerAdd adds a neighbour to host's speaker.
+func (m *Manager) BGPPeerAdd(host string, p store.BGPPeer) error {
+	p.Address = p.Address.Unmap()
+	addrs, err := m.hostAddrs(host)
+	if err != nil {
+		return err
+	}
+	if err := m.checkPeer(host, addrs, p); err != nil {
+		return err
+	}
 	return m.st.Update(func(tx *store.Tx) error {
-		c, ok, err := tx.BGP(m.cfg.HostNetns)
+		c, ok, err := tx.BGP(host)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			return errorf(ErrNotFound, "bgp peer %s: %s has no BGP yet; run `nsnet bgp set --asn N` first", p.Address, m.hostName())
+			return errorf(ErrNotFound, "bgp peer %s: %s has no BGP yet; run `nsnet bgp set --asn N` first", p.Address, hostName(host))
 		}
 		for _, q := range c.Peers {
 			if q.Address == p.Address {
@@ -131,16 +175,16 @@ func (m *Manager) BGPPeerAdd(p store.BGPPeer) error {
 	})
 }
 
-// BGPPeerRemove removes a neighbour of the host's speaker.
-func (m *Manager) BGPPeerRemove(a netip.Addr) error {
+// BGPPeerRemove removes a neighbour of host's speaker.
+func (m *Manager) BGPPeerRemove(host string, a netip.Addr) error {
 	a = a.Unmap()
 	return m.st.Update(func(tx *store.Tx) error {
-		c, ok, err := tx.BGP(m.cfg.HostNetns)
+		c, ok, err := tx.BGP(host)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			return errorf(ErrNotFound, "bgp peer %s: %s has no BGP", a, m.hostName())
+			return errorf(ErrNotFound, "bgp peer %s: %s has no BGP", a, hostName(host))
 		}
 		i := slices.IndexFunc(c.Peers, func(p store.BGPPeer) bool { return p.Address == a })
 		if i < 0 {
@@ -151,15 +195,17 @@ func (m *Manager) BGPPeerRemove(a netip.Addr) error {
 	})
 }
 
-// BGPOff turns the host's speaker off; off is false when it had none.
-func (m *Manager) BGPOff() (off bool, err error) {
+// BGPOff turns host's speaker off; off is false when it had none. The
+// speaker withdraws, removes its routes and exits by itself: see
+// bgp.WaitStopped.
+func (m *Manager) BGPOff(host string) (off bool, err error) {
 	err = m.st.Update(func(tx *store.Tx) error {
-		_, ok, err := tx.BGP(m.cfg.HostNetns)
+		_, ok, err := tx.BGP(host)
 		if err != nil || !ok {
 			return err
 		}
 		off = true
-		return tx.DeleteBGP(m.cfg.HostNetns)
+		return tx.DeleteBGP(host)
 	})
 	return off, err
 }
@@ -175,8 +221,8 @@ func (m *Manager) BGPs() ([]store.BGP, error) {
 // socket of its own that never connects: a kernel built without
 // CONFIG_TCP_MD5SIG refuses, and a session with a password could never
 // come up.
-func checkTCPMD5(m *Manager, a netip.Addr) error {
-	h, err := m.host(m.cfg.HostNetns)
+func (m *Manager) checkTCPMD5(host string, a netip.Addr) error {
+	h, err := m.host(host)
 	if err != nil {
 		return err
 	}

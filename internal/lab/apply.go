@@ -137,6 +137,11 @@ func (r *run) remove(key string) error {
 		if h, err = r.host(f[1]); h != nil {
 			err = plumb.DeleteStaticRoute(h, netip.MustParsePrefix(f[2]))
 		}
+	case kBGP:
+		// The speaker sees the record go once the lab's change is
+		// committed (it cannot read the store before), withdraws what it
+		// announced, and exits; or it exits when its host goes.
+		_, err = r.m.BGPOff(netns.Path(f[1]))
 	default:
 		return fmt.Errorf("unknown kind of object %q", key)
 	}
@@ -324,7 +329,7 @@ func stale(tx *store.Tx, want []*object, rec store.Lab) (fresh, renewed map[stri
 // removalOrder is the order objects go in: what is made in or of a
 // namespace before it, but namespaces before networks, since they take
 // their memberships along in one batch (see removeAll).
-var removalOrder = []string{kRoute, kLink, kTap, kMember, kShare, kNamespace, kNetwork, kFirewall, kHost}
+var removalOrder = []string{kBGP, kRoute, kLink, kTap, kMember, kShare, kNamespace, kNetwork, kFirewall, kHost}
 
 func sortRemoval(keys []string) {
 	slices.SortFunc(keys, func(a, b string) int {

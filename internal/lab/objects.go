@@ -31,9 +31,10 @@ const (
 	kTap       = "tap"
 	kLink      = "link"
 	kRoute     = "route"
+	kBGP       = "bgp"
 )
 
-var order = []string{kHost, kFirewall, kNamespace, kShare, kNetwork, kMember, kTap, kLink, kRoute}
+var order = []string{kHost, kFirewall, kNamespace, kShare, kNetwork, kMember, kTap, kLink, kRoute, kBGP}
 
 func rank(kind string) int { return slices.Index(order, kind) }
 
@@ -188,8 +189,65 @@ func objects(l *topology.Lab) []*object {
 			}
 		}
 	}
+	mesh := l.Underlay != nil && l.Underlay.Routing == "bgp"
+	for _, h := range l.Hosts {
+		if h.Name == "" || h.BGP == nil && !mesh {
+			continue
+		}
+		host, cfg := h.Name, bgpSpec(l, h, mesh)
+		deps := []string{kHost + " " + host}
+		path := h.Path() + ".bgp"
+		if l.Underlay != nil {
+			deps = append(deps, memberKey(l.UnderlayName(), host))
+			if h.BGP == nil {
+				path = l.Underlay.Path() + ".routing"
+			}
+		}
+		add(&object{key: kBGP + " " + host, spec: specOf(cfg), path: path, deps: deps, make: func(r *run) error {
+			return r.m.PutBGP(cfg.HostNetns, cfg)
+		}})
+	}
 	slices.SortStableFunc(out, func(a, b *object) int { return rank(kindOf(a.key)) - rank(kindOf(b.key)) })
 	return out
+}
+
+// bgpSpec is host h's speaker: with routing: bgp, a full mesh over the
+// underlay (each other host a peer, by its underlay address and AS),
+// then what the host's own bgp sets.
+func bgpSpec(l *topology.Lab, h *topology.Host, mesh bool) store.BGP {
+	asnOf := func(h *topology.Host) uint32 {
+		if h.BGP != nil && h.BGP.ASN != 0 {
+			return h.BGP.ASN
+		}
+		return l.Underlay.ASN
+	}
+	c := store.BGP{HostNetns: netns.Path(h.Name), ASN: asnOf(h), Lab: l.Name}
+	if l.Underlay != nil {
+		c.RouterID = l.Underlay.Addresses[h.Name]
+	}
+	if mesh {
+		own := l.Underlay.Addresses[h.Name]
+		for _, o := range l.Hosts {
+			if o != h && o.Name != "" {
+				// Of each pair, the host with the lower address connects
+				// and the other waits: two sessions opened at once
+				// collide, and gobgp can take tens of seconds to settle
+				// which one stays.
+				a := l.Underlay.Addresses[o.Name]
+				c.Peers = append(c.Peers, store.BGPPeer{Address: a, ASN: asnOf(o), Passive: own.Compare(a) > 0})
+			}
+		}
+	}
+	if b := h.BGP; b != nil {
+		if b.RouterID.IsValid() {
+			c.RouterID = b.RouterID
+		}
+		c.Aggregate = b.Aggregate != nil && *b.Aggregate
+		for _, p := range b.Peers {
+			c.Peers = append(c.Peers, store.BGPPeer{Address: p.Address, ASN: p.ASN, Passive: p.Passive != nil && *p.Passive})
+		}
+	}
+	return c
 }
 
 func memberKey(network, ns string) string { return kMember + " " + network + " " + ns }
@@ -261,6 +319,9 @@ func exists(tx *store.Tx, key string) (bool, error) {
 		if ok && (f[0] == kHost || f[0] == kFirewall || f[0] == kRoute) {
 			ok = netns.Exists(f[1])
 		}
+	case kBGP:
+		_, ok, err = tx.BGP(netns.Path(f[1]))
+		ok = ok && netns.Exists(f[1])
 	case kNetwork:
 		_, ok, err = tx.Network(f[1])
 	case kMember:

@@ -109,6 +109,37 @@ func (d *decoder) check(l *Lab) {
 		}
 	}
 	d.checkUnderlay(l)
+	d.checkBGP(l)
+}
+
+func (d *decoder) checkBGP(l *Lab) {
+	mesh := l.Underlay != nil && l.Underlay.Routing == "bgp"
+	for _, h := range l.Hosts {
+		b := h.BGP
+		if b == nil {
+			continue
+		}
+		if b.ASN == 0 && !mesh {
+			d.at(b.path, "a host's bgp needs an asn (or the underlay's routing: bgp with one)")
+		}
+		if b.RouterID.IsValid() && !b.RouterID.Is4() {
+			d.at(b.path+".router_id", "router id %s must be an IPv4 address", b.RouterID)
+		}
+		seen := map[netip.Addr]bool{}
+		for _, p := range b.Peers {
+			switch {
+			case !p.Address.IsValid():
+				d.at(p.path, "a peer needs an address")
+			case p.ASN == 0:
+				d.at(p.path, "a peer needs an asn")
+			case seen[p.Address]:
+				d.at(p.path+".address", "peer %s is given twice", p.Address)
+			case l.Underlay != nil && l.Underlay.Addresses[h.Name] == p.Address:
+				d.at(p.path+".address", "%s is the host's own underlay address", p.Address)
+			}
+			seen[p.Address] = true
+		}
+	}
 }
 
 func (d *decoder) checkHost(l *Lab, h *Host, nsHost map[string]*Host) {
@@ -295,9 +326,14 @@ func (d *decoder) checkUnderlay(l *Lab) {
 	switch u.Routing {
 	case "", "static", "none":
 	case "bgp":
-		d.at(u.path+".routing", "routing: bgp comes with nsnet's BGP support, which this version lacks; use static")
+		if u.ASN == 0 {
+			d.at(u.path+".routing", "routing: bgp needs the hosts' AS number: add asn (e.g. asn: 64512) to the underlay")
+		}
 	default:
-		d.at(u.path+".routing", "want static or none, not %q", u.Routing)
+		d.at(u.path+".routing", "want static, bgp or none, not %q", u.Routing)
+	}
+	if u.ASN != 0 && u.Routing != "bgp" {
+		d.at(u.path+".asn", "asn is for routing: bgp")
 	}
 	if !u.Subnet.IsValid() {
 		d.at(u.path, "an underlay needs a subnet (IPv4)")

@@ -398,7 +398,46 @@ func (d *decoder) host(n ast.Node, path string, h *Host) {
 				"forward": func(v ast.Node, p string) { d.str(v, p, &h.Forward) },
 			})
 		},
+		"bgp": func(v ast.Node, p string) { h.BGP = d.hostBGP(v, p) },
 	})
+}
+
+func (d *decoder) hostBGP(n ast.Node, path string) *HostBGP {
+	b := &HostBGP{path: path}
+	d.mapping(n, path, map[string]func(ast.Node, string){
+		"asn":       func(v ast.Node, p string) { d.asn(v, p, &b.ASN) },
+		"router_id": func(v ast.Node, p string) { d.addr(v, p, &b.RouterID) },
+		"aggregate": func(v ast.Node, p string) { d.boolean(v, p, &b.Aggregate) },
+		"peers": func(v ast.Node, p string) {
+			seq, ok := unwrap(v).(*ast.SequenceNode)
+			if !ok {
+				d.fail(v, p, "want a list of peers ({address: ..., asn: ...}), not %s", describe(v))
+				return
+			}
+			for i, e := range seq.Values {
+				pp := fmt.Sprintf("%s[%d]", p, i)
+				peer := &BGPPeer{path: pp}
+				d.mapping(e, pp, map[string]func(ast.Node, string){
+					"address": func(v ast.Node, p string) { d.addr(v, p, &peer.Address) },
+					"asn":     func(v ast.Node, p string) { d.asn(v, p, &peer.ASN) },
+					"passive": func(v ast.Node, p string) { d.boolean(v, p, &peer.Passive) },
+				})
+				b.Peers = append(b.Peers, peer)
+			}
+		},
+	})
+	return b
+}
+
+// asn reads an autonomous system number: 1 to 4294967295.
+func (d *decoder) asn(n ast.Node, path string, dst *uint32) {
+	s, ok := scalarText(n)
+	v, err := strconv.ParseUint(s, 10, 64)
+	if !ok || err != nil || v == 0 || v > 4294967295 {
+		d.fail(n, path, "want an AS number from 1 to 4294967295, not %s", describe(n))
+		return
+	}
+	*dst = uint32(v)
 }
 
 func (d *decoder) networks(n ast.Node, path string, h *Host) {
@@ -538,6 +577,7 @@ func (d *decoder) underlay(n ast.Node, path string) *Underlay {
 		},
 		"nat":     func(v ast.Node, p string) { d.boolean(v, p, &u.NAT) },
 		"routing": func(v ast.Node, p string) { d.str(v, p, &u.Routing) },
+		"asn":     func(v ast.Node, p string) { d.asn(v, p, &u.ASN) },
 		"mtu":     func(v ast.Node, p string) { d.integer(v, p, &u.MTU) },
 	})
 	return u

@@ -26,6 +26,28 @@ type Host struct {
 	Networks   []*Network   `json:",omitempty"`
 	Namespaces []*Namespace `json:",omitempty"`
 	Taps       []*Tap       `json:",omitempty"`
+	// BGP sets the host's BGP speaker by hand (with routing: bgp, it
+	// changes what the full mesh gives the host).
+	BGP *HostBGP `json:",omitempty"`
+
+	path string
+}
+
+// HostBGP is a host's BGP speaker as the file sets it.
+type HostBGP struct {
+	ASN       uint32     `json:",omitempty"`
+	RouterID  netip.Addr `json:",omitzero"`
+	Aggregate *bool      `json:",omitempty"`
+	Peers     []*BGPPeer `json:",omitempty"`
+
+	path string
+}
+
+// BGPPeer is a neighbour of a host's speaker that the file names.
+type BGPPeer struct {
+	Address netip.Addr
+	ASN     uint32
+	Passive *bool `json:",omitempty"`
 
 	path string
 }
@@ -107,7 +129,10 @@ type Underlay struct {
 	Addresses map[string]netip.Addr
 	NAT       *bool  `json:",omitempty"`
 	Routing   string `json:",omitempty"`
-	MTU       int    `json:",omitempty"`
+	// ASN is every host's autonomous system with routing: bgp (a full
+	// iBGP mesh over the underlay), unless a host sets its own.
+	ASN uint32 `json:",omitempty"`
+	MTU int    `json:",omitempty"`
 
 	path string
 }

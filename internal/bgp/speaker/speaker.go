@@ -98,7 +98,7 @@ func Run(stateDir, host string) error {
 		case batch := <-s.events:
 			s.learn(batch)
 		case <-s.peerEvents:
-			s.dirty = true
+			s.dirty, s.peerChanged = true, time.Now()
 		case <-tick.C:
 		}
 		fi, err := os.Stat(filepath.Join(stateDir, store.FileName))
@@ -129,7 +129,10 @@ func Run(stateDir, host string) error {
 			s.writeStatus()
 		}
 		s.sweepStale()
-		if s.dirty && time.Since(s.wrote) >= statusEvery {
+		// gobgp tells of a session's change a moment before its list of
+		// peers shows it: the report is written again for a while after.
+		recent := time.Since(s.peerChanged) < 2*time.Second
+		if (s.dirty || recent) && time.Since(s.wrote) >= statusEvery {
 			s.writeStatus()
 		}
 	}
@@ -159,8 +162,9 @@ type speaker struct {
 	ignored    map[netip.Prefix]nbgp.Ignored
 	stale      map[netip.Prefix]bool
 
-	dirty bool
-	wrote time.Time
+	dirty       bool
+	wrote       time.Time
+	peerChanged time.Time
 }
 
 // refresh reads host's configuration and networks and makes the speaker
@@ -220,7 +224,7 @@ func sameGlobal(a, b store.BGP) bool {
 
 func (s *speaker) startServer(cfg store.BGP) error {
 	lvl := &slog.LevelVar{}
-	lvl.Set(slog.LevelWarn)
+	lvl.Set(slog.LevelInfo)
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	srv := server.NewBgpServer(server.LoggerOption(logger, lvl))
 	go srv.Serve()
@@ -330,13 +334,6 @@ func (s *speaker) readOwn(nets []store.Network) {
 		}
 		s.ownAddrs = append(s.ownAddrs, ip.Unmap())
 	}
-}
-
-func peerFamily(a netip.Addr) bgp.Family {
-	if a.Is4() {
-		return bgp.RF_IPv4_UC
-	}
-	return bgp.RF_IPv6_UC
 }
 
 func (s *speaker) syncPeers(cfg store.BGP) error {
