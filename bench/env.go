@@ -17,13 +17,14 @@ import (
 // Packages are the Debian packages the benchmark drives (.ci/run installs
 // them). iptables is there because both the CNI plugins and netavark 1.4
 // program NAT through it.
-var Packages = []string{"containernetworking-plugins", "netavark", "iperf3", "nftables", "iproute2", "iptables", "procps"}
+var Packages = []string{"bird2", "containernetworking-plugins", "netavark", "iperf3", "nftables", "iproute2", "iptables", "procps"}
 
 // Binaries are the programs the benchmark runs.
 type Binaries struct {
 	NSNet    string // built from this repository
 	Floor    string // built from bench/cmd/floor
 	Launcher string // built from bench/cmd/launcher
+	BGP      string // nsnet-bgp, built beside NSNet (the agent looks there)
 	CNIDir   string // directory holding the CNI plugins
 	Netavark string
 	IPerf3   string
@@ -31,6 +32,7 @@ type Binaries struct {
 	NFT      string
 	IPTables string
 	Sysctl   string
+	Bird     string // BIRD 2, the BGP section's peer
 }
 
 var (
@@ -65,7 +67,7 @@ func findSystem(b *Binaries) (missing []string) {
 		name, pkg string
 	}{
 		{&b.IPerf3, "iperf3", "iperf3"}, {&b.IP, "ip", "iproute2"}, {&b.NFT, "nft", "nftables"},
-		{&b.IPTables, "iptables", "iptables"}, {&b.Sysctl, "sysctl", "procps"},
+		{&b.IPTables, "iptables", "iptables"}, {&b.Sysctl, "sysctl", "procps"}, {&b.Bird, "bird", "bird2"},
 	} {
 		*x.dst = firstExec("/usr/sbin/"+x.name, "/sbin/"+x.name, "/usr/bin/"+x.name, "/bin/"+x.name)
 		if *x.dst == "" {
@@ -118,7 +120,7 @@ func Build(root, dir string, b *Binaries) error {
 		dst  *string
 		name string
 		pkg  string
-	}{{&b.NSNet, "nsnet", "./cmd/nsnet"}, {&b.Floor, "floor", "./bench/cmd/floor"}, {&b.Launcher, "launcher", "./bench/cmd/launcher"}} {
+	}{{&b.NSNet, "nsnet", "./cmd/nsnet"}, {&b.Floor, "floor", "./bench/cmd/floor"}, {&b.Launcher, "launcher", "./bench/cmd/launcher"}, {&b.BGP, "nsnet-bgp", "./cmd/nsnet-bgp"}} {
 		if *x.dst != "" {
 			continue
 		}

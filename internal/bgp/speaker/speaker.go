@@ -502,6 +502,9 @@ func nextHop(p *apiutil.Path) (nh, ll netip.Addr) {
 // withdrawn.
 func (s *speaker) learn(batch []*apiutil.Path) {
 	s.dirty = true
+	// Where each next hop is, asked of the kernel once per batch: a peer
+	// sends thousands of routes with one next hop.
+	links := map[netip.Addr]linkOf{}
 	for _, p := range batch {
 		nlri, ok := p.Nlri.(*bgp.IPAddrPrefix)
 		if !ok {
@@ -533,7 +536,7 @@ func (s *speaker) learn(batch []*apiutil.Path) {
 		delete(s.ignored, prefix)
 		nh, ll := nextHop(p)
 		l := nbgp.Learned{Prefix: prefix, NextHop: nh, Peer: p.PeerAddress}
-		if err := s.install(prefix, nh, ll, p.PeerAddress); err != nil {
+		if err := s.install(prefix, nh, ll, p.PeerAddress, links); err != nil {
 			l.Error = err.Error()
 			if old, ok := s.learned[prefix]; ok && old.Error == "" {
 				delRoute(prefix)
@@ -560,7 +563,13 @@ func (s *speaker) refuse(p netip.Prefix) string {
 	return ""
 }
 
-func (s *speaker) install(prefix netip.Prefix, nh, ll, peer netip.Addr) error {
+// linkOf is the interface a next hop is reached on, or why not.
+type linkOf struct {
+	index int
+	err   error
+}
+
+func (s *speaker) install(prefix netip.Prefix, nh, ll, peer netip.Addr, links map[netip.Addr]linkOf) error {
 	if nh.Is6() && (!nh.IsValid() || nh.IsUnspecified() || nh.IsLinkLocalUnicast()) && ll.IsValid() {
 		nh = ll
 	}
@@ -570,23 +579,35 @@ func (s *speaker) install(prefix netip.Prefix, nh, ll, peer netip.Addr) error {
 	nh = nh.Unmap()
 	// The next hop must be on a segment the host is on: the route is
 	// onlink there, as the peer says.
+	l, ok := links[nh]
+	if !ok {
+		l = nextHopLink(nh, peer)
+		links[nh] = l
+	}
+	if l.err != nil {
+		return l.err
+	}
+	r := &netlink.Route{Dst: prefixNet(prefix), Gw: nh.AsSlice(), LinkIndex: l.index,
+		Protocol: RouteProto, Flags: int(netlink.FLAG_ONLINK)}
+	if err := netlink.RouteReplace(r); err != nil {
+		return fmt.Errorf("install route %s via %s: %w", prefix, nh, err)
+	}
+	return nil
+}
+
+func nextHopLink(nh, peer netip.Addr) linkOf {
 	probe := nh
 	if nh.IsLinkLocalUnicast() {
 		probe = peer
 	}
 	rs, err := netlink.RouteGet(probe.AsSlice())
 	if err != nil || len(rs) == 0 {
-		return fmt.Errorf("next hop %s: no route to it: %v", nh, err)
+		return linkOf{err: fmt.Errorf("next hop %s: no route to it: %v", nh, err)}
 	}
 	if rs[0].Gw != nil && !nh.IsLinkLocalUnicast() {
-		return fmt.Errorf("next hop %s is not on a network the host is on (reached via %s)", nh, rs[0].Gw)
+		return linkOf{err: fmt.Errorf("next hop %s is not on a network the host is on (reached via %s)", nh, rs[0].Gw)}
 	}
-	r := &netlink.Route{Dst: prefixNet(prefix), Gw: nh.AsSlice(), LinkIndex: rs[0].LinkIndex,
-		Protocol: RouteProto, Flags: int(netlink.FLAG_ONLINK)}
-	if err := netlink.RouteReplace(r); err != nil {
-		return fmt.Errorf("install route %s via %s: %w", prefix, nh, err)
-	}
-	return nil
+	return linkOf{index: rs[0].LinkIndex}
 }
 
 // sweepStale removes the routes an earlier speaker installed that no
