@@ -20,6 +20,8 @@ case "$file" in
   *001*) nsnet exec test1 -- ping -c1 -W1 192.168.1.2 ;;
   *002*) nsnet exec netns1 -- ping -c1 -W1 10.20.30.41 ;;
   *004*) nsnet exec client -- getent hosts web ;;
+  *005*) for i in $(seq 50); do nsnet exec bgp01 -- ping -c1 -W1 10.0.3.2 && break; sleep 0.2; done  # once BGP converged
+         nsnet bgp show ;;
 esac
 nsnet destroy --lab "$name"
 ip netns del outside
