@@ -269,7 +269,7 @@ func TestBGPPeerDies(t *testing.T) {
 	}
 	l := newLab(t)
 	r := l.addRouter("bird")
-	startBird(t, l, r)
+	birdc := startBird(t, l, r)
 	l.must("net", "create", "pods", "--driver", "routed", "--subnet", "10.0.1.0/24")
 	l.must("bgp", "set", "--asn", "64512", "--hold-time", "3")
 	l.must("bgp", "peer", "add", rtrPeer4, "--asn", "64513")
@@ -277,14 +277,38 @@ func TestBGPPeerDies(t *testing.T) {
 	waitFor(t, 5*time.Second, "BIRD's prefix installed", func() bool {
 		return strings.Contains(l.routes(l.host, "proto", "111"), rtrNet4)
 	})
-	// The peer's process dies without a word (SIGKILL): its routes leave
-	// the kernel within the hold time.
+	// --aggregate: the subnet instead of the members, with a blackhole
+	// for it on the host.
+	l.must("bgp", "set", "--asn", "64512", "--hold-time", "3", "--aggregate")
+	waitFor(t, 20*time.Second, "session back after the change", l.established(1))
+	waitFor(t, 5*time.Second, "BIRD learns the aggregate", func() bool {
+		return strings.Contains(birdc("show", "route", "protocol", "n4"), "10.0.1.0/24")
+	})
+	if rs := l.routes(l.host, "proto", "111"); !strings.Contains(rs, "blackhole 10.0.1.0/24") {
+		t.Errorf("no blackhole for the aggregated subnet:\n%s", rs)
+	}
+	// The peer goes silent (its link down: no FIN, no NOTIFICATION): its
+	// routes leave the kernel after the hold time, 3 s.
+	l.fixture("ip", "-n", r, "link", "set", "eth0", "down")
+	took := waitFor(t, 15*time.Second, "BIRD's prefix removed after the hold time", func() bool {
+		return !strings.Contains(l.routes(l.host, "proto", "111"), rtrNet4)
+	})
+	t.Logf("peer silent to its routes gone: %v (hold time 3 s)", took)
+	l.fixture("ip", "-n", r, "link", "set", "eth0", "up")
+	waitFor(t, 30*time.Second, "BIRD's prefix back with the link", func() bool {
+		return strings.Contains(l.routes(l.host, "proto", "111"), rtrNet4)
+	})
+	// The peer's process dies (SIGKILL): the kernel resets the session
+	// and its routes leave at once.
 	for _, p := range pidsIn(t, r, "bird") {
 		syscall.Kill(p, syscall.SIGKILL)
 	}
-	took := waitFor(t, 10*time.Second, "BIRD's prefix removed", func() bool {
+	took = waitFor(t, 10*time.Second, "BIRD's prefix removed", func() bool {
 		return !strings.Contains(l.routes(l.host, "proto", "111"), rtrNet4)
 	})
+	if rs := l.routes(l.host, "proto", "111"); !strings.Contains(rs, "blackhole 10.0.1.0/24") {
+		t.Errorf("the aggregate's blackhole went with the peer:\n%s", rs)
+	}
 	t.Logf("peer killed to its routes gone: %v", took)
 }
 

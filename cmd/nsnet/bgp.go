@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -40,9 +41,18 @@ func parseAddr(what, flag, s string) (netip.Addr, error) {
 
 // changeBGP runs a change and waits for the host's speaker to apply it.
 func (g *globals) changeBGP(fn func(*engine.Manager) error) error {
+	// Without the speaker's program the change could never take effect:
+	// say so before making it.
+	exe, err := os.Executable()
+	if err == nil {
+		_, err = bgp.Exe(exe)
+	}
+	if err != nil {
+		return err
+	}
 	var gen uint64
 	var host string
-	err := g.withManager(false, func(m *engine.Manager) error {
+	err = g.withManager(false, func(m *engine.Manager) error {
 		if err := fn(m); err != nil {
 			return err
 		}
