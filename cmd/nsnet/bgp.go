@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -107,7 +108,31 @@ the agent, inside the host's namespace.`}
 				return err
 			}
 			return g.changeBGP(func(m *engine.Manager) error {
-				_, err := m.SetBGP(m.HostNetns(), store.BGP{ASN: n, RouterID: rid, Listen: la, Aggregate: aggregate, Bridge: bridge, HoldTime: hold})
+				c := store.BGP{ASN: n, RouterID: rid, Listen: la, Aggregate: aggregate, Bridge: bridge, HoldTime: hold}
+				// A second bgp set changes only what it names.
+				old, ok, err := m.BGP(m.HostNetns())
+				if err != nil {
+					return err
+				}
+				if ok {
+					fl := cmd.Flags()
+					if !fl.Changed("router-id") {
+						c.RouterID = old.RouterID
+					}
+					if !fl.Changed("listen") {
+						c.Listen = old.Listen
+					}
+					if !fl.Changed("aggregate") {
+						c.Aggregate = old.Aggregate
+					}
+					if !fl.Changed("bridge") {
+						c.Bridge = old.Bridge
+					}
+					if !fl.Changed("hold-time") {
+						c.HoldTime = old.HoldTime
+					}
+				}
+				_, err = m.SetBGP(m.HostNetns(), c)
 				return err
 			})
 		},
@@ -158,17 +183,22 @@ the agent, inside the host's namespace.`}
 	peer.AddCommand(peerAdd, peerRm)
 
 	show := &cobra.Command{
-		Use: "show", Short: "Sessions and their state, routes announced and learned", Args: cobra.NoArgs,
+		Use: "show", Short: "Sessions and their state, routes announced and learned (every host's; with --host-netns, that host's)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var cfgs []store.BGP
-			var stateDir string
+			var stateDir, host string
 			err := g.withManager(true, func(m *engine.Manager) (err error) {
-				stateDir = m.StateDir()
+				stateDir, host = m.StateDir(), m.HostNetns()
 				cfgs, err = m.BGPs()
 				return err
 			})
 			if err != nil {
 				return err
+			}
+			// --host-netns naming a speaker's host shows that one; else
+			// every speaker of the state directory (a lab's hosts, say).
+			if i := slices.IndexFunc(cfgs, func(c store.BGP) bool { return c.HostNetns == host }); g.hostNetns != "" && i >= 0 {
+				cfgs = cfgs[i : i+1]
 			}
 			out := []bgpView{}
 			for _, c := range cfgs {
@@ -183,6 +213,7 @@ the agent, inside the host's namespace.`}
 					return err
 				}
 				if ok && bgp.Running(stateDir, c.HostNetns) {
+					s.Host = v.Host
 					v.Status = &s
 				}
 				out = append(out, v)
@@ -198,7 +229,7 @@ the agent, inside the host's namespace.`}
 			var was bool
 			err := g.withManager(false, func(m *engine.Manager) (err error) {
 				host = m.HostNetns()
-				was, err = m.BGPOff(host)
+				was, err = m.BGPOff(host, "")
 				return err
 			})
 			if err != nil {

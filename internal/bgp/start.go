@@ -1,15 +1,13 @@
 package bgp
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/nsnet/nsnet/internal/netns"
 )
 
 // Program is the speaker's program, installed beside nsnet.
@@ -33,7 +31,7 @@ func Start(stateDir, exe, host string) error {
 	if err := os.MkdirAll(filepath.Join(stateDir, dirName), 0o700); err != nil {
 		return fmt.Errorf("bgp: %w", err)
 	}
-	if Running(stateDir, host) {
+	if started(stateDir, host) || Running(stateDir, host) {
 		return nil
 	}
 	logf, err := os.OpenFile(File(stateDir, host, ".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -44,46 +42,36 @@ func Start(stateDir, exe, host string) error {
 	cmd := exec.Command(exe, "--state-dir", stateDir, "--host", host)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if host == "" {
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("start bgp speaker: %w", err)
-		}
-		return cmd.Process.Release()
-	}
-	// A child is born in the namespace of the thread that forks it: fork
-	// from a thread that entered host's, on a goroutine of its own. The
-	// thread goes back before it is unlocked; if it cannot, it stays
-	// locked and dies with the goroutine, as Go does with such threads.
-	fd, err := unix.Open(host, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("bgp speaker: open host namespace: %w", err)
-	}
-	defer unix.Close(fd)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter host namespace %s: %w", host, err)
-			return
-		}
-		serr := cmd.Start()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(serr, fmt.Errorf("restore thread namespace: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- serr
-	}()
-	if err := <-errc; err != nil {
+	if err := netns.StartIn(host, cmd); err != nil {
 		return fmt.Errorf("start bgp speaker: %w", err)
 	}
-	return cmd.Process.Release()
+	// The caller (the agent) reaps the speaker when it exits, and starts
+	// no second one while this one lives.
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	starting[key(stateDir, host)] = done
+	return nil
+}
+
+// starting holds, per speaker this process started, a channel closed
+// when it exited: a speaker takes its lock a moment after it starts, and
+// until then Running cannot tell that it runs. Only the agent's one
+// goroutine starts speakers.
+var starting = map[string]chan struct{}{}
+
+func key(stateDir, host string) string { return stateDir + "\x00" + host }
+
+// started reports whether a speaker this process started still lives.
+func started(stateDir, host string) bool {
+	done, ok := starting[key(stateDir, host)]
+	if !ok {
+		return false
+	}
+	select {
+	case <-done:
+		delete(starting, key(stateDir, host))
+		return false
+	default:
+		return true
+	}
 }

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/nsnet/nsnet/internal/kernel"
+	"github.com/nsnet/nsnet/internal/netns"
 	"github.com/nsnet/nsnet/internal/store"
 )
 
@@ -19,10 +21,23 @@ var ErrInvalid = errors.New("invalid")
 
 // hostName is how messages name a host.
 func hostName(host string) string {
-	if host == "" {
+	switch {
+	case host == "":
 		return "this host"
+	case filepath.Dir(host) == netns.Dir:
+		return "host " + filepath.Base(host)
 	}
 	return "host " + host
+}
+
+// notLab refuses a change by hand to a speaker a lab set: the lab's next
+// apply would undo it, and until then the lab's mesh is broken.
+func notLab(tx *store.Tx, host string) error {
+	c, ok, err := tx.BGP(host)
+	if err != nil || !ok || c.Lab == "" {
+		return err
+	}
+	return errorf(ErrInUse, "bgp: %s's BGP belongs to lab %s; change the lab's file and apply it", hostName(host), c.Lab)
 }
 
 // hostAddrs lists a host's own addresses of global scope.
@@ -54,6 +69,9 @@ func (m *Manager) SetBGP(host string, c store.BGP) (store.BGP, error) {
 		return c, err
 	}
 	err = m.st.Update(func(tx *store.Tx) error {
+		if err := notLab(tx, c.HostNetns); err != nil {
+			return err
+		}
 		old, ok, err := tx.BGP(c.HostNetns)
 		if err != nil {
 			return err
@@ -100,17 +118,17 @@ func (m *Manager) checkBGP(host string, c store.BGP) (store.BGP, error) {
 	}
 	c.HostNetns = host
 	if c.ASN == 0 {
-		return c, errorf(ErrInvalid, "bgp: asn 0 is reserved; give one from 1 to 4294967295 (64512-65534 and 4200000000-4294967294 are private)")
+		return c, errorf(ErrInvalid, "bgp set: asn 0 is reserved; give one from 1 to 4294967295 (64512-65534 and 4200000000-4294967294 are private)")
 	}
 	if c.HoldTime != 0 && c.HoldTime < 3 {
-		return c, errorf(ErrInvalid, "bgp: hold time %d: must be 0 (none; not supported) or at least 3 seconds", c.HoldTime)
+		return c, errorf(ErrInvalid, "bgp set: --hold-time %d: must be at least 3 seconds (0: the default, 90)", c.HoldTime)
 	}
 	addrs, err := m.hostAddrs(host)
 	if err != nil {
 		return c, err
 	}
 	if c.RouterID.IsValid() && !c.RouterID.Is4() {
-		return c, errorf(ErrInvalid, "bgp: router id %s: must be an IPv4 address", c.RouterID)
+		return c, errorf(ErrInvalid, "bgp set: --router-id %s: must be an IPv4 address", c.RouterID)
 	}
 	if !c.RouterID.IsValid() {
 		for _, a := range addrs {
@@ -120,11 +138,11 @@ func (m *Manager) checkBGP(host string, c store.BGP) (store.BGP, error) {
 			}
 		}
 		if !c.RouterID.IsValid() {
-			return c, errorf(ErrInvalid, "bgp: %s has no IPv4 address to take the router id from; give --router-id", hostName(host))
+			return c, errorf(ErrInvalid, "bgp set: %s has no IPv4 address to take the router id from; give --router-id", hostName(host))
 		}
 	}
 	if c.Listen.IsValid() && !slices.Contains(addrs, c.Listen) {
-		return c, errorf(ErrInvalid, "bgp: listen address %s is not one of %s's addresses", c.Listen, hostName(host))
+		return c, errorf(ErrInvalid, "bgp set: --listen %s is not one of %s's addresses", c.Listen, hostName(host))
 	}
 	return c, nil
 }
@@ -158,6 +176,9 @@ func (m *Manager) BGPPeerAdd(host string, p store.BGPPeer) error {
 		return err
 	}
 	return m.st.Update(func(tx *store.Tx) error {
+		if err := notLab(tx, host); err != nil {
+			return err
+		}
 		c, ok, err := tx.BGP(host)
 		if err != nil {
 			return err
@@ -179,6 +200,9 @@ func (m *Manager) BGPPeerAdd(host string, p store.BGPPeer) error {
 func (m *Manager) BGPPeerRemove(host string, a netip.Addr) error {
 	a = a.Unmap()
 	return m.st.Update(func(tx *store.Tx) error {
+		if err := notLab(tx, host); err != nil {
+			return err
+		}
 		c, ok, err := tx.BGP(host)
 		if err != nil {
 			return err
@@ -197,9 +221,12 @@ func (m *Manager) BGPPeerRemove(host string, a netip.Addr) error {
 
 // BGPOff turns host's speaker off; off is false when it had none. The
 // speaker withdraws, removes its routes and exits by itself: see
-// bgp.WaitStopped.
-func (m *Manager) BGPOff(host string) (off bool, err error) {
+// bgp.WaitStopped. A lab's speaker is refused unless lab is its lab.
+func (m *Manager) BGPOff(host, lab string) (off bool, err error) {
 	err = m.st.Update(func(tx *store.Tx) error {
+		if c, ok, err := tx.BGP(host); err == nil && ok && c.Lab != lab {
+			return notLab(tx, host)
+		}
 		_, ok, err := tx.BGP(host)
 		if err != nil || !ok {
 			return err
@@ -208,6 +235,14 @@ func (m *Manager) BGPOff(host string) (off bool, err error) {
 		return tx.DeleteBGP(host)
 	})
 	return off, err
+}
+
+// BGP reads host's speaker settings.
+func (m *Manager) BGP(host string) (store.BGP, bool, error) {
+	var c store.BGP
+	var ok bool
+	err := m.st.View(func(tx *store.Tx) (err error) { c, ok, err = tx.BGP(host); return err })
+	return c, ok, err
 }
 
 // BGPs lists every host's speaker settings.
@@ -254,5 +289,27 @@ func (m *Manager) checkTCPMD5(host string, a netip.Addr) error {
 			return fmt.Errorf("set a TCP MD5 key: %w", err)
 		}
 		return nil
+	})
+}
+
+// HostAddrs lists the host's own addresses of global scope.
+func (m *Manager) HostAddrs() ([]netip.Addr, error) { return m.hostAddrs(m.cfg.HostNetns) }
+
+// Joined reads this host's cluster membership, if it joined one.
+func (m *Manager) Joined() (store.Joined, bool, error) {
+	var j store.Joined
+	var ok bool
+	err := m.st.View(func(tx *store.Tx) (err error) { j, ok, err = tx.Joined(); return err })
+	return j, ok, err
+}
+
+// SetJoined records (or, with ok false, forgets) this host's cluster
+// membership.
+func (m *Manager) SetJoined(j store.Joined, ok bool) error {
+	return m.st.Update(func(tx *store.Tx) error {
+		if !ok {
+			return tx.DeleteJoined()
+		}
+		return tx.PutJoined(j)
 	})
 }

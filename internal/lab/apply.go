@@ -65,6 +65,8 @@ type Options struct {
 type run struct {
 	m     *engine.Manager
 	hosts map[string]*kernel.NS
+	// lab is the lab's name: what it set, it may turn off.
+	lab string
 }
 
 func (r *run) close() {
@@ -141,7 +143,7 @@ func (r *run) remove(key string) error {
 		// The speaker sees the record go once the lab's change is
 		// committed (it cannot read the store before), withdraws what it
 		// announced, and exits; or it exits when its host goes.
-		_, err = r.m.BGPOff(netns.Path(f[1]))
+		_, err = r.m.BGPOff(netns.Path(f[1]), r.lab)
 	default:
 		return fmt.Errorf("unknown kind of object %q", key)
 	}
@@ -255,7 +257,7 @@ func Apply(m *engine.Manager, l *topology.Lab, opt Options) (Plan, error) {
 		return plan, err
 	}
 	crash.Point("lab-apply/claimed")
-	r := &run{m: m, hosts: map[string]*kernel.NS{}}
+	r := &run{m: m, hosts: map[string]*kernel.NS{}, lab: rec.Name}
 	defer r.close()
 	total, done := len(gone)+len(todo), 0
 	step := func() {
@@ -459,7 +461,7 @@ func Destroy(m *engine.Manager, name string, opt Options) (Plan, error) {
 			return plan, err
 		}
 	}
-	r := &run{m: m, hosts: map[string]*kernel.NS{}}
+	r := &run{m: m, hosts: map[string]*kernel.NS{}, lab: rec.Name}
 	defer r.close()
 	done := 0
 	removed, errs := r.removeAll(keys, func() {

@@ -59,10 +59,11 @@ func Run(stateDir, host string) error {
 	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
 		return nil // another speaker serves host
 	}
-	// The lock file names the speaker that holds it.
+	// The lock file names the speaker that holds it, while it does.
 	if err := f.Truncate(0); err == nil {
 		fmt.Fprintln(f, os.Getpid())
 	}
+	defer f.Truncate(0)
 	ino := netns.PathInode("")
 	if host != "" && netns.PathInode(host) != ino {
 		return fmt.Errorf("bgp speaker of host %s: not started inside that namespace", nbgp.Name(host))
