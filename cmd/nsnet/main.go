@@ -16,6 +16,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -32,6 +33,9 @@ type globals struct {
 	stateDir  string
 	hostNetns string
 	output    string
+	// cluster is etcd's URL (--cluster, NSNET_CLUSTER); nsnet hands
+	// cluster-scoped commands, with it, to nsnet-cluster.
+	cluster string
 }
 
 func main() {
@@ -62,8 +66,13 @@ func main() {
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", def, "state directory (env NSNET_STATE_DIR)")
 	root.PersistentFlags().StringVar(&g.hostNetns, "host-netns", "", "namespace (name or path) to treat as the host; default: the one nsnet runs in")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
+	root.PersistentFlags().StringVar(&g.cluster, "cluster", os.Getenv("NSNET_CLUSTER"), "etcd of the cluster, for cluster networks and hosts: etcd://HOST:PORT[,HOST:PORT...] (env NSNET_CLUSTER)")
+	root.PersistentFlags().String("cluster-prefix", "/nsnet", "prefix of nsnet's keys in etcd")
+	root.PersistentFlags().String("cluster-cert", "", "TLS client certificate for etcd")
+	root.PersistentFlags().String("cluster-key", "", "TLS client key for etcd")
+	root.PersistentFlags().String("cluster-ca", "", "CA that signed etcd's certificate")
 	root.AddCommand(nsCmd(g), netCmd(g), linkCmd(g), tapCmd(g), execCmd(g), gcCmd(g), restoreCmd(g), agentCmd(g),
-		applyCmd(g), destroyCmd(g), graphCmd(g), labCmd(g), doctorCmd(g), bgpCmd(g))
+		applyCmd(g), destroyCmd(g), graphCmd(g), labCmd(g), doctorCmd(g), bgpCmd(g), hostCmd())
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return fmt.Errorf("%s: %w", c.CommandPath(), err) })
 	store.Waiting = func(dir string) {
 		fmt.Fprintf(os.Stderr, "nsnet: waiting for another nsnet command to finish with %s\n", dir)
@@ -345,6 +354,7 @@ func netCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "net", Short: "Networks"}
 	var spec engine.NetworkSpec
 	var subnets, gateways []string
+	var scope string
 	var isolate, dns *bool
 	var upstreams, ipRanges, auxAddrs []string
 	// Each driver's own flags (--bridge-name, --parent), by name.
@@ -352,6 +362,17 @@ func netCmd(g *globals) *cobra.Command {
 	create := &cobra.Command{
 		Use: "create NAME --subnet CIDR", Short: "Create a network", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case scope == "cluster":
+				if g.cluster == "" {
+					return fmt.Errorf("network %q: --scope cluster needs the cluster's etcd: give --cluster etcd://HOST:PORT (or NSNET_CLUSTER)", args[0])
+				}
+				return forwardCluster()
+			case scope != "" && scope != "local":
+				return fmt.Errorf("network %q: --scope %q: want local or cluster", args[0], scope)
+			case cmd.Flags().Changed("backend") || cmd.Flags().Changed("block-size"):
+				return fmt.Errorf("network %q: --backend and --block-size are for --scope cluster", args[0])
+			}
 			spec.Name = args[0]
 			spec.NoIsolate = !*isolate
 			spec.Options = map[string]string{}
@@ -418,6 +439,9 @@ func netCmd(g *globals) *cobra.Command {
 	}
 	f := create.Flags()
 	f.StringArrayVar(&subnets, "subnet", nil, "subnet in CIDR form; repeat once for the other IP family")
+	f.StringVar(&scope, "scope", "local", "local (this host), or cluster (every host joined to --cluster; docs/cluster.md)")
+	f.String("backend", "", "--scope cluster: how hosts reach each other's members: host-gw, vxlan or bgp")
+	f.Int("block-size", 26, "--scope cluster: prefix length of the address blocks each host claims")
 	f.StringArrayVar(&gateways, "gateway", nil, "gateway address (default: the subnet's first usable address)")
 	f.StringVar(&spec.Driver, "driver", engine.DefaultDriver, "network driver: "+strings.Join(engine.DriverNames(), ", "))
 	for _, o := range engine.DriverOptions() {
@@ -466,8 +490,14 @@ func netCmd(g *globals) *cobra.Command {
 				}
 				cs.Ports = append(cs.Ports, pm)
 			}
-			return g.withManager(false, func(m *engine.Manager) error {
+			err = g.withManager(false, func(m *engine.Manager) error {
 				a, err := m.Connect(cs)
+				if errors.Is(err, engine.ErrNoNetwork) {
+					// Perhaps a cluster network this host has no part of yet.
+					if _, joined, jerr := m.Joined(); jerr == nil && joined {
+						return errForward
+					}
+				}
 				if err != nil {
 					return err
 				}
@@ -475,6 +505,10 @@ func netCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(w, "connected %s to %s: %s %s (host end %s)%s\n", a.Namespace, a.Network, a.IfName, joinPrefixes(a.Addrs), dash(a.HostIf), portsSuffix(a.Ports))
 				})
 			})
+			if errors.Is(err, errForward) || errors.Is(err, engine.ErrClusterNetwork) {
+				return forwardCluster()
+			}
+			return err
 		},
 	}
 	connect.Flags().StringVar(&ip4, "ip", "", "IPv4 address for the member")
@@ -812,4 +846,29 @@ func portsSuffix(ps []engine.PortMap) string {
 		return ""
 	}
 	return ", publishing " + joinPorts(ps)
+}
+
+// errForward: the command is nsnet-cluster's.
+var errForward = errors.New("a cluster command")
+
+// forwardCluster hands the command, as given, to nsnet-cluster beside
+// nsnet: what needs etcd is done there, so that etcd's client does not
+// slow every nsnet command's start.
+func forwardCluster() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(filepath.Dir(exe), "nsnet-cluster")
+	if _, err := os.Stat(p); err != nil {
+		return fmt.Errorf("cluster: nsnet-cluster is not beside %s; install it (README: Build and install)", exe)
+	}
+	return syscall.Exec(p, append([]string{p}, os.Args[1:]...), os.Environ())
+}
+
+func hostCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: "host join|ls|rm", Short: "This host's membership of a cluster (docs/cluster.md)", DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error { return forwardCluster() },
+	}
 }

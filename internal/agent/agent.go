@@ -88,6 +88,9 @@ func Needed(tx *store.Tx) (bool, error) {
 	if bgps, err := tx.BGPs(); err != nil || len(bgps) > 0 {
 		return len(bgps) > 0, err
 	}
+	if _, joined, err := tx.Joined(); err != nil || joined {
+		return joined, err
+	}
 	nets, err := tx.Summaries()
 	if err != nil {
 		return false, err
@@ -266,9 +269,15 @@ func Run(stateDir string, opts Options) error {
 	}
 }
 
-// ensureSpeakers starts each host's BGP speaker that is not running.
+// ensureSpeakers starts each host's BGP speaker that is not running, and
+// the cluster keeper while the host has joined a cluster.
 func (a *agent) ensureSpeakers() {
 	a.speakersChecked = time.Now()
+	if a.keeper != nil {
+		if err := a.ensureKeeper(*a.keeper); err != nil {
+			log.Printf("agent: %v", err)
+		}
+	}
 	if len(a.speakers) == 0 {
 		return
 	}
@@ -415,6 +424,11 @@ type agent struct {
 	// said to be short.
 	proxyCut int
 	dir      string
+	// keeper is, while the host joined a cluster, the namespace its
+	// keeper runs in; keeperDone closes when the keeper the agent started
+	// exits.
+	keeper     *string
+	keeperDone chan struct{}
 	// speakers are the hosts with BGP, whose speakers the agent keeps running.
 	speakers        []string
 	speakersChecked time.Time
@@ -542,7 +556,14 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 			return err
 		}
 		needed = tx.HasPorts()
-		bgps, err = tx.BGPs()
+		if bgps, err = tx.BGPs(); err != nil {
+			return err
+		}
+		j, joined, err := tx.Joined()
+		a.keeper = nil
+		if joined {
+			a.keeper = &j.HostNetns
+		}
 		return err
 	})
 	st.Close()
@@ -561,6 +582,7 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 		needed = true
 		a.speakers = append(a.speakers, b.HostNetns)
 	}
+	needed = needed || a.keeper != nil
 	a.ensureSpeakers()
 	if !needed {
 		return false, gen, nil, nil
@@ -741,4 +763,54 @@ func same(a, b []netip.AddrPort) bool {
 		}
 	}
 	return true
+}
+
+// ensureKeeper starts the cluster keeper (nsnet-cluster keeper, from
+// beside nsnet) inside host unless one runs.
+func (a *agent) ensureKeeper(host string) error {
+	if a.keeperDone != nil {
+		select {
+		case <-a.keeperDone:
+			a.keeperDone = nil
+		default:
+			return nil // started, and still running
+		}
+	}
+	if flocked(filepath.Join(a.dir, "cluster.lock")) {
+		return nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	exe = filepath.Join(filepath.Dir(exe), "nsnet-cluster")
+	logf, err := os.OpenFile(filepath.Join(a.dir, "cluster.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("cluster keeper log: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, "--state-dir", a.dir, "keeper")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := netns.StartIn(host, cmd); err != nil {
+		return fmt.Errorf("start cluster keeper: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	a.keeperDone = done
+	return nil
+}
+
+// flocked reports whether a process holds the lock file at p.
+func flocked(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
 }

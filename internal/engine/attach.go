@@ -39,6 +39,9 @@ type ConnectSpec struct {
 	Force bool
 	// ContainerID records the runtime's container of a CNI ADD.
 	ContainerID string
+	// Clustered says package cluster chose IPv4 from this host's blocks;
+	// a cluster network takes members only so.
+	Clustered bool
 }
 
 // Connect joins a namespace to a network.
@@ -79,6 +82,9 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 		}
 		if d, err = drivers.Of(n); err != nil {
 			return store.Op{}, err
+		}
+		if n.Cluster != nil && !spec.Clustered {
+			return store.Op{}, fmt.Errorf("network %q: %w", spec.Network, ErrClusterNetwork)
 		}
 		if spec.DefaultRoute && n.Internal {
 			return store.Op{}, fmt.Errorf("network %q is internal: it gives its members no default route", n.Name)

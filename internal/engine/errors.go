@@ -19,6 +19,10 @@ var (
 	// ErrInUse: the object still has members, or the address or port is
 	// held by another.
 	ErrInUse = errors.New("in use")
+	// ErrClusterNetwork: the network is a host's part of a cluster
+	// network, whose members nsnet-cluster connects (it picks their
+	// addresses from the host's blocks).
+	ErrClusterNetwork = errors.New("a cluster network: its members are connected through nsnet-cluster")
 	// ErrFull: the network has no room (no free address, or its bridge
 	// has the kernel's limit of ports).
 	ErrFull = plumb.ErrFull

@@ -57,6 +57,9 @@ type NetworkSpec struct {
 	// means the manager's host (Config.HostNetns). Labs use it to put
 	// networks on the hosts they simulate.
 	HostNetns string
+	// Cluster makes the network this host's part of a cluster network
+	// (package cluster decides its members' addresses).
+	Cluster *store.ClusterNet
 }
 
 // CreateNetwork validates spec, builds it in the host namespace and records it.
@@ -138,7 +141,7 @@ func (m *Manager) planNetwork(spec NetworkSpec) (store.Network, driver.Driver, e
 	n := store.Network{
 		Name: spec.Name, Driver: d.Name(), Internal: spec.Internal,
 		MTU: spec.MTU, HostNetns: cmp.Or(spec.HostNetns, m.cfg.HostNetns), Created: time.Now().UTC(), NoHostFirewall: spec.NoHostFirewall,
-		NoIsolate: spec.NoIsolate,
+		NoIsolate: spec.NoIsolate, Cluster: spec.Cluster,
 	}
 	caps := d.Caps()
 	n.DNS = caps.DNS != driver.NoDNS

@@ -40,9 +40,11 @@ type NetworkInfo struct {
 	AuxAddresses map[string]netip.Addr `json:"aux_addresses,omitempty"`
 	// Host is the host namespace's path; empty for the namespace nsnet
 	// ran in.
-	Host    string       `json:"host_netns,omitempty"`
-	Created time.Time    `json:"created"`
-	Members []MemberInfo `json:"members"`
+	Host string `json:"host_netns,omitempty"`
+	// Cluster is set for a host's part of a cluster network.
+	Cluster *store.ClusterNet `json:"cluster,omitempty"`
+	Created time.Time         `json:"created"`
+	Members []MemberInfo      `json:"members"`
 	// Taps are the network's TAP devices.
 	Taps []TapInfo `json:"taps,omitempty"`
 }
@@ -128,7 +130,7 @@ func networkInfo(n store.Network, members []store.Attachment) NetworkInfo {
 	v := NetworkInfo{
 		Name: n.Name, Driver: n.Driver, Subnets: n.Subnets, Gateways: n.Gateways, Bridge: deviceOf(n),
 		NAT: n.NAT, Internal: n.Internal, NoIsolate: n.NoIsolate, DNS: n.DNS,
-		DNSUpstreams: n.DNSUpstreams, MTU: n.MTU, NoHostFirewall: n.NoHostFirewall, Host: n.HostNetns,
+		DNSUpstreams: n.DNSUpstreams, MTU: n.MTU, NoHostFirewall: n.NoHostFirewall, Host: n.HostNetns, Cluster: n.Cluster,
 		Created: n.Created, Members: []MemberInfo{}, IPRanges: n.IPRanges, AuxAddresses: n.AuxAddresses,
 	}
 	if d, err := drivers.Of(n); err == nil {

@@ -53,8 +53,21 @@ type Network struct {
 	HostNetns string `json:"host_netns,omitempty"`
 	// HostIno identifies that namespace: a path can come to mean another
 	// one (a reused PID in /proc/PID/ns/net, a name deleted and made anew).
-	HostIno uint64    `json:"host_ino,omitempty"`
-	Created time.Time `json:"created"`
+	HostIno uint64 `json:"host_ino,omitempty"`
+	// Cluster is set for this host's part of a cluster network (`net
+	// create --scope cluster`): the backend that joins the hosts.
+	Cluster *ClusterNet `json:"cluster,omitempty"`
+	Created time.Time   `json:"created"`
+}
+
+// ClusterNet is what a host keeps of a cluster network; etcd holds the
+// rest (blocks, hosts).
+type ClusterNet struct {
+	Backend string `json:"backend"`
+	// BlockBits is the prefix length of the blocks hosts claim.
+	BlockBits int `json:"block_bits"`
+	// VNI is the vxlan backend's network identifier.
+	VNI int `json:"vni,omitempty"`
 }
 
 // UnmarshalJSON reads a network record, moving the driver settings that
@@ -184,7 +197,8 @@ var (
 	bPorts       = []byte("ports")
 	bLabs        = []byte("labs")
 	bBGP         = []byte("bgp")
-	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames, bLinks, bTaps, bPorts, bSummaries, bLabs, bBGP}
+	bCluster     = []byte("cluster")
+	allBuckets   = [][]byte{bNetworks, bNamespaces, bAttachments, bLeases, bIfNames, bLinks, bTaps, bPorts, bSummaries, bLabs, bBGP, bCluster}
 )
 
 // ErrEmpty reports a store file of no bytes, which a crash or a disk
