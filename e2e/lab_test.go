@@ -35,9 +35,9 @@ func TestMain(m *testing.M) {
 		nsnetBin = filepath.Join(dir, "nsnet")
 		nstest.Cleanup = func() { os.RemoveAll(dir) }
 		if nstest.Isolated() {
-			// nsnet-bgp, the BGP speaker, goes beside nsnet, where the
-			// agent looks for it.
-			out, err := exec.Command("go", "build", "-tags", "nsnetcrash", "-o", dir+"/", "github.com/nsnet/nsnet/cmd/nsnet", "github.com/nsnet/nsnet/cmd/nsnet-bgp").CombinedOutput()
+			// nsnet-bgp (the BGP speaker) and nsnet-cluster go beside
+			// nsnet, where nsnet and its agent look for them.
+			out, err := exec.Command("go", "build", "-tags", "nsnetcrash", "-o", dir+"/", "github.com/nsnet/nsnet/cmd/nsnet", "github.com/nsnet/nsnet/cmd/nsnet-bgp", "github.com/nsnet/nsnet/cmd/nsnet-cluster").CombinedOutput()
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "FAIL: build nsnet: %v\n%s", err, out)
 				os.Exit(1)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // Errors callers match with errors.Is.
@@ -77,7 +78,7 @@ func Dial(cfg Config) (*Client, error) {
 		cfg.Prefix = "/nsnet"
 	}
 	cc := clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: Timeout, DialKeepAliveTime: 5 * time.Second,
-		DialKeepAliveTimeout: 3 * time.Second, Logger: nil}
+		DialKeepAliveTimeout: 3 * time.Second, Logger: zap.NewNop()}
 	if cfg.Cert != "" || cfg.CA != "" {
 		t, err := tlsConfig(cfg)
 		if err != nil {
