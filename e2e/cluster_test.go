@@ -363,3 +363,20 @@ func TestClusterBadInput(t *testing.T) {
 		t.Errorf("cluster create with etcd down took %v", d)
 	}
 }
+
+// The bgp backend: the hosts' BGP speakers announce their members.
+func TestClusterBGP(t *testing.T) {
+	w := newWorld(t, 2, 1, false)
+	w.join("10", "5m")
+	w.must(0, "net", "create", "pods", "--scope", "cluster", "--subnet", "10.247.0.0/16", "--backend", "bgp")
+	w.must(0, "bgp", "set", "--asn", "64512")
+	w.must(0, "bgp", "peer", "add", "198.51.100.2", "--asn", "64512")
+	w.must(1, "bgp", "set", "--asn", "64512")
+	w.must(1, "bgp", "peer", "add", "198.51.100.1", "--asn", "64512", "--passive")
+	addrs := w.connectAll("pods", 2)
+	distinct(t, addrs, 4)
+	w.reachAll(addrs)
+	if out := w.hosts[0].fixture("ip", "-n", "clh1", "route", "show", "proto", "111"); !strings.Contains(out, "via 198.51.100.2") {
+		t.Errorf("clh1's BGP routes to clh2's members:\n%s", out)
+	}
+}

@@ -215,7 +215,7 @@ func (s *speaker) refresh() (more bool, err error) {
 		}
 	}
 	s.cfg = cfg
-	s.readOwn(nets)
+	s.readOwn(nets, members)
 	return true, errors.Join(s.syncPeers(cfg), s.syncAnnounced(cfg, nets, members))
 }
 
@@ -315,14 +315,25 @@ func (s *speaker) stop() {
 	os.Remove(nbgp.File(s.dir, s.host, ".json"))
 }
 
-func (s *speaker) readOwn(nets []store.Network) {
+func (s *speaker) readOwn(nets []store.Network, members map[string][]store.Attachment) {
 	s.ownNets = map[netip.Prefix]string{}
+	s.ownAddrs = s.ownAddrs[:0]
 	for _, n := range nets {
+		if n.Cluster != nil {
+			// A cluster network's subnet spans every host: the other
+			// hosts' members are learned within it. This host's own
+			// members are what must never be taken over.
+			for _, m := range members[n.Name] {
+				for _, p := range m.Addrs {
+					s.ownAddrs = append(s.ownAddrs, p.Addr())
+				}
+			}
+			continue
+		}
 		for _, p := range n.Subnets {
 			s.ownNets[p] = n.Name
 		}
 	}
-	s.ownAddrs = s.ownAddrs[:0]
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		log.Printf("bgp speaker: list addresses: %v", err)
