@@ -22,7 +22,7 @@ type Config struct {
 	// Tools restricts every section to these tool keys; empty means all.
 	Tools []string
 	// Sections restricts the run to some of "attach", "attach-routed",
-	// "ports", "datapath", "memory", "scale", "lab", "doctor", "bgp"; empty means all.
+	// "ports", "datapath", "memory", "scale", "lab", "doctor", "bgp", "cluster"; empty means all.
 	Sections []string
 	// PortCounts are the numbers of published ports, starting with 0 (the
 	// baseline the per-port cost is measured from).
@@ -48,6 +48,9 @@ type Config struct {
 	// BGPRoutes is how many routes BIRD announces in the BGP section,
 	// BGPRounds how many connects are announced; zero routes skips it.
 	BGPRoutes, BGPRounds int
+	// ClusterRounds is how many connects of each kind the cluster section
+	// times; zero skips it.
+	ClusterRounds int
 	// Root is the nsnet module's root, for version information.
 	Root string
 	// Bin must have NSNet, Floor and Launcher set (see Build); Run finds
@@ -68,7 +71,7 @@ func SmokeConfig() Config {
 		Smoke: true, Ns: []int{10}, PortCounts: []int{0, 1, 5},
 		DataSeconds: 1, DataRepeats: 1, RRCount: 1000, MemoryRepeats: 1, ScaleNetworks: 20,
 		LabMembers: 20, LabRounds: 1, DoctorMembers: 20, DoctorPorts: 100,
-		BGPRoutes: 1000, BGPRounds: 5,
+		BGPRoutes: 1000, BGPRounds: 5, ClusterRounds: 5,
 	}
 }
 
@@ -78,7 +81,7 @@ func FullConfig() Config {
 		Ns: []int{10, 100, 1000}, PortCounts: []int{0, 1, 10, 100, 1000, 10000}, PortBudget: 60 * time.Second,
 		DataSeconds: 2, DataRepeats: 9, RRCount: 20000, MemoryRepeats: 3, ScaleNetworks: 1000,
 		LabMembers: 1000, LabRounds: 3, DoctorMembers: 1000, DoctorPorts: 10000,
-		BGPRoutes: 10000, BGPRounds: 21,
+		BGPRoutes: 10000, BGPRounds: 21, ClusterRounds: 21,
 	}
 }
 
@@ -105,6 +108,8 @@ type Results struct {
 	Doctor *DoctorResult `json:"doctor,omitempty"`
 	// BGP is the BGP section (issue 13).
 	BGP *BGPResult `json:"bgp,omitempty"`
+	// Cluster is the cluster section (issue 14).
+	Cluster *ClusterResult `json:"cluster,omitempty"`
 	// MemoryFloor is the peak resident set, in KiB, that /bin/true reports
 	// when started by the launcher: no reading can be lower.
 	MemoryFloor int64         `json:"memory_floor_kib"`
@@ -220,6 +225,10 @@ func Run(cfg Config) (*Results, error) {
 	if r.wantSection("bgp") && r.wantTool("nsnet") && cfg.BGPRoutes > 0 {
 		g := r.runBGP(cfg.BGPRoutes, max(cfg.BGPRounds, 1))
 		res.BGP = &g
+	}
+	if r.wantSection("cluster") && r.wantTool("nsnet") && cfg.ClusterRounds > 0 {
+		c := r.runCluster(cfg.ClusterRounds)
+		res.Cluster = &c
 	}
 	res.Elapsed = time.Since(start)
 	res.LoadAfter = loadAverage()

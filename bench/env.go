@@ -17,7 +17,7 @@ import (
 // Packages are the Debian packages the benchmark drives (.ci/run installs
 // them). iptables is there because both the CNI plugins and netavark 1.4
 // program NAT through it.
-var Packages = []string{"bird2", "containernetworking-plugins", "netavark", "iperf3", "nftables", "iproute2", "iptables", "procps"}
+var Packages = []string{"bird2", "etcd-server", "containernetworking-plugins", "netavark", "iperf3", "nftables", "iproute2", "iptables", "procps"}
 
 // Binaries are the programs the benchmark runs.
 type Binaries struct {
@@ -33,6 +33,8 @@ type Binaries struct {
 	IPTables string
 	Sysctl   string
 	Bird     string // BIRD 2, the BGP section's peer
+	Etcd     string // the cluster section's etcd
+	Cluster  string // nsnet-cluster, built beside NSNet
 }
 
 var (
@@ -67,7 +69,7 @@ func findSystem(b *Binaries) (missing []string) {
 		name, pkg string
 	}{
 		{&b.IPerf3, "iperf3", "iperf3"}, {&b.IP, "ip", "iproute2"}, {&b.NFT, "nft", "nftables"},
-		{&b.IPTables, "iptables", "iptables"}, {&b.Sysctl, "sysctl", "procps"}, {&b.Bird, "bird", "bird2"},
+		{&b.IPTables, "iptables", "iptables"}, {&b.Sysctl, "sysctl", "procps"}, {&b.Bird, "bird", "bird2"}, {&b.Etcd, "etcd", "etcd-server"},
 	} {
 		*x.dst = firstExec("/usr/sbin/"+x.name, "/sbin/"+x.name, "/usr/bin/"+x.name, "/bin/"+x.name)
 		if *x.dst == "" {
@@ -120,7 +122,7 @@ func Build(root, dir string, b *Binaries) error {
 		dst  *string
 		name string
 		pkg  string
-	}{{&b.NSNet, "nsnet", "./cmd/nsnet"}, {&b.Floor, "floor", "./bench/cmd/floor"}, {&b.Launcher, "launcher", "./bench/cmd/launcher"}, {&b.BGP, "nsnet-bgp", "./cmd/nsnet-bgp"}} {
+	}{{&b.NSNet, "nsnet", "./cmd/nsnet"}, {&b.Floor, "floor", "./bench/cmd/floor"}, {&b.Launcher, "launcher", "./bench/cmd/launcher"}, {&b.BGP, "nsnet-bgp", "./cmd/nsnet-bgp"}, {&b.Cluster, "nsnet-cluster", "./cmd/nsnet-cluster"}} {
 		if *x.dst != "" {
 			continue
 		}

@@ -47,6 +47,9 @@ func Problems(res *Results) []string {
 			p = append(p, fmt.Sprintf("lab %s N=%d: %s", x.Tool, x.N, x.Err))
 		}
 	}
+	if res.Cluster != nil && res.Cluster.Err != "" {
+		p = append(p, "cluster: "+res.Cluster.Err)
+	}
 	if res.BGP != nil && res.BGP.Err != "" {
 		p = append(p, "bgp: "+res.BGP.Err)
 	}
@@ -162,6 +165,7 @@ func Report(res *Results, plots PlotPaths) string {
 	writeLab(&b, res, plots.Lab)
 	writeDoctor(&b, res)
 	writeBGP(&b, res)
+	writeCluster(&b, res)
 
 	w("## Notes on fairness\n\n")
 	w("- The alternatives are the versions Debian ships (see the table above). Netavark %s has no nftables driver (\"nftables support presently not available\"), so it runs with `NETAVARK_FW=iptables`, which on this machine is iptables-nft; the CNI plugins' `ipMasq` and `portmap` go through the same `iptables`.\n", res.Versions["netavark"])

@@ -146,6 +146,9 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 
+	if res.Cluster == nil || res.Cluster.Err != "" || res.Cluster.Cluster.Count == 0 || len(res.Cluster.VXLAN.Gbps) == 0 {
+		t.Errorf("cluster: %+v", res.Cluster)
+	}
 	if res.BGP == nil || res.BGP.Err != "" || res.BGP.Learn <= 0 || res.BGP.Announce.Count == 0 {
 		t.Errorf("bgp: %+v", res.BGP)
 	}

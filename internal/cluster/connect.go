@@ -58,6 +58,9 @@ func Connect(m *engine.Manager, c *Client, j store.Joined, spec engine.ConnectSp
 	for _, b := range blocks {
 		if b.Host == j.Name {
 			own = append(own, b)
+			if err := m.AddClusterBlock(n.Name, b.Prefix); err != nil {
+				return engine.MemberInfo{}, err
+			}
 		}
 	}
 	if spec.IPv6.IsValid() {
@@ -76,6 +79,9 @@ func Connect(m *engine.Manager, c *Client, j store.Joined, spec engine.ConnectSp
 		if !spec.IPv4.IsValid() {
 			b, err := c.ClaimBlock(n, j.Name, j.Grace)
 			if err != nil {
+				return engine.MemberInfo{}, err
+			}
+			if err := m.AddClusterBlock(n.Name, b.Prefix); err != nil {
 				return engine.MemberInfo{}, err
 			}
 			spec.IPv4 = free([]Block{b}, used)

@@ -255,9 +255,27 @@ func (k *keeper) sync() error {
 			errs = append(errs, k.c.Release(b))
 		}
 	}
+	nets, err := k.c.Networks()
+	if err != nil {
+		return err
+	}
+	local := map[string]store.Network{}
+	for _, n := range k.nets {
+		local[n.Name] = n
+	}
 	var want []route
 	wantDevs := map[string]bool{}
-	for _, n := range k.nets {
+	// Every cluster network's blocks are routed, so the host itself
+	// reaches every member; a vxlan device only where the host has a
+	// part of the network.
+	for _, cn := range nets {
+		n, ok := local[cn.Name]
+		if !ok {
+			if cn.Backend != "host-gw" {
+				continue
+			}
+			n = store.Network{Name: cn.Name, MTU: cn.MTU, Cluster: &store.ClusterNet{Backend: cn.Backend, BlockBits: cn.BlockBits, VNI: cn.VNI}}
+		}
 		var own []Block
 		for _, b := range blocks {
 			if b.Network == n.Name && b.Host == k.j.Name {

@@ -84,7 +84,14 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 			return store.Op{}, err
 		}
 		if n.Cluster != nil && !spec.Clustered {
-			return store.Op{}, fmt.Errorf("network %q: %w", spec.Network, ErrClusterNetwork)
+			// An address of this host's blocks, known locally: no etcd.
+			// Without one (blocks full, or an address elsewhere asked
+			// for), nsnet-cluster claims a block or says why not.
+			a4, ok := clusterAddr(tx, n, spec.IPv4)
+			if !ok || spec.IPv6.IsValid() {
+				return store.Op{}, fmt.Errorf("network %q: %w", spec.Network, ErrClusterNetwork)
+			}
+			spec.IPv4 = a4
 		}
 		if spec.DefaultRoute && n.Internal {
 			return store.Op{}, fmt.Errorf("network %q is internal: it gives its members no default route", n.Name)
@@ -407,4 +414,40 @@ func (m *Manager) keepDefaultRoute(name string) error {
 		}
 	}
 	return nil
+}
+
+// clusterAddr picks want, or the first free address, of the blocks this
+// host holds of cluster network n; a block's first address is the host's
+// own (its vxlan device's), never a member's.
+func clusterAddr(tx *store.Tx, n store.Network, want netip.Addr) (netip.Addr, bool) {
+	for _, b := range n.Cluster.Blocks {
+		for a := b.Addr().Next(); b.Contains(a); a = a.Next() {
+			if want.IsValid() && a != want {
+				continue
+			}
+			if _, used := tx.LeaseOwner(n.Name, a); !used {
+				return a, true
+			}
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// AddClusterBlock records a block this host claimed of cluster network
+// name, so that its addresses are handed out without asking etcd.
+func (m *Manager) AddClusterBlock(name string, b netip.Prefix) error {
+	return m.st.Update(func(tx *store.Tx) error {
+		n, ok, err := tx.Network(name)
+		if err != nil {
+			return err
+		}
+		if !ok || n.Cluster == nil {
+			return fmt.Errorf("network %q: %w", name, ErrNoNetwork)
+		}
+		if slices.Contains(n.Cluster.Blocks, b) {
+			return nil
+		}
+		n.Cluster.Blocks = append(n.Cluster.Blocks, b)
+		return tx.PutNetwork(n)
+	})
 }

@@ -68,6 +68,9 @@ type ClusterNet struct {
 	BlockBits int `json:"block_bits"`
 	// VNI is the vxlan backend's network identifier.
 	VNI int `json:"vni,omitempty"`
+	// Blocks are the blocks this host holds of the network's subnet: its
+	// members' addresses come from them without asking etcd.
+	Blocks []netip.Prefix `json:"blocks,omitempty"`
 }
 
 // UnmarshalJSON reads a network record, moving the driver settings that
