@@ -255,6 +255,16 @@ func TestClusterHostGW(t *testing.T) {
 	w.must(0, "net", "create", "pods", "--scope", "cluster", "--subnet", "10.244.0.0/16", "--block-size", "28", "--backend", "host-gw")
 	addrs := w.connectAll("pods", 10)
 	distinct(t, addrs, 30)
+	// Each host's members show in its own part of the network.
+	for i, l := range w.hosts {
+		out := w.must(i, "net", "inspect", "pods", "-o", "json")
+		for j := range 10 {
+			a := addrs[fmt.Sprintf("%s-m%d", l.host, j)]
+			if !strings.Contains(out, a+"/32") {
+				t.Errorf("%s's member %d (%s) is not in its net inspect", l.host, j, a)
+			}
+		}
+	}
 	w.reachAll(addrs)
 	// The keeper's routes: each other host's blocks via its address.
 	if out := w.hosts[0].fixture("ip", "-n", "clh1", "route", "show", "proto", "112"); !strings.Contains(out, "via 198.51.100.2") || !strings.Contains(out, "blackhole") {
@@ -271,8 +281,8 @@ func TestClusterVXLANRouted(t *testing.T) {
 	w := newWorld(t, 3, 3, true)
 	w.join("10", "5m")
 	w.must(1, "net", "create", "pods", "--scope", "cluster", "--subnet", "10.245.0.0/16", "--backend", "vxlan")
-	addrs := w.connectAll("pods", 5)
-	distinct(t, addrs, 15)
+	addrs := w.connectAll("pods", 10)
+	distinct(t, addrs, 30)
 	w.reachAll(addrs)
 	if out := w.hosts[0].fixture("ip", "-n", "clh1", "-d", "link", "show", "type", "vxlan"); !strings.Contains(out, "mtu 1450") || !strings.Contains(out, "vxlan id") {
 		t.Errorf("clh1's vxlan device:\n%s", out)
@@ -299,9 +309,13 @@ func TestClusterHostDies(t *testing.T) {
 	w.must(0, "net", "create", "pods", "--scope", "cluster", "--subnet", "10.246.0.0/16", "--backend", "host-gw")
 	addrs := w.connectAll("pods", 2)
 	w.reachAll(addrs)
+	// Killed: its processes and its namespace gone.
 	dead := w.hosts[2]
 	stopKeeper(dead)
 	stopAgent(dead)
+	for _, n := range append(dead.names, dead.host) {
+		exec.Command("ip", "netns", "del", n).Run()
+	}
 	took := waitFor(t, 15*time.Second, "clh1 drops clh3's routes", func() bool {
 		return !strings.Contains(w.hosts[0].fixture("ip", "-n", "clh1", "route", "show", "proto", "112"), "via 198.51.100.3")
 	})

@@ -57,8 +57,15 @@ func gateway(a netip.Addr) netip.Addr {
 // Device implements driver.Driver: a routed network has none.
 func (Driver) Device(store.Network) string { return "" }
 
-// Check implements driver.Driver: no host route may cover the subnet.
+// Check implements driver.Driver: no host route may cover the subnet,
+// but for a host's part of a cluster network, whose subnet spans the
+// hosts: routes to the other hosts' blocks of it are expected (the
+// cluster's keeper or BGP put them there), and etcd keeps the subnet the
+// cluster's alone.
 func (Driver) Check(h *kernel.NS, n store.Network, _ func(string) (string, bool)) error {
+	if n.Cluster != nil {
+		return nil
+	}
 	return plumb.CheckRoutes(h, n.Subnets, "")
 }
 
