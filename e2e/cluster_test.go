@@ -1,7 +1,15 @@
 package e2e
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,7 +37,7 @@ type world struct {
 	etcdNS []string
 }
 
-func newWorld(t *testing.T, hosts, etcdMembers int, routed bool) *world {
+func newWorld(t *testing.T, hosts, etcdMembers int, routed bool, etcdTLS ...string) *world {
 	t.Helper()
 	nstest.Require(t)
 	if _, err := exec.LookPath("etcd"); err != nil {
@@ -71,15 +79,23 @@ func newWorld(t *testing.T, hosts, etcdMembers int, routed bool) *world {
 		peers = append(peers, fmt.Sprintf("%s=http://%s:2380", ns, addr))
 		clients = append(clients, addr+":2379")
 	}
+	scheme := "http"
+	if len(etcdTLS) > 0 {
+		scheme = "https"
+	}
 	for i, ns := range w.etcdNS {
 		addr := fmt.Sprintf("198.51.100.%d", 10+i)
-		w.etcd = append(w.etcd, daemon(t, ns, "etcd", "--name", ns, "--data-dir", filepath.Join(t.TempDir(), ns),
-			"--listen-client-urls", "http://"+addr+":2379", "--advertise-client-urls", "http://"+addr+":2379",
-			"--listen-peer-urls", "http://"+addr+":2380", "--initial-advertise-peer-urls", "http://"+addr+":2380",
+		args := []string{"etcd", "--name", ns, "--data-dir", filepath.Join(t.TempDir(), ns),
+			"--listen-client-urls", scheme + "://" + addr + ":2379", "--advertise-client-urls", scheme + "://" + addr + ":2379",
+			"--listen-peer-urls", "http://" + addr + ":2380", "--initial-advertise-peer-urls", "http://" + addr + ":2380",
 			"--initial-cluster", strings.Join(peers, ","), "--initial-cluster-state", "new",
-			"--heartbeat-interval", "50", "--election-timeout", "500"))
+			"--heartbeat-interval", "50", "--election-timeout", "500"}
+		w.etcd = append(w.etcd, daemon(t, ns, append(args, etcdTLS...)...))
 	}
 	w.url = "etcd://" + strings.Join(clients, ",")
+	if len(etcdTLS) > 0 {
+		w.url = "etcds://" + strings.Join(clients, ",")
+	}
 	for i := range hosts {
 		name := fmt.Sprintf("clh%d", i+1)
 		l := &lab{t: t, host: name, state: t.TempDir()}
@@ -393,4 +409,66 @@ func TestClusterBGP(t *testing.T) {
 	if out := w.hosts[0].fixture("ip", "-n", "clh1", "route", "show", "proto", "111"); !strings.Contains(out, "via 198.51.100.2") {
 		t.Errorf("clh1's BGP routes to clh2's members:\n%s", out)
 	}
+}
+
+// etcd that wants client certificates: the host joins with them, and its
+// keeper keeps it joined with them.
+func TestClusterTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, caKey := newCert(t, dir, "ca", nil, nil)
+	newCert(t, dir, "server", ca, caKey)
+	newCert(t, dir, "client", ca, caKey)
+	f := func(n string) string { return filepath.Join(dir, n) }
+	w := newWorld(t, 1, 1, false, "--cert-file", f("server.crt"), "--key-file", f("server.key"),
+		"--client-cert-auth", "--trusted-ca-file", f("ca.crt"))
+	tlsFlags := []string{"--cluster-cert", f("client.crt"), "--cluster-key", f("client.key"), "--cluster-ca", f("ca.crt")}
+	if _, err := w.c(0, "host", "join"); err == nil {
+		t.Errorf("join without a client certificate succeeded")
+	}
+	w.must(0, append(tlsFlags, "host", "join", "--name", "tls1")...)
+	w.must(0, append(tlsFlags, "net", "create", "pods", "--scope", "cluster", "--subnet", "10.248.0.0/16", "--backend", "host-gw")...)
+	ns := w.hosts[0].nsNamed("clh1-t")
+	w.must(0, "net", "connect", "pods", ns)
+	// The keeper reaches etcd with the certificate the host joined with.
+	waitFor(t, 10*time.Second, "the keeper's blackhole for its block", func() bool {
+		return strings.Contains(w.hosts[0].fixture("ip", "-n", "clh1", "route", "show", "proto", "112"), "blackhole")
+	})
+	if out := w.must(0, append(tlsFlags, "host", "ls")...); !strings.Contains(out, "tls1") {
+		t.Errorf("host ls: %s", out)
+	}
+}
+
+// newCert writes NAME.crt and NAME.key into dir: a CA when parent is nil,
+// else a certificate for 198.51.100.10 and client use, signed by parent.
+func newCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment}
+	if parent == nil {
+		tmpl.IsCA, tmpl.BasicConstraintsValid, tmpl.KeyUsage = true, true, x509.KeyUsageCertSign|x509.KeyUsageDigitalSignature
+		parent, parentKey = tmpl, key
+	} else {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+		tmpl.IPAddresses = []net.IP{net.ParseIP("198.51.100.10")}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, name+".crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(filepath.Join(dir, name+".key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
 }

@@ -78,8 +78,19 @@ func (g *globals) config() (engine.Config, error) {
 // clusterConfig is etcd's address from --cluster, or, when it is not
 // given, the one this host joined with.
 func (g *globals) clusterConfig(j *store.Joined) (cluster.Config, error) {
-	if g.url == "" && j != nil {
-		return cluster.Config{Endpoints: j.Endpoints, Prefix: j.Prefix, Cert: j.Cert, Key: j.Key, CA: j.CA}, nil
+	if j != nil {
+		// The cluster this host joined, with the certificates it joined
+		// with, unless --cluster names another.
+		eps, err := cluster.ParseURL(g.url)
+		if g.url == "" || err == nil && slices.Equal(eps, j.Endpoints) {
+			c := cluster.Config{Endpoints: j.Endpoints, Prefix: j.Prefix, Cert: j.Cert, Key: j.Key, CA: j.CA}
+			for _, f := range []struct{ flag, dst *string }{{&g.cert, &c.Cert}, {&g.key, &c.Key}, {&g.ca, &c.CA}} {
+				if *f.flag != "" {
+					*f.dst = *f.flag
+				}
+			}
+			return c, nil
+		}
 	}
 	if g.url == "" {
 		return cluster.Config{}, errors.New("this needs the cluster's etcd: give --cluster etcd://HOST:PORT (or NSNET_CLUSTER)")
@@ -200,6 +211,14 @@ func hostCmd(g *globals) *cobra.Command {
 				h := cluster.Host{Name: name, Address: a, Joined: time.Now().UTC(), TTL: ttl, Grace: grace}
 				if _, err := c.Join(h); err != nil {
 					return err
+				}
+				// The keeper reads the certificates later, from anywhere.
+				for _, p := range []*string{&cc.Cert, &cc.Key, &cc.CA} {
+					if *p != "" {
+						if abs, err := filepath.Abs(*p); err == nil {
+							*p = abs
+						}
+					}
 				}
 				j := store.Joined{Name: name, Address: a, Endpoints: cc.Endpoints, Prefix: cc.Prefix, Cert: cc.Cert, Key: cc.Key, CA: cc.CA,
 					TTL: ttl, Grace: grace, HostNetns: m.HostNetns(), Joined: h.Joined}
