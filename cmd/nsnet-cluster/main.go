@@ -102,6 +102,18 @@ func (g *globals) clusterConfig(j *store.Joined) (cluster.Config, error) {
 	return cluster.Config{Endpoints: eps, Prefix: g.prefix, Cert: g.cert, Key: g.key, CA: g.ca}, nil
 }
 
+// joined is this host's cluster membership, if it has one (and a store).
+func (g *globals) joined() *store.Joined {
+	var j *store.Joined
+	g.withManager(true, func(m *engine.Manager) error {
+		if jj, ok, err := m.Joined(); err == nil && ok {
+			j = &jj
+		}
+		return nil
+	})
+	return j
+}
+
 // withManager opens the engine around fn (exclusively unless readOnly).
 func (g *globals) withManager(readOnly bool, fn func(*engine.Manager) error) error {
 	cfg, err := g.config()
@@ -238,14 +250,7 @@ func hostCmd(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "Hosts of the cluster, live or holding blocks, with their blocks", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var j *store.Joined
-			g.withManager(true, func(m *engine.Manager) error {
-				if jj, ok, err := m.Joined(); err == nil && ok {
-					j = &jj
-				}
-				return nil
-			})
-			cc, err := g.clusterConfig(j)
+			cc, err := g.clusterConfig(g.joined())
 			if err != nil {
 				return fmt.Errorf("host ls: %w", err)
 			}
@@ -304,14 +309,7 @@ func hostCmd(g *globals) *cobra.Command {
 	rm := &cobra.Command{
 		Use: "rm NAME", Short: "Remove a dead host at once: its registration and blocks", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var j *store.Joined
-			g.withManager(true, func(m *engine.Manager) error {
-				if jj, ok, err := m.Joined(); err == nil && ok {
-					j = &jj
-				}
-				return nil
-			})
-			cc, err := g.clusterConfig(j)
+			cc, err := g.clusterConfig(g.joined())
 			if err != nil {
 				return fmt.Errorf("host rm: %w", err)
 			}

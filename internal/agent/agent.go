@@ -32,6 +32,7 @@ import (
 	"github.com/nsnet/nsnet/internal/bgp"
 	"github.com/nsnet/nsnet/internal/driver"
 	"github.com/nsnet/nsnet/internal/drivers"
+	"github.com/nsnet/nsnet/internal/lockfile"
 	"github.com/nsnet/nsnet/internal/netns"
 	"github.com/nsnet/nsnet/internal/resolver"
 	"github.com/nsnet/nsnet/internal/store"
@@ -352,18 +353,7 @@ func (a *agent) report(gen uint64, err error) {
 }
 
 // Running reports whether an agent serves stateDir.
-func Running(stateDir string) bool {
-	f, err := os.Open(filepath.Join(stateDir, lockFile))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
-		return errors.Is(err, unix.EWOULDBLOCK)
-	}
-	unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return false
-}
+func Running(stateDir string) bool { return lockfile.Held(filepath.Join(stateDir, lockFile)) }
 
 // Wait makes sure the agent serving stateDir has taken the store at
 // generation gen: it wakes the agent and waits, up to timeout, for its
@@ -776,7 +766,7 @@ func (a *agent) ensureKeeper(host string) error {
 			return nil // started, and still running
 		}
 	}
-	if flocked(filepath.Join(a.dir, "cluster.lock")) {
+	if lockfile.Held(filepath.Join(a.dir, "cluster.lock")) {
 		return nil
 	}
 	exe, err := os.Executable()
@@ -799,18 +789,4 @@ func (a *agent) ensureKeeper(host string) error {
 	go func() { cmd.Wait(); close(done) }()
 	a.keeperDone = done
 	return nil
-}
-
-// flocked reports whether a process holds the lock file at p.
-func flocked(p string) bool {
-	f, err := os.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
-		return errors.Is(err, unix.EWOULDBLOCK)
-	}
-	unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return false
 }

@@ -22,8 +22,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/nsnet/nsnet/internal/lockfile"
 	"github.com/nsnet/nsnet/internal/netns"
 )
 
@@ -124,18 +123,7 @@ func WriteStatus(stateDir, host string, s Status) error {
 }
 
 // Running reports whether a speaker serves host.
-func Running(stateDir, host string) bool {
-	f, err := os.Open(File(stateDir, host, ".lock"))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
-		return errors.Is(err, unix.EWOULDBLOCK)
-	}
-	unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return false
-}
+func Running(stateDir, host string) bool { return lockfile.Held(File(stateDir, host, ".lock")) }
 
 // WaitStopped waits, up to timeout, for host's speaker to exit (having
 // withdrawn its routes and removed what it installed).

@@ -88,42 +88,17 @@ func bindEtc(name string) error {
 	return nil
 }
 
-// StartIn starts cmd inside the namespace at path ("": the caller's own).
-// A child is born in the namespace of the thread that forks it, so it
-// forks from a thread that entered path, on a goroutine of its own; the
-// thread goes back before it is unlocked, and if it cannot, it stays
-// locked and dies with the goroutine, as Go does with such threads.
+// StartIn starts cmd inside the namespace at path ("": the caller's own):
+// a child is born in the namespace of the thread that forks it, and Do
+// forks from a thread inside path.
 func StartIn(path string, cmd *exec.Cmd) error {
 	if path == "" {
 		return cmd.Start()
 	}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	h, err := Open(path)
 	if err != nil {
-		return fmt.Errorf("open namespace %s: %w", path, err)
+		return err
 	}
-	defer unix.Close(fd)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter namespace %s: %w", path, err)
-			return
-		}
-		serr := cmd.Start()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(serr, fmt.Errorf("restore thread namespace: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- serr
-	}()
-	return <-errc
+	defer h.Close()
+	return Do(h, cmd.Start)
 }
