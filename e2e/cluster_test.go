@@ -378,6 +378,23 @@ func TestClusterBadInput(t *testing.T) {
 	if _, err := w.c(1, "host", "join", "--name", "same"); err == nil || !strings.Contains(err.Error(), "a live host holds that name") {
 		t.Errorf("join with a live host's name: %v", err)
 	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"host", "rm", "same"}, "host rm is for dead hosts"},
+		{[]string{"host", "join", "--grace", "-1s"}, "--grace"},
+		{[]string{"net", "create", "z", "--scope", "cluster", "--subnet", "10.12.0.0/16", "--backend", "host-gw", "--driver", "bridge"}, "--driver is not for --scope cluster"},
+	} {
+		if _, err := w.c(1, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("nsnet %s: %v; want %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
+	w.must(0, "net", "create", "cp", "--scope", "cluster", "--subnet", "10.13.0.0/16", "--backend", "host-gw")
+	pns := l.nsNamed("clh1-p")
+	if _, err := w.c(0, "net", "connect", "cp", pns, "-p", "8080:80"); err == nil || !strings.Contains(err.Error(), "published ports are not offered") {
+		t.Errorf("connect with -p on a cluster network: %v", err)
+	}
 	// etcd gone: commands that need it fail quickly and say so; local ones
 	// keep working.
 	w.etcd[0].Process.Kill()

@@ -173,6 +173,9 @@ func hostCmd(g *globals) *cobra.Command {
 			if ttl < 2 || ttl > 3600 {
 				return fmt.Errorf("host join: --ttl %d: want 2 to 3600 seconds", ttl)
 			}
+			if grace < 0 {
+				return fmt.Errorf("host join: --grace %v: want 0 or more", grace)
+			}
 			cc, err := g.clusterConfig(nil)
 			if err != nil {
 				return fmt.Errorf("host join: %w", err)
@@ -318,6 +321,13 @@ func hostCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
+			hosts, err := c.Hosts()
+			if err != nil {
+				return err
+			}
+			if slices.ContainsFunc(hosts, func(h cluster.Host) bool { return h.Name == args[0] }) {
+				return fmt.Errorf("host %s: alive (its lease is renewed); host rm is for dead hosts", args[0])
+			}
 			found, err := c.RemoveHost(args[0])
 			if err != nil {
 				return err
@@ -383,11 +393,14 @@ func netCmd(g *globals) *cobra.Command {
 					return err
 				}
 				defer c.Close()
-				n := cluster.Network{Name: args[0], Subnet: sub, BlockBits: blockSize, Backend: backend}
-				if backend == "vxlan" {
-					n.MTU = cmp(mtu, 1500) - cluster.VXLANOverhead
-				} else {
-					n.MTU = mtu
+				// A vxlan network's members get the underlay's MTU less the
+				// encapsulation: --mtu's when given, else each host's own.
+				n := cluster.Network{Name: args[0], Subnet: sub, BlockBits: blockSize, Backend: backend, MTU: mtu}
+				if backend == "vxlan" && mtu != 0 {
+					n.MTU = mtu - cluster.VXLANOverhead
+				}
+				if local, err := m.Network(n.Name); err == nil && local.Cluster == nil {
+					return fmt.Errorf("%s: this host has a network of its own by that name", what)
 				}
 				n, err = c.CreateNetwork(n)
 				if err != nil {
@@ -395,9 +408,13 @@ func netCmd(g *globals) *cobra.Command {
 				}
 				// This host's part is made now if it joined; others make
 				// theirs at their first connect.
-				if _, ok, err := m.Joined(); err == nil && ok {
+				if j, ok, err := m.Joined(); err == nil && ok {
 					if _, err := m.Network(n.Name); errors.Is(err, engine.ErrNoNetwork) {
-						if _, err := m.CreateNetwork(cluster.LocalSpec(n, "")); err != nil {
+						ls, err := cluster.LocalSpec(m, n, j)
+						if err != nil {
+							return err
+						}
+						if _, err := m.CreateNetwork(ls); err != nil {
 							return err
 						}
 					}
@@ -412,11 +429,6 @@ func netCmd(g *globals) *cobra.Command {
 	create.Flags().IntVar(&blockSize, "block-size", 26, "prefix length of the blocks each host claims")
 	create.Flags().StringVar(&backend, "backend", "", "how hosts reach each other's members: host-gw, vxlan or bgp")
 	create.Flags().IntVar(&mtu, "mtu", 0, "members' MTU; for vxlan, the underlay's (members get 50 less)")
-	// The rest of net create's flags, so that nsnet can hand every
-	// create over: they do not apply to cluster networks.
-	for _, f := range []string{"gateway", "driver", "bridge-name", "parent", "dns-upstream", "ip-range", "aux-address"} {
-		create.Flags().String(f, "", "not for cluster networks")
-	}
 
 	var ip, ip6, ifname string
 	var defRoute bool
@@ -457,7 +469,7 @@ func netCmd(g *globals) *cobra.Command {
 				defer c.Close()
 				mi, err := cluster.Connect(m, c, j, spec)
 				if err != nil {
-					return fmt.Errorf("connect %s to %s: %w", args[1], args[0], err)
+					return err
 				}
 				var addrs []string
 				for _, a := range mi.Addrs {
@@ -475,13 +487,6 @@ func netCmd(g *globals) *cobra.Command {
 	connect.Flags().StringArrayVar(&aliases, "alias", nil, "another name the network's resolver answers for")
 	c.AddCommand(create, connect)
 	return c
-}
-
-func cmp(a, b int) int {
-	if a != 0 {
-		return a
-	}
-	return b
 }
 
 func keeperCmd(g *globals) *cobra.Command {

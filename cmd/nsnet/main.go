@@ -367,6 +367,14 @@ func netCmd(g *globals) *cobra.Command {
 				if g.cluster == "" {
 					return fmt.Errorf("network %q: --scope cluster needs the cluster's etcd: give --cluster etcd://HOST:PORT (or NSNET_CLUSTER)", args[0])
 				}
+				// A cluster network is routed, over one IPv4 subnet; the
+				// local networks' other settings do not apply.
+				for _, f := range []string{"driver", "gateway", "nat", "no-nat", "internal", "isolate", "dns", "dns-upstream",
+					"no-host-firewall", "ip-range", "aux-address", "bridge-name", "parent"} {
+					if cmd.Flags().Changed(f) {
+						return fmt.Errorf("network %q: --%s is not for --scope cluster networks (routed, one IPv4 subnet; docs/cluster.md)", args[0], f)
+					}
+				}
 				return forwardCluster()
 			case scope != "" && scope != "local":
 				return fmt.Errorf("network %q: --scope %q: want local or cluster", args[0], scope)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/nsnet/nsnet/internal/engine"
@@ -17,11 +18,22 @@ const VXLANOverhead = 50
 // Backends are the ways hosts reach each other's members.
 var Backends = []string{"host-gw", "vxlan", "bgp"}
 
-// LocalSpec is a host's part of cluster network n: a routed network over
-// the whole subnet, whose members take addresses of the host's blocks.
-func LocalSpec(n Network, host string) engine.NetworkSpec {
-	return engine.NetworkSpec{Name: n.Name, Driver: "routed", Subnets: []netip.Prefix{n.Subnet}, MTU: n.MTU, HostNetns: host,
-		Cluster: &store.ClusterNet{Backend: n.Backend, BlockBits: n.BlockBits, VNI: n.VNI}}
+// LocalSpec is this host's part of cluster network n: a routed network
+// over the whole subnet, whose members take addresses of the host's
+// blocks. A vxlan network's members get the MTU of the host's underlay
+// interface (the one holding j's address) less the encapsulation, unless
+// the network was made with --mtu.
+func LocalSpec(m *engine.Manager, n Network, j store.Joined) (engine.NetworkSpec, error) {
+	mtu := n.MTU
+	if n.Backend == "vxlan" && mtu == 0 {
+		under, err := m.LinkMTU(j.Address)
+		if err != nil {
+			return engine.NetworkSpec{}, err
+		}
+		mtu = under - VXLANOverhead
+	}
+	return engine.NetworkSpec{Name: n.Name, Driver: "routed", Subnets: []netip.Prefix{n.Subnet}, MTU: mtu,
+		Cluster: &store.ClusterNet{Backend: n.Backend, BlockBits: n.BlockBits, VNI: n.VNI}}, nil
 }
 
 // Connect joins a namespace to cluster network spec.Network on this host:
@@ -29,13 +41,28 @@ func LocalSpec(n Network, host string) engine.NetworkSpec {
 // address of the host's blocks (claiming a block when they are full) and
 // connects through the engine.
 func Connect(m *engine.Manager, c *Client, j store.Joined, spec engine.ConnectSpec) (engine.MemberInfo, error) {
+	mi, err := connect(m, c, j, spec)
+	if err != nil && !strings.HasPrefix(err.Error(), "connect ") {
+		err = fmt.Errorf("connect %s to %s: %w", spec.Namespace, spec.Network, err)
+	}
+	return mi, err
+}
+
+func connect(m *engine.Manager, c *Client, j store.Joined, spec engine.ConnectSpec) (engine.MemberInfo, error) {
+	if len(spec.Ports) > 0 {
+		return engine.MemberInfo{}, fmt.Errorf("network %q: published ports are not offered on cluster networks", spec.Network)
+	}
 	n, err := c.Network(spec.Network)
 	if err != nil {
 		return engine.MemberInfo{}, err
 	}
 	local, err := m.Network(n.Name)
 	if errors.Is(err, engine.ErrNoNetwork) {
-		if local, err = m.CreateNetwork(LocalSpec(n, "")); err != nil {
+		ls, err := LocalSpec(m, n, j)
+		if err != nil {
+			return engine.MemberInfo{}, err
+		}
+		if local, err = m.CreateNetwork(ls); err != nil {
 			return engine.MemberInfo{}, err
 		}
 	} else if err != nil {
@@ -70,6 +97,9 @@ func Connect(m *engine.Manager, c *Client, j store.Joined, spec engine.ConnectSp
 		ok := false
 		for _, b := range own {
 			ok = ok || b.Prefix.Contains(a) && a != b.Prefix.Addr()
+		}
+		if !n.Subnet.Contains(a) {
+			return engine.MemberInfo{}, fmt.Errorf("address %s: outside the network's subnet %s", a, n.Subnet)
 		}
 		if !ok {
 			return engine.MemberInfo{}, fmt.Errorf("address %s: not in a block of host %s (its blocks: %v); leave --ip out", a, j.Name, prefixes(own))

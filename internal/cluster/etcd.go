@@ -13,9 +13,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -56,9 +58,15 @@ func ParseURL(s string) ([]string, error) {
 	}
 	var out []string
 	for _, hp := range strings.Split(rest, ",") {
-		host, port, ok := strings.Cut(hp, ":")
-		if !ok || host == "" || port == "" || strings.ContainsAny(hp, "/?#@ ") {
+		host, port, err := net.SplitHostPort(hp)
+		n, perr := strconv.Atoi(port)
+		if err != nil || host == "" || perr != nil || n < 1 || n > 65535 || strings.ContainsAny(hp, "/?#@ ") {
 			return nil, fmt.Errorf("--cluster %q: %w: %q is not HOST:PORT", s, ErrInvalid, hp)
+		}
+		if strings.HasPrefix(hp, "[") {
+			if _, err := netip.ParseAddr(host); err != nil {
+				return nil, fmt.Errorf("--cluster %q: %w: %q is not an address", s, ErrInvalid, host)
+			}
 		}
 		out = append(out, web+hp)
 	}
@@ -88,7 +96,7 @@ func Dial(cfg Config) (*Client, error) {
 	}
 	c, err := clientv3.New(cc)
 	if err != nil {
-		return nil, fmt.Errorf("cluster %s: %w: %v", strings.Join(cfg.Endpoints, ","), ErrUnreachable, err)
+		return nil, fmt.Errorf("cluster %s: %w: %v", URL(cfg.Endpoints), ErrUnreachable, err)
 	}
 	cl := &Client{c: c, prefix: strings.TrimSuffix(cfg.Prefix, "/"), cfg: cfg}
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
@@ -128,9 +136,21 @@ func (c *Client) Close() error { return c.c.Close() }
 
 func (c *Client) wrap(err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "connection") {
-		return fmt.Errorf("cluster %s: %w (%v)", strings.Join(c.cfg.Endpoints, ","), ErrUnreachable, err)
+		return fmt.Errorf("cluster %s: %w (%v)", URL(c.cfg.Endpoints), ErrUnreachable, err)
 	}
 	return fmt.Errorf("cluster: %w", err)
+}
+
+// URL spells endpoints as --cluster takes them.
+func URL(endpoints []string) string {
+	scheme, hosts := "etcd://", make([]string, len(endpoints))
+	for i, e := range endpoints {
+		if strings.HasPrefix(e, "https://") {
+			scheme = "etcds://"
+		}
+		hosts[i] = strings.TrimPrefix(strings.TrimPrefix(e, "https://"), "http://")
+	}
+	return scheme + strings.Join(hosts, ",")
 }
 
 func (c *Client) ctx() (context.Context, context.CancelFunc) {

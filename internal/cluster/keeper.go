@@ -87,7 +87,10 @@ func RunKeeper(stateDir string) error {
 	}
 }
 
-var errDone = errors.New("done")
+var (
+	errDone   = errors.New("done")
+	errRejoin = errors.New("rejoin")
+)
 
 type keeper struct {
 	dir   string
@@ -206,6 +209,9 @@ func (k *keeper) session() error {
 			continue
 		}
 		err := k.sync()
+		if errors.Is(err, errRejoin) {
+			return fmt.Errorf("host %s was removed from the cluster while alive; joining again", k.j.Name)
+		}
 		k.last = time.Now()
 		k.report(err)
 		if err != nil {
@@ -238,6 +244,10 @@ func (k *keeper) sync() error {
 	live := map[string]Host{}
 	for _, h := range hosts {
 		live[h.Name] = h
+	}
+	if _, ok := live[k.j.Name]; !ok {
+		// Removed behind the host's back (host rm): join again.
+		return errRejoin
 	}
 	var errs []error
 	// Blocks of dead hosts: reserved for their grace, then released; a

@@ -83,6 +83,9 @@ func (m *Manager) connect(spec ConnectSpec) (store.Attachment, error) {
 		if d, err = drivers.Of(n); err != nil {
 			return store.Op{}, err
 		}
+		if n.Cluster != nil && len(spec.Ports) > 0 {
+			return store.Op{}, fmt.Errorf("network %q: published ports are not offered on cluster networks", n.Name)
+		}
 		if n.Cluster != nil && !spec.Clustered {
 			// An address of this host's blocks, known locally: no etcd.
 			// Without one (blocks full, or an address elsewhere asked

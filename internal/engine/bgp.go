@@ -313,3 +313,25 @@ func (m *Manager) SetJoined(j store.Joined, ok bool) error {
 		return tx.PutJoined(j)
 	})
 }
+
+// LinkMTU is the MTU of the host's interface that holds address a.
+func (m *Manager) LinkMTU(a netip.Addr) (int, error) {
+	h, err := m.host(m.cfg.HostNetns)
+	if err != nil {
+		return 0, err
+	}
+	addrs, err := kernel.Retry(func() ([]netlink.Addr, error) { return h.NL.AddrList(nil, netlink.FAMILY_ALL) })
+	if err != nil {
+		return 0, fmt.Errorf("list the host's addresses: %w", err)
+	}
+	for _, x := range addrs {
+		if ip, ok := netip.AddrFromSlice(x.IP); ok && ip.Unmap() == a {
+			l, err := h.NL.LinkByIndex(x.LinkIndex)
+			if err != nil {
+				return 0, err
+			}
+			return l.Attrs().MTU, nil
+		}
+	}
+	return 0, fmt.Errorf("address %s is on no interface of %s", a, hostName(m.cfg.HostNetns))
+}
