@@ -289,6 +289,26 @@ func TestClusterHostGW(t *testing.T) {
 	if out := w.must(0, "host", "ls"); strings.Count(out, "live") != 3 {
 		t.Errorf("host ls:\n%s", out)
 	}
+	// Removing the network: refused while other hosts hold blocks; once
+	// they removed their parts, it goes from etcd and every host's routes
+	// follow.
+	if _, err := w.c(0, "net", "rm", "pods", "--scope", "cluster"); err == nil || !strings.Contains(err.Error(), "hold blocks of it") {
+		t.Errorf("cluster rm with other hosts' blocks: %v", err)
+	}
+	w.must(1, "net", "rm", "pods", "--force")
+	w.must(2, "net", "rm", "pods", "--force")
+	w.must(0, "net", "rm", "pods", "--scope", "cluster", "--force")
+	waitFor(t, 10*time.Second, "every host's cluster routes gone", func() bool {
+		for _, l := range w.hosts {
+			if strings.TrimSpace(l.fixture("ip", "-n", l.host, "route", "show", "proto", "112")) != "" {
+				return false
+			}
+		}
+		return true
+	})
+	if out := w.must(0, "host", "ls"); strings.Contains(out, "10.244.") {
+		t.Errorf("blocks left after the network went:\n%s", out)
+	}
 }
 
 // vxlan across hosts that reach each other only through a router, with a

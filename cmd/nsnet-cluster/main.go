@@ -485,7 +485,70 @@ func netCmd(g *globals) *cobra.Command {
 	connect.Flags().StringVar(&ifname, "ifname", "", "interface name inside the namespace")
 	connect.Flags().BoolVar(&defRoute, "default-route", false, "move the namespace's default route to this network")
 	connect.Flags().StringArrayVar(&aliases, "alias", nil, "another name the network's resolver answers for")
-	c.AddCommand(create, connect)
+	var rmScope string
+	var force bool
+	rm := &cobra.Command{
+		Use: "rm NAME --scope cluster [--force]", Short: "Remove a cluster network: this host's part, and the network from etcd", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			what := fmt.Sprintf("network %q", args[0])
+			if rmScope != "cluster" {
+				return fmt.Errorf("%s: nsnet-cluster removes --scope cluster networks only", what)
+			}
+			return g.withManager(false, func(m *engine.Manager) error {
+				j, ok, err := m.Joined()
+				if err != nil {
+					return err
+				}
+				var jp *store.Joined
+				if ok {
+					jp = &j
+				}
+				cc, err := g.clusterConfig(jp)
+				if err != nil {
+					return err
+				}
+				c, err := cluster.Dial(cc)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				if _, err := c.Network(args[0]); err != nil {
+					return err
+				}
+				// Other live hosts' members would be cut off: only with
+				// --force.
+				hosts, err := c.Hosts()
+				if err != nil {
+					return err
+				}
+				blocks, err := c.Blocks(args[0])
+				if err != nil {
+					return err
+				}
+				var others []string
+				for _, b := range blocks {
+					if b.Host != j.Name && slices.ContainsFunc(hosts, func(h cluster.Host) bool { return h.Name == b.Host }) && !slices.Contains(others, b.Host) {
+						others = append(others, b.Host)
+					}
+				}
+				if len(others) > 0 && !force {
+					return fmt.Errorf("%s: hosts %s hold blocks of it (their members would be cut off); remove their parts first, or --force", what, strings.Join(others, ", "))
+				}
+				if local, err := m.Network(args[0]); err == nil && local.Cluster != nil {
+					if err := m.RemoveNetwork(args[0], force); err != nil {
+						return err
+					}
+				}
+				// The keepers drop the network's routes and devices once
+				// it is gone from etcd.
+				_, err = c.RemoveNetwork(args[0])
+				return err
+			})
+		},
+	}
+	rm.Flags().StringVar(&rmScope, "scope", "", "cluster: the network itself, from etcd")
+	rm.Flags().BoolVar(&force, "force", false, "disconnect this host's members first, and remove it though other hosts hold blocks")
+	c.AddCommand(create, connect, rm)
 	return c
 }
 

@@ -469,13 +469,25 @@ func netCmd(g *globals) *cobra.Command {
 	f.StringArrayVar(&auxAddrs, "aux-address", nil, "NAME=IP: keep an address of the segment from members (a router, the host's own); repeatable")
 
 	var force bool
+	var rmScope string
 	rm := &cobra.Command{
-		Use: "rm NAME", Short: "Remove a network", Args: cobra.ExactArgs(1),
+		Use: "rm NAME [--scope cluster]", Short: "Remove a network (--scope cluster: from every host, and from etcd)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			switch rmScope {
+			case "cluster":
+				if g.cluster == "" {
+					return fmt.Errorf("network %q: --scope cluster needs the cluster's etcd: give --cluster etcd://HOST:PORT (or NSNET_CLUSTER)", args[0])
+				}
+				return forwardCluster()
+			case "", "local":
+			default:
+				return fmt.Errorf("network %q: --scope %q: want local or cluster", args[0], rmScope)
+			}
 			return g.withManager(false, func(m *engine.Manager) error { return m.RemoveNetwork(args[0], force) })
 		},
 	}
 	rm.Flags().BoolVar(&force, "force", false, "disconnect members first")
+	rm.Flags().StringVar(&rmScope, "scope", "local", "local (this host's part only), or cluster (the network itself, from etcd)")
 
 	var cs engine.ConnectSpec
 	var ip4, ip6 string

@@ -353,6 +353,22 @@ func (c *Client) CreateNetwork(n Network) (Network, error) {
 	return n, nil
 }
 
+// RemoveNetwork removes a cluster network, its blocks and its vxlan
+// endpoints, in one transaction; found is false when there was none.
+func (c *Client) RemoveNetwork(name string) (found bool, err error) {
+	ctx, cancel := c.ctx()
+	defer cancel()
+	r, err := c.c.Txn(ctx).Then(
+		clientv3.OpDelete(c.netKey(name)),
+		clientv3.OpDelete(c.blocksKey(name), clientv3.WithPrefix()),
+		clientv3.OpDelete(c.prefix+"/vteps/"+name+"/", clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return false, c.wrap(err)
+	}
+	return r.Responses[0].GetResponseDeleteRange().Deleted > 0, nil
+}
+
 // Network reads a cluster network.
 func (c *Client) Network(name string) (Network, error) {
 	ctx, cancel := c.ctx()
