@@ -44,14 +44,13 @@ var (
 // clusterWorld is a switch namespace with a bridge, etcd, and two hosts
 // on it, each a bench host with a state directory of its own.
 type clusterWorld struct {
-	r     *runner
 	hosts []*host
 	etcd  *exec.Cmd
 	url   string
 }
 
 func (r *runner) newClusterWorld() (*clusterWorld, error) {
-	w := &clusterWorld{r: r, url: "etcd://" + etcdAddr + ":2379"}
+	w := &clusterWorld{url: "etcd://" + etcdAddr + ":2379"}
 	if r.bin.Etcd == "" {
 		return w, fmt.Errorf("etcd is not installed (Debian etcd-server)")
 	}

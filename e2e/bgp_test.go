@@ -167,14 +167,20 @@ protocol bgp n6 from nsnet { local %[5]s as 64513; neighbor %[6]s as 64512; ipv6
 	}
 }
 
-func TestBGPBird(t *testing.T) {
+// birdLab is a lab with a router running BIRD on its uplink.
+func birdLab(t *testing.T) (l *lab, router string, birdc func(args ...string) string) {
+	t.Helper()
 	nstest.Require(t)
 	if _, err := exec.LookPath("bird"); err != nil {
 		t.Skip("BIRD 2 (Debian bird2) is not installed")
 	}
-	l := newLab(t)
-	r := l.addRouter("bird")
-	birdc := startBird(t, l, r)
+	l = newLab(t)
+	router = l.addRouter("bird")
+	return l, router, startBird(t, l, router)
+}
+
+func TestBGPBird(t *testing.T) {
+	l, r, birdc := birdLab(t)
 
 	l.must("net", "create", "pods", "--driver", "routed", "--subnet", "10.0.1.0/24", "--subnet", "fd00:1::/64")
 	a, b := l.ns("a"), l.ns("b")
@@ -263,13 +269,7 @@ func TestBGPBird(t *testing.T) {
 }
 
 func TestBGPPeerDies(t *testing.T) {
-	nstest.Require(t)
-	if _, err := exec.LookPath("bird"); err != nil {
-		t.Skip("BIRD 2 (Debian bird2) is not installed")
-	}
-	l := newLab(t)
-	r := l.addRouter("bird")
-	birdc := startBird(t, l, r)
+	l, r, birdc := birdLab(t)
 	l.must("net", "create", "pods", "--driver", "routed", "--subnet", "10.0.1.0/24")
 	l.must("bgp", "set", "--asn", "64512", "--hold-time", "3")
 	l.must("bgp", "peer", "add", rtrPeer4, "--asn", "64513")

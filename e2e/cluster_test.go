@@ -13,10 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -100,7 +98,7 @@ func newWorld(t *testing.T, hosts, etcdMembers int, routed bool, etcdTLS ...stri
 		name := fmt.Sprintf("clh%d", i+1)
 		l := &lab{t: t, host: name, state: t.TempDir()}
 		fix("ip", "netns", "add", name)
-		t.Cleanup(func() { stopKeeper(l); stopAgent(l) })
+		t.Cleanup(func() { stopAgent(l) })
 		t.Cleanup(func() {
 			for _, n := range l.names {
 				exec.Command("ip", "netns", "del", n).Run()
@@ -147,27 +145,6 @@ func (w *world) join(ttl, grace string) {
 	w.t.Helper()
 	for i, l := range w.hosts {
 		w.must(i, "host", "join", "--name", l.host, "--ttl", ttl, "--grace", grace)
-	}
-}
-
-// stopKeeper kills the lab's cluster keeper, named by its lock file, if
-// its command line is this lab's keeper.
-func stopKeeper(l *lab) {
-	raw, err := os.ReadFile(filepath.Join(l.state, "cluster.lock"))
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-	if err != nil || pid <= 0 {
-		return
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmdline), l.state) || !strings.Contains(string(cmdline), "nsnet-cluster") {
-		return
-	}
-	syscall.Kill(pid, syscall.SIGKILL)
-	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -347,7 +324,6 @@ func TestClusterHostDies(t *testing.T) {
 	w.reachAll(addrs)
 	// Killed: its processes and its namespace gone.
 	dead := w.hosts[2]
-	stopKeeper(dead)
 	stopAgent(dead)
 	for _, n := range append(dead.names, dead.host) {
 		exec.Command("ip", "netns", "del", n).Run()
@@ -508,4 +484,27 @@ func newCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKey
 		t.Fatal(err)
 	}
 	return cert, key
+}
+
+// A host cut off for longer than its grace comes back: its blocks were
+// released, and its keeper claims them again (they are free), so the
+// addresses its members use stay its own.
+func TestClusterHostReturns(t *testing.T) {
+	w := newWorld(t, 2, 1, false)
+	w.join("3", "1s")
+	w.must(0, "net", "create", "pods", "--scope", "cluster", "--subnet", "10.249.0.0/16", "--backend", "host-gw")
+	addrs := w.connectAll("pods", 2)
+	w.reachAll(addrs)
+	stopAgent(w.hosts[1])
+	waitFor(t, 20*time.Second, "clh2's blocks released", func() bool {
+		return !strings.Contains(w.must(0, "host", "ls"), "clh2")
+	})
+	w.must(1, "net", "ls") // restarts clh2's agent, and so its keeper
+	waitFor(t, 20*time.Second, "clh2 back with its block", func() bool {
+		out := w.must(0, "host", "ls")
+		return strings.Contains(out, "clh2") && strings.Contains(out, "10.249.0.64/26")
+	})
+	waitFor(t, 10*time.Second, "clh1's member reaches clh2's again", func() bool {
+		return w.hosts[0].ping("clh1-m0", addrs["clh2-m1"]) == nil
+	})
 }

@@ -475,11 +475,22 @@ func TestCNISecondNetworkRoutes(t *testing.T) {
 	assertClean(t, l)
 }
 
-// stopAgent ends the lab's agent if one runs (it may be exiting on its
-// own), and waits a second at most for it to go.
+// stopAgent kills the lab's agent and its BGP speakers and cluster
+// keeper, those of this lab only.
 func stopAgent(l *lab) {
-	stopSpeakers(l)
-	raw, err := os.ReadFile(filepath.Join(l.state, "agent.pid"))
+	locks, _ := filepath.Glob(filepath.Join(l.state, "bgp", "*.lock"))
+	for _, lock := range locks {
+		killOwn(l, lock, "nsnet-bgp")
+	}
+	killOwn(l, filepath.Join(l.state, "cluster.lock"), "nsnet-cluster")
+	killOwn(l, filepath.Join(l.state, "agent.pid"), "agent")
+}
+
+// killOwn kills the process whose pid the file names, if its command line
+// is this lab's (it names the lab's state directory and what): the file
+// outlives the process, whose pid may be another's by now.
+func killOwn(l *lab, pidFile, what string) {
+	raw, err := os.ReadFile(pidFile)
 	if err != nil {
 		return
 	}
@@ -487,10 +498,8 @@ func stopAgent(l *lab) {
 	if err != nil || pid <= 0 {
 		return
 	}
-	// Only this lab's agent: the file outlives it, and its pid may be
-	// another process's by now.
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmdline), l.state) || !strings.Contains(string(cmdline), "agent") {
+	if err != nil || !strings.Contains(string(cmdline), l.state) || !strings.Contains(string(cmdline), what) {
 		return
 	}
 	if syscall.Kill(pid, syscall.SIGKILL) != nil {
@@ -498,32 +507,6 @@ func stopAgent(l *lab) {
 	}
 	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
 		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// stopSpeakers kills the lab's BGP speakers, each named by its lock
-// file, if its command line is one of this lab's speakers.
-func stopSpeakers(l *lab) {
-	locks, _ := filepath.Glob(filepath.Join(l.state, "bgp", "*.lock"))
-	for _, lock := range locks {
-		raw, err := os.ReadFile(lock)
-		if err != nil {
-			continue
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-		if err != nil || pid <= 0 {
-			continue
-		}
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || !strings.Contains(string(cmdline), l.state) || !strings.Contains(string(cmdline), "nsnet-bgp") {
-			continue
-		}
-		if syscall.Kill(pid, syscall.SIGKILL) != nil {
-			continue
-		}
-		for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
-			time.Sleep(10 * time.Millisecond)
-		}
 	}
 }
 

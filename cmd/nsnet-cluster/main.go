@@ -102,6 +102,19 @@ func (g *globals) clusterConfig(j *store.Joined) (cluster.Config, error) {
 	return cluster.Config{Endpoints: eps, Prefix: g.prefix, Cert: g.cert, Key: g.key, CA: g.ca}, nil
 }
 
+// dial connects to the cluster's etcd (see clusterConfig); what names the
+// command in an error that is not etcd's.
+func (g *globals) dial(what string, j *store.Joined) (*cluster.Client, error) {
+	cc, err := g.clusterConfig(j)
+	if err != nil {
+		if what != "" {
+			err = fmt.Errorf("%s: %w", what, err)
+		}
+		return nil, err
+	}
+	return cluster.Dial(cc)
+}
+
 // joined is this host's cluster membership, if it has one (and a store).
 func (g *globals) joined() *store.Joined {
 	var j *store.Joined
@@ -253,11 +266,7 @@ func hostCmd(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "Hosts of the cluster, live or holding blocks, with their blocks", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cc, err := g.clusterConfig(g.joined())
-			if err != nil {
-				return fmt.Errorf("host ls: %w", err)
-			}
-			c, err := cluster.Dial(cc)
+			c, err := g.dial("host ls", g.joined())
 			if err != nil {
 				return err
 			}
@@ -312,11 +321,7 @@ func hostCmd(g *globals) *cobra.Command {
 	rm := &cobra.Command{
 		Use: "rm NAME", Short: "Remove a dead host at once: its registration and blocks", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cc, err := g.clusterConfig(g.joined())
-			if err != nil {
-				return fmt.Errorf("host rm: %w", err)
-			}
-			c, err := cluster.Dial(cc)
+			c, err := g.dial("host rm", g.joined())
 			if err != nil {
 				return err
 			}
@@ -458,11 +463,7 @@ func netCmd(g *globals) *cobra.Command {
 				if !ok {
 					return fmt.Errorf("network %q: a cluster network, and this host has not joined the cluster (nsnet host join)", args[0])
 				}
-				cc, err := g.clusterConfig(&j)
-				if err != nil {
-					return err
-				}
-				c, err := cluster.Dial(cc)
+				c, err := g.dial("", &j)
 				if err != nil {
 					return err
 				}
@@ -503,11 +504,7 @@ func netCmd(g *globals) *cobra.Command {
 				if ok {
 					jp = &j
 				}
-				cc, err := g.clusterConfig(jp)
-				if err != nil {
-					return err
-				}
-				c, err := cluster.Dial(cc)
+				c, err := g.dial("", jp)
 				if err != nil {
 					return err
 				}

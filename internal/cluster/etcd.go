@@ -406,24 +406,30 @@ func (c *Client) ClaimBlock(n Network, host string, grace time.Duration) (Block,
 	for _, b := range held {
 		taken[b.Prefix] = true
 	}
-	ctx, cancel := c.ctx()
-	defer cancel()
 	for p := range blocksOf(n.Subnet, n.BlockBits) {
 		if taken[p] {
 			continue
 		}
 		b := Block{Network: n.Name, Prefix: p, Host: host, Claimed: time.Now().UTC(), Grace: grace}
-		raw, _ := json.Marshal(b)
-		key := c.blockKey(n.Name, p)
-		r, err := c.c.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(raw))).Commit()
-		if err != nil {
-			return Block{}, c.wrap(err)
-		}
-		if r.Succeeded {
-			return b, nil
+		if ok, err := c.claim(b); err != nil || ok {
+			return b, err
 		}
 	}
 	return Block{}, fmt.Errorf("network %q: %w: every /%d block of %s is held", n.Name, ErrFull, n.BlockBits, n.Subnet)
+}
+
+// claim records b unless its block is held: a create-if-absent
+// transaction, so two hosts never hold one block.
+func (c *Client) claim(b Block) (bool, error) {
+	ctx, cancel := c.ctx()
+	defer cancel()
+	raw, _ := json.Marshal(b)
+	key := c.blockKey(b.Network, b.Prefix)
+	r, err := c.c.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(raw))).Commit()
+	if err != nil {
+		return false, c.wrap(err)
+	}
+	return r.Succeeded, nil
 }
 
 // MarkOrphaned records when a block's owner was first seen dead; Release
@@ -490,6 +496,12 @@ func (c *Client) Watch(ctx context.Context) <-chan struct{} {
 }
 
 func list[T any](c *Client, prefix string) ([]T, error) {
+	return listRev[T](c, prefix, nil)
+}
+
+// listRev is list, telling each value its key's revision (for the
+// compare-and-swap of blocks).
+func listRev[T any](c *Client, prefix string, rev func(*T, int64)) ([]T, error) {
 	ctx, cancel := c.ctx()
 	defer cancel()
 	r, err := c.c.Get(ctx, prefix, clientv3.WithPrefix())
@@ -502,29 +514,18 @@ func list[T any](c *Client, prefix string) ([]T, error) {
 		if err := json.Unmarshal(kv.Value, &v); err != nil {
 			return nil, fmt.Errorf("cluster: decode %s: %w", kv.Key, err)
 		}
+		if rev != nil {
+			rev(&v, kv.ModRevision)
+		}
 		out = append(out, v)
 	}
 	return out, nil
 }
 
 func listBlocks(c *Client, prefix string) ([]Block, error) {
-	ctx, cancel := c.ctx()
-	defer cancel()
-	r, err := c.c.Get(ctx, prefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, c.wrap(err)
-	}
-	out := make([]Block, 0, len(r.Kvs))
-	for _, kv := range r.Kvs {
-		var b Block
-		if err := json.Unmarshal(kv.Value, &b); err != nil {
-			return nil, fmt.Errorf("cluster: decode %s: %w", kv.Key, err)
-		}
-		b.rev = kv.ModRevision
-		out = append(out, b)
-	}
+	out, err := listRev(c, prefix, func(b *Block, rev int64) { b.rev = rev })
 	slices.SortFunc(out, func(a, b Block) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
-	return out, nil
+	return out, err
 }
 
 // blocksOf yields subnet's blocks of the given prefix length, in order.

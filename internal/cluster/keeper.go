@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -249,7 +250,7 @@ func (k *keeper) sync() error {
 		// Removed behind the host's back (host rm): join again.
 		return errRejoin
 	}
-	var errs []error
+	errs := []error{k.keepBlocks(blocks)}
 	// Blocks of dead hosts: reserved for their grace, then released; a
 	// host that came back takes its own back.
 	for _, b := range blocks {
@@ -322,6 +323,58 @@ func (k *keeper) sync() error {
 	}
 	errs = append(errs, syncRoutes(want), removeVXLANs(wantDevs))
 	return errors.Join(errs...)
+}
+
+// keepBlocks keeps this host's local record of its blocks, from which it
+// hands out addresses without etcd, true to etcd. A block etcd lost for
+// it (released while the host was cut off for longer than its grace) is
+// claimed again if free; one another host holds meanwhile is dropped from
+// the record, and its members here are reported: they share addresses
+// with that host's.
+func (k *keeper) keepBlocks(blocks []Block) error {
+	holder := map[string]map[netip.Prefix]string{}
+	for _, b := range blocks {
+		if holder[b.Network] == nil {
+			holder[b.Network] = map[netip.Prefix]string{}
+		}
+		holder[b.Network][b.Prefix] = b.Host
+	}
+	var errs []error
+	for _, n := range k.nets {
+		for _, p := range n.Cluster.Blocks {
+			h := holder[n.Name][p]
+			if h == k.j.Name {
+				continue
+			}
+			if h == "" {
+				ok, err := k.c.claim(Block{Network: n.Name, Prefix: p, Host: k.j.Name, Claimed: time.Now().UTC(), Grace: k.j.Grace})
+				if err != nil || ok {
+					errs = append(errs, err)
+					continue
+				}
+			}
+			errs = append(errs, fmt.Errorf("network %s: block %s, which this host's members use, is now another host's", n.Name, p))
+			errs = append(errs, k.dropBlock(n.Name, p))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// dropBlock forgets a block in the local record.
+func (k *keeper) dropBlock(network string, p netip.Prefix) error {
+	st, err := store.OpenTimeout(k.dir, false, time.Second)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return st.Update(func(tx *store.Tx) error {
+		n, ok, err := tx.Network(network)
+		if err != nil || !ok || n.Cluster == nil {
+			return err
+		}
+		n.Cluster.Blocks = slices.DeleteFunc(n.Cluster.Blocks, func(b netip.Prefix) bool { return b == p })
+		return tx.PutNetwork(n)
+	})
 }
 
 func vxlanName(vni int) string { return "nsx" + strconv.Itoa(vni) }
