@@ -19,6 +19,16 @@ type doctorReport struct {
 		OK                                bool
 	} `json:"reply"`
 	Cause string `json:"cause"`
+	Live  *struct {
+		Probe    string `json:"probe"`
+		Answered bool   `json:"answered"`
+		Outcome  string `json:"outcome"`
+		Steps    []struct {
+			Where, What, Cause, Evidence, Fix string
+			OK                                bool
+		} `json:"steps"`
+		Notes []string `json:"notes"`
+	} `json:"live"`
 }
 
 // doctor runs nsnet doctor and returns its exit status and report.
@@ -129,6 +139,24 @@ func TestDoctor(t *testing.T) {
 			a, _ := bridge(l)
 			return a, "nosuchname", nil
 		}, 1, "resolver does not know \"nosuchname\""},
+		{"a sticky forwarding entry to the wrong port", func(l *lab) (string, string, []string) {
+			a, b := bridge(l)
+			var links []struct {
+				Address string `json:"address"`
+			}
+			if err := json.Unmarshal([]byte(l.fixture("ip", "-n", b, "-j", "link", "show", "eth0")), &links); err != nil || len(links) != 1 {
+				l.t.Fatalf("b's MAC: %v", err)
+			}
+			var aPort string
+			for _, m := range l.network("lan").Members {
+				if m.Namespace == a {
+					aPort = m.HostIf
+				}
+			}
+			l.fixture("ip", "netns", "exec", l.host, "bridge", "fdb", "replace", links[0].Address, "dev", aPort, "master", "static", "sticky")
+			l.mustNotPing(a, strings.Split(l.addrOf("lan", b, false), "/")[0])
+			return a, b, nil
+		}, 1, "a static sticky forwarding entry"},
 		{"fault 1, the address on a bridge port", func(l *lab) (string, string, []string) {
 			x := l.ns("x")
 			l.fixture("ip", "-n", l.host, "link", "add", "br0", "type", "bridge")
@@ -178,4 +206,94 @@ underlay: {subnet: 198.51.100.0/24, routing: none}
 		t.Errorf("doctor with one argument: exit %d, want 2", code)
 	}
 	l.must("destroy", "--lab", "noback")
+}
+
+// --live: a real probe followed by the kernel's nftables trace finds what
+// the static walk cannot (a rule that drops inside a chain, a neighbour
+// that never answers), confirms what it can, and leaves no trace table.
+func TestDoctorLive(t *testing.T) {
+	type setup func(l *lab) (from, to string, extra []string)
+	bridge := func(l *lab) (string, string) {
+		a, b := l.ns("a"), l.ns("b")
+		l.must("net", "create", "lan", "--subnet", "10.40.0.0/24")
+		l.must("net", "connect", "lan", a)
+		l.must("net", "connect", "lan", b)
+		return a, b
+	}
+	cases := []struct {
+		name     string
+		setup    setup
+		code     int
+		answered bool
+		// cause is the report's; live a line the trace must hold.
+		cause, live string
+	}{
+		{"to the outside, masqueraded", func(l *lab) (string, string, []string) {
+			l.addOutside()
+			a, _ := bridge(l)
+			return a, server, nil
+		}, 0, true, "", "source NATed to " + uplinkHost},
+		{"a rule that drops, inside a chain that accepts", func(l *lab) (string, string, []string) {
+			l.addOutside()
+			a, _ := bridge(l)
+			l.fixture("ip", "netns", "exec", l.host, "nft", "add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy accept; }; add rule ip filter FORWARD ip daddr "+server+" icmp type echo-request drop")
+			return a, server, nil
+		}, 1, false, "dropped in host by rule handle", "ip filter FORWARD: rule handle"},
+		{"a chain's policy drop past rules doctor does not evaluate", func(l *lab) (string, string, []string) {
+			l.addOutside()
+			a := l.ns("a")
+			l.must("net", "create", "lan", "--subnet", "10.40.0.0/24", "--no-host-firewall")
+			l.must("net", "connect", "lan", a)
+			l.fixture("ip", "netns", "exec", l.host, "nft", "add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }; add rule ip filter FORWARD tcp dport 22 accept")
+			return a, server, nil
+		}, 1, false, "the policy drop of chain ip filter FORWARD", "ip filter FORWARD: policy drop"},
+		{"a neighbour that never answers ARP", func(l *lab) (string, string, []string) {
+			out := l.addOutside()
+			a, _ := bridge(l)
+			l.fixture("ip", "netns", "exec", out, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_ignore=8")
+			return a, server, nil
+		}, 1, false, "towards 203.0.113.2, which never answered ARP", "out uplink"},
+		{"nothing listening: the reset seen", func(l *lab) (string, string, []string) {
+			a, b := bridge(l)
+			return a, b, []string{"--port", "80"}
+		}, 1, false, "nothing listens on tcp/80", "[RST,ACK]"},
+		{"a published port from the outside", func(l *lab) (string, string, []string) {
+			out := l.addOutside()
+			a := l.ns("a")
+			l.must("net", "create", "lan", "--subnet", "10.40.0.0/24")
+			l.must("net", "connect", "lan", a, "-p", "8080:80")
+			listen(l.t, a, ":80")
+			return out, uplinkHost, []string{"--port", "8080"}
+		}, 0, true, "", "destination NATed to 10.40.0."},
+	}
+	for _, c := range cases {
+		t.Run(strings.NewReplacer(" ", "_", ",", "", "'", "").Replace(c.name), func(t *testing.T) {
+			l := newLab(t)
+			from, to, extra := c.setup(l)
+			code, r, raw := l.doctor(append([]string{from, to, "--live"}, extra...)...)
+			t.Log(raw)
+			if r.Live == nil {
+				t.Fatalf("no live report:\n%s", raw)
+			}
+			var lines []string
+			for _, s := range r.Live.Steps {
+				lines = append(lines, s.What)
+			}
+			trace := strings.Join(lines, "\n")
+			if code != c.code || !strings.Contains(r.Cause, c.cause) || r.Live.Answered != c.answered || !strings.Contains(trace, c.live) {
+				t.Errorf("doctor %s %s --live: exit %d, cause %q, answered %v; want %d, %q, %v and a trace with %q\n%s", from, to, code, r.Cause, r.Live.Answered, c.code, c.cause, c.answered, c.live, raw)
+			}
+			if len(r.Live.Notes) > 0 {
+				t.Errorf("notes: %q", r.Live.Notes)
+			}
+			for _, ns := range []string{l.host, from} {
+				if ns == "host" {
+					continue
+				}
+				if tables := l.fixture("ip", "netns", "exec", ns, "nft", "list", "tables"); strings.Contains(tables, "nsnet-doctor") {
+					t.Errorf("trace table left in %s: %s", ns, tables)
+				}
+			}
+		})
+	}
 }

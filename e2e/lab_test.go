@@ -68,7 +68,9 @@ func newLab(t *testing.T) *lab {
 	if len(l.host) > 40 {
 		l.host = l.host[len(l.host)-40:]
 	}
-	l.host = strings.ReplaceAll(l.host, "/", "-")
+	// Cut short, a name may start with the "-" of a "/": ip and nsnet
+	// would take it for a flag.
+	l.host = strings.TrimLeft(strings.ReplaceAll(l.host, "/", "-"), "-_")
 	l.fixture("ip", "netns", "add", l.host)
 	l.fixture("ip", "-n", l.host, "link", "set", "lo", "up")
 	// A DNS agent of the lab's is gone before its state directory is

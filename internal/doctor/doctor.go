@@ -43,6 +43,14 @@ type Step struct {
 
 	// masq is the address a host masqueraded the packet to here.
 	masq netip.Addr
+	// repeat counts the live probe's retries that passed the same way.
+	repeat int
+	// dnat is where the host's published port sends the packet on.
+	dnat netip.AddrPort
+	// oif and pktDst are, for a live step, the interface the packet
+	// left by and its destination then (after any NAT).
+	oif    int
+	pktDst netip.Addr
 }
 
 // Report is the whole diagnosis.
@@ -57,6 +65,8 @@ type Report struct {
 	OK      bool   `json:"ok"`
 	// Cause repeats the failing step's cause.
 	Cause string `json:"cause,omitempty"`
+	// Live is the real probe's trace, with --live.
+	Live *Live `json:"live,omitempty"`
 }
 
 // Member is what doctor needs to know of nsnet's records: a namespace's
@@ -83,9 +93,21 @@ type Input struct {
 	HostPath string
 	// Members are nsnet's memberships.
 	Members []Member
-	// PublishedPort says whether the host publishes the port (to which
-	// member) for a TO that is the host.
-	PublishedPort func(proto string, port uint16) (string, bool)
+	// PublishedPort says whether the host publishes the port, and to
+	// which member, for a TO that is the host.
+	PublishedPort func(proto string, port uint16) (Published, bool)
+	// Live also sends a real probe and follows it with the kernel's
+	// nftables trace; the only mode that changes anything (trace tables
+	// it removes afterwards).
+	Live bool
+}
+
+// Published is a member's port that the host publishes: a packet to the
+// host's port is DNATed to one of the member's addresses, at Port.
+type Published struct {
+	Member string
+	Addrs  []netip.Addr
+	Port   uint16
 }
 
 // place is a namespace doctor reads.
@@ -225,21 +247,35 @@ func Diagnose(in Input) (Report, error) {
 	if from == nil {
 		return r, fmt.Errorf("%w: FROM %s is an address no namespace holds; give a namespace", ErrUsage, in.From)
 	}
+	dst, err := w.static(&r, from, proto, port)
+	if err != nil {
+		return r, err
+	}
+	if in.Live && dst.IsValid() && r.Dst != "" {
+		w.live(&r, from, dst, proto, port)
+	}
+	return r, nil
+}
+
+// static walks the path from the kernel's state alone, and returns TO's
+// address when it could tell it.
+func (w *world) static(r *Report, from *place, proto string, port uint16) (netip.Addr, error) {
+	in := w.in
 	to, dst, err := w.endpoint(in.To, from)
 	var ne *nameError
 	if errors.As(err, &ne) {
 		r.Forward = []Step{{N: 1, Where: from.name, What: "resolve " + in.To, Cause: ne.Error(), Fix: fmt.Sprintf("connect %s to a network of the name's owner (nsnet net connect NET %s), or give an address", from.name, from.name)}}
 		r.Cause = ne.Error()
-		return r, nil
+		return dst, nil
 	}
 	if err != nil {
-		return r, err
+		return dst, err
 	}
 	if !dst.IsValid() {
 		if dst, err = w.addressOf(to, from); err != nil {
 			s := Step{N: 1, Where: to.name, What: "address of " + to.name, Cause: err.Error(), Fix: fmt.Sprintf("nsnet net connect NET %s, or give an address", to.name)}
 			r.Forward, r.Cause = []Step{s}, s.Cause
-			return r, nil
+			return dst, nil
 		}
 	}
 	r.Dst = dst.String()
@@ -250,32 +286,44 @@ func Diagnose(in Input) (Report, error) {
 			r.Forward = append(r.Forward, s)
 			if !s.OK {
 				r.Cause = s.Cause
-				return r, nil
+				return dst, nil
 			}
 		}
 		r.OK = true
-		return r, nil
+		return dst, nil
 	}
 	if s, ok := w.isolated(from, to); ok {
 		r.Forward = []Step{s}
 		r.Cause = s.Cause
-		return r, nil
+		return dst, nil
 	}
 	src, steps, last := w.walk(from, dst, netip.Addr{})
+	// The answer comes from dst, or from the member behind a published port.
+	answerFrom := dst
 	if src.IsValid() {
 		r.Src = src.String()
 	}
 	r.Forward = steps
 	if last == nil || !steps[len(steps)-1].OK {
 		r.Cause = steps[len(steps)-1].Cause
-		return r, nil
+		return dst, nil
 	}
 	if proto != "" {
 		s := w.checkPort(last, dst, proto, port, len(steps)+1)
 		r.Forward = append(r.Forward, s)
 		if !s.OK {
 			r.Cause = s.Cause
-			return r, nil
+			return dst, nil
+		}
+		if s.dnat.IsValid() {
+			// A published port: the host forwards the packet to the
+			// member, whose answer goes back through the host's
+			// conntrack (the walk back starts at the member).
+			member, ok := w.followDNAT(r, last, src, s.dnat, proto)
+			if !ok {
+				return dst, nil
+			}
+			last, answerFrom = member, s.dnat.Addr()
 		}
 	}
 	// The reply, from what the packet reached back to the source it had
@@ -286,12 +334,12 @@ func Diagnose(in Input) (Report, error) {
 			back = s.masq
 		}
 	}
-	_, reply, end := w.walk(last, back, dst)
+	_, reply, end := w.walk(last, back, answerFrom)
 	r.Reply = reply
 	if end == nil || !reply[len(reply)-1].OK {
 		w.explainNoWayBack(&reply[len(reply)-1], last, back)
 		r.Cause = reply[len(reply)-1].Cause
-		return r, nil
+		return dst, nil
 	}
 	if back != src {
 		// The masquerading host hands the reply on to the member.
@@ -302,11 +350,11 @@ func Diagnose(in Input) (Report, error) {
 		}
 		if end2 == nil || !r.Reply[len(r.Reply)-1].OK {
 			r.Cause = r.Reply[len(r.Reply)-1].Cause
-			return r, nil
+			return dst, nil
 		}
 	}
 	r.OK = true
-	return r, nil
+	return dst, nil
 }
 
 func parsePort(s string) (string, uint16, error) {
@@ -401,6 +449,12 @@ func (w *world) isolated(from, to *place) (Step, bool) {
 // address the first route chose, the steps, and the namespace it reached
 // (nil if it did not).
 func (w *world) walk(p *place, dst, src netip.Addr) (netip.Addr, []Step, *place) {
+	return w.walkFrom(p, dst, src, 0)
+}
+
+// walkFrom is walk for a packet that p already forwards (first 1): one
+// that came in and was DNATed there, rather than one p sends.
+func (w *world) walkFrom(p *place, dst, src netip.Addr, first int) (netip.Addr, []Step, *place) {
 	var steps []Step
 	step := func(s Step) { s.N = len(steps) + 1; steps = append(steps, s) }
 	fail := func(where, what, cause, evidence, fix string) (netip.Addr, []Step, *place) {
@@ -408,7 +462,7 @@ func (w *world) walk(p *place, dst, src netip.Addr) (netip.Addr, []Step, *place)
 		return src, steps, nil
 	}
 	seen := map[*place]bool{}
-	for hop := 0; hop < 16; hop++ {
+	for hop := first; hop < first+16; hop++ {
 		if _, ok := p.addrs[dst]; ok {
 			if s, ok := dropping(p, dst, nftables.ChainHookInput, "input"); !ok {
 				step(s)
@@ -627,8 +681,52 @@ func (w *world) segment(p *place, link netlink.Link, via netip.Addr, next *place
 				Cause:    fmt.Sprintf("%s, %s's end, is not on bridge %s", port.Attrs().Name, next.name, br.Attrs().Name),
 				Evidence: linkState(port), Fix: fmt.Sprintf("%s link set %s master %s (nsnet gc does it for nsnet's)", ipIn(q), port.Attrs().Name, br.Attrs().Name)}, false
 		}
+		if s, ok := fdbTowards(q, br, port, nl, next); !ok {
+			return s, false
+		}
 	}
 	return Step{}, true
+}
+
+// fdbTowards checks the bridge's forwarding entry for the next hop's MAC
+// address: a sticky one that points at another port sends the frames
+// where the next hop is not, for good.
+func fdbTowards(q *place, br, port, nextIf netlink.Link, next *place) (Step, bool) {
+	mac := nextIf.Attrs().HardwareAddr
+	if len(mac) == 0 {
+		return Step{}, true
+	}
+	fdb, err := q.ns.NL.NeighList(0, unix.AF_BRIDGE)
+	if err != nil {
+		return Step{}, true
+	}
+	for _, e := range fdb {
+		// A learned or plain static entry moves to the port the address
+		// is next heard from; a sticky one stays where it points.
+		if e.MasterIndex != br.Attrs().Index || e.HardwareAddr.String() != mac.String() || e.LinkIndex == port.Attrs().Index || e.Flags&netlink.NTF_STICKY == 0 {
+			continue
+		}
+		other := fmt.Sprintf("ifindex %d", e.LinkIndex)
+		if l, err := q.ns.NL.LinkByIndex(e.LinkIndex); err == nil {
+			other = l.Attrs().Name
+		}
+		return Step{Where: q.name, What: fmt.Sprintf("bridge %s forwarding entry for %s (%s)", br.Attrs().Name, mac, next.name),
+			Cause:    fmt.Sprintf("bridge %s sends frames for %s, %s's address, to port %s, not to %s where %s is: a %s sticky forwarding entry, which learning does not move", br.Attrs().Name, mac, next.name, other, port.Attrs().Name, next.name, fdbKind(e.State)),
+			Evidence: fmt.Sprintf("bridge fdb show br %s: %s dev %s master %s %s sticky", br.Attrs().Name, mac, other, br.Attrs().Name, fdbKind(e.State)),
+			Fix:      execIn(q, fmt.Sprintf("bridge fdb del %s dev %s master", mac, other))}, false
+	}
+	return Step{}, true
+}
+
+// fdbKind names a bridge forwarding entry's kind as bridge fdb shows it.
+func fdbKind(state int) string {
+	switch {
+	case state&netlink.NUD_PERMANENT != 0:
+		return "permanent"
+	case state&netlink.NUD_NOARP != 0:
+		return "static"
+	}
+	return "learned"
 }
 
 func srcIP(a netip.Addr) net.IP {
@@ -830,6 +928,27 @@ func natted(p *place, src netip.Addr) bool {
 	return false
 }
 
+// followDNAT walks a packet the host DNATed on to the member at to, and
+// checks the member's port; it returns the member's namespace.
+func (w *world) followDNAT(r *Report, host *place, src netip.Addr, to netip.AddrPort, proto string) (*place, bool) {
+	_, more, member := w.walkFrom(host, to.Addr(), src, 1)
+	for _, st := range more {
+		st.N = len(r.Forward) + 1
+		r.Forward = append(r.Forward, st)
+	}
+	if member == nil {
+		r.Cause = r.Forward[len(r.Forward)-1].Cause
+		return nil, false
+	}
+	s := w.checkPort(member, to.Addr(), proto, to.Port(), len(r.Forward)+1)
+	r.Forward = append(r.Forward, s)
+	if !s.OK {
+		r.Cause = s.Cause
+		return nil, false
+	}
+	return member, true
+}
+
 func (w *world) checkPort(p *place, dst netip.Addr, proto string, port uint16, n int) Step {
 	ls, err := p.ns.Listeners()
 	if err != nil {
@@ -839,14 +958,24 @@ func (w *world) checkPort(p *place, dst netip.Addr, proto string, port uint16, n
 	if proto == "udp" {
 		pn = unix.IPPROTO_UDP
 	}
+	// nsnet's DNAT comes before any socket of the host's on that port.
+	if p.name == hostName && w.in.PublishedPort != nil {
+		if pub, ok := w.in.PublishedPort(proto, port); ok {
+			for _, a := range pub.Addrs {
+				if a.Is4() == dst.Is4() {
+					to := netip.AddrPortFrom(a, pub.Port)
+					return Step{N: n, Where: p.name, What: fmt.Sprintf("the host publishes %s/%d to %s: DNAT to %s", proto, port, pub.Member, to), OK: true, dnat: to}
+				}
+			}
+			return Step{N: n, Where: p.name, What: fmt.Sprintf("%s/%d at %s", proto, port, dst),
+				Cause:    fmt.Sprintf("the host publishes %s/%d to %s, which has no %s address", proto, port, pub.Member, map[bool]string{true: "IPv4", false: "IPv6"}[dst.Is4()]),
+				Evidence: fmt.Sprintf("nsnet net inspect: %s's addresses %v", pub.Member, pub.Addrs),
+				Fix:      "reach the host at an address of the member's family"}
+		}
+	}
 	for _, l := range ls {
 		if l.Proto == pn && l.Port == port && (l.Addr.IsUnspecified() || l.Addr == dst) {
 			return Step{N: n, Where: p.name, What: fmt.Sprintf("%s listens on %s/%d (%s)", p.name, proto, port, l.Addr), OK: true}
-		}
-	}
-	if p.name == hostName && w.in.PublishedPort != nil {
-		if member, ok := w.in.PublishedPort(proto, port); ok {
-			return Step{N: n, Where: p.name, What: fmt.Sprintf("the host publishes %s/%d to %s", proto, port, member), OK: true}
 		}
 	}
 	s := Step{N: n, Where: p.name, What: fmt.Sprintf("%s/%d at %s", proto, port, dst),

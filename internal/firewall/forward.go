@@ -27,6 +27,12 @@ func FamilyName(f nftables.TableFamily) string {
 		return "ip6"
 	case nftables.TableFamilyINet:
 		return "inet"
+	case nftables.TableFamilyBridge:
+		return "bridge"
+	case nftables.TableFamilyARP:
+		return "arp"
+	case nftables.TableFamilyNetdev:
+		return "netdev"
 	}
 	return fmt.Sprintf("family-%d", f)
 }
