@@ -283,6 +283,16 @@ func TestDoctorLive(t *testing.T) {
 			if code != c.code || !strings.Contains(r.Cause, c.cause) || r.Live.Answered != c.answered || !strings.Contains(trace, c.live) {
 				t.Errorf("doctor %s %s --live: exit %d, cause %q, answered %v; want %d, %q, %v and a trace with %q\n%s", from, to, code, r.Cause, r.Live.Answered, c.code, c.cause, c.answered, c.live, raw)
 			}
+			if c.name == "a rule that drops, inside a chain that accepts" {
+				// The static walk cannot evaluate the rule, and says so.
+				var notes []string
+				for _, s := range r.Forward {
+					notes = append(notes, s.What)
+				}
+				if !strings.Contains(strings.Join(notes, "\n"), "chain ip filter FORWARD has rules that drop or reject (1)") {
+					t.Errorf("the static walk does not name the rule it cannot evaluate:\n%s", raw)
+				}
+			}
 			if len(r.Live.Notes) > 0 {
 				t.Errorf("notes: %q", r.Live.Notes)
 			}

@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -467,6 +468,8 @@ func (w *world) walkFrom(p *place, dst, src netip.Addr, first int) (netip.Addr, 
 			if s, ok := dropping(p, dst, nftables.ChainHookInput, "input"); !ok {
 				step(s)
 				return src, steps, nil
+			} else if s.What != "" {
+				step(s)
 			}
 			step(Step{Where: p.name, What: fmt.Sprintf("%s is local here: delivered", dst), OK: true})
 			return src, steps, p
@@ -475,6 +478,8 @@ func (w *world) walkFrom(p *place, dst, src netip.Addr, first int) (netip.Addr, 
 			if s, ok := dropping(p, dst, nftables.ChainHookOutput, "output"); !ok {
 				step(s)
 				return src, steps, nil
+			} else if s.What != "" {
+				step(s)
 			}
 		}
 		if seen[p] {
@@ -771,34 +776,70 @@ func (w *world) forwarding(p *place, dst netip.Addr) (Step, bool) {
 		return Step{Where: p.name, What: "forward", Cause: fmt.Sprintf("%s does not forward: %s is 0", p.name, strings.ReplaceAll(key, "/", ".")),
 			Evidence: strings.ReplaceAll(key, "/", ".") + " = 0", Fix: execIn(p, fmt.Sprintf("sysctl -w %s=1", strings.ReplaceAll(key, "/", ".")))}, false
 	}
-	var note Step
-	for _, ch := range droppingChains(p, dst, nftables.ChainHookForward) {
-		accepts := 0
+	chains := chainsAt(p, dst, nftables.ChainHookForward)
+	for _, ch := range chains {
+		if !ch.policyDrop() || len(ch.rules) > 0 {
+			continue
+		}
+		return Step{Where: p.name, What: "forward",
+			Cause:    fmt.Sprintf("chain %s drops what %s forwards (policy drop, no rule)", ch, p.name),
+			Evidence: fmt.Sprintf("table %s %s, chain %s: hook forward, policy drop, 0 rules", ch.family, ch.Table.Name, ch.Name),
+			Fix:      execIn(p, fmt.Sprintf("nft insert rule %s %s daddr %s accept", ch, map[bool]string{true: "ip", false: "ip6"}[dst.Is4()], dst)) + " (or iptables -P FORWARD ACCEPT); nsnet inserts such accepts for its own networks unless --no-host-firewall"}, false
+	}
+	return unevaluated(p, chains, "forward"), true
+}
+
+// unevaluated is a note on the chains at a hook whose rules may drop the
+// packet: doctor reads chains and policies, not rules, so it says where
+// to look, and that --live will tell. Zero when there are none.
+func unevaluated(p *place, chains []chain, hook string) Step {
+	var parts []string
+	for _, ch := range chains {
+		accepts, drops := 0, 0
 		for _, r := range ch.rules {
 			if strings.Contains(string(r.UserData), "nsnet:network=") {
 				accepts++
 			}
+			if dropsOrRejects(r) {
+				drops++
+			}
 		}
-		if len(ch.rules) == 0 {
-			return Step{Where: p.name, What: "forward",
-				Cause:    fmt.Sprintf("chain %s drops what %s forwards (policy drop, no rule)", ch, p.name),
-				Evidence: fmt.Sprintf("table %s %s, chain %s: hook forward, policy drop, 0 rules", ch.family, ch.Table.Name, ch.Name),
-				Fix:      execIn(p, fmt.Sprintf("nft insert rule %s %s daddr %s accept", ch, map[bool]string{true: "ip", false: "ip6"}[dst.Is4()], dst)) + " (or iptables -P FORWARD ACCEPT); nsnet inserts such accepts for its own networks unless --no-host-firewall"}, false
-		}
-		if note.What == "" {
-			note = Step{Where: p.name, OK: true,
-				What: fmt.Sprintf("chain %s has policy drop and %d rules (%d of them nsnet's accepts), which doctor does not evaluate; if the packet dies here, they are why (nft list chain %s)",
-					ch, len(ch.rules), accepts, ch)}
+		switch {
+		case ch.policyDrop() && len(ch.rules) > 0:
+			parts = append(parts, fmt.Sprintf("chain %s has policy drop and %d rules (%d of them nsnet's accepts)", ch, len(ch.rules), accepts))
+		case drops > 0:
+			parts = append(parts, fmt.Sprintf("chain %s has rules that drop or reject (%d)", ch, drops))
 		}
 	}
-	return note, true
+	if len(parts) == 0 {
+		return Step{}
+	}
+	return Step{Where: p.name, OK: true,
+		What: fmt.Sprintf("at %s's %s, %s; doctor does not evaluate rules: if the packet dies here, they are why (--live shows whether they take it)", p.name, hook, strings.Join(parts, "; "))}
 }
 
-// dropping finds a chain of p at hook with policy drop and no rule, for
-// dst's family: nothing passes it.
+// dropsOrRejects says whether a rule ends in drop or reject.
+func dropsOrRejects(r *nftables.Rule) bool {
+	for _, e := range r.Exprs {
+		switch v := e.(type) {
+		case *expr.Verdict:
+			if v.Kind == expr.VerdictDrop {
+				return true
+			}
+		case *expr.Reject:
+			return true
+		}
+	}
+	return false
+}
+
+// dropping checks p's chains at hook for dst's family: one with policy
+// drop and no rule stops every packet; others whose rules may drop it
+// give a note (OK, with What set).
 func dropping(p *place, dst netip.Addr, hook *nftables.ChainHook, what string) (Step, bool) {
-	for _, ch := range droppingChains(p, dst, hook) {
-		if len(ch.rules) > 0 {
+	chains := chainsAt(p, dst, hook)
+	for _, ch := range chains {
+		if !ch.policyDrop() || len(ch.rules) > 0 {
 			continue
 		}
 		return Step{Where: p.name, What: what,
@@ -806,7 +847,7 @@ func dropping(p *place, dst netip.Addr, hook *nftables.ChainHook, what string) (
 			Evidence: fmt.Sprintf("table %s %s, chain %s: hook %s, policy drop, 0 rules", ch.family, ch.Table.Name, ch.Name, what),
 			Fix:      execIn(p, fmt.Sprintf("nft add rule %s accept", ch)) + " (or a narrower accept)"}, false
 	}
-	return Step{}, true
+	return unevaluated(p, chains, what), true
 }
 
 // chain is a base chain of another table than nsnet's, with its rules.
@@ -819,9 +860,13 @@ type chain struct {
 // String spells the chain as nft commands take it: FAMILY TABLE CHAIN.
 func (c chain) String() string { return c.family + " " + c.Table.Name + " " + c.Name }
 
-// droppingChains lists p's chains at hook with policy drop that see dst's
-// family, other than nsnet's own.
-func droppingChains(p *place, dst netip.Addr, hook *nftables.ChainHook) []chain {
+func (c chain) policyDrop() bool {
+	return c.Policy != nil && *c.Policy == nftables.ChainPolicyDrop
+}
+
+// chainsAt lists p's base chains at hook that see dst's family, other
+// than nsnet's own, with their rules.
+func chainsAt(p *place, dst netip.Addr, hook *nftables.ChainHook) []chain {
 	c, err := nftables.New(nftables.WithNetNSFd(int(p.ns.Fd())))
 	if err != nil {
 		return nil
@@ -832,11 +877,14 @@ func droppingChains(p *place, dst netip.Addr, hook *nftables.ChainHook) []chain 
 	}
 	var out []chain
 	for _, ch := range chains {
-		if ch.Hooknum == nil || *ch.Hooknum != *hook || ch.Policy == nil || *ch.Policy != nftables.ChainPolicyDrop {
+		if ch.Hooknum == nil || *ch.Hooknum != *hook || ch.Table.Family == nftables.TableFamilyBridge || ch.Table.Family == nftables.TableFamilyNetdev || ch.Table.Family == nftables.TableFamilyARP {
 			continue
 		}
 		if ch.Table.Name == firewall.TableName && ch.Table.Family == nftables.TableFamilyINet {
 			continue
+		}
+		if strings.HasPrefix(ch.Table.Name, "nsnet-doctor-") {
+			continue // a trace table of a live run
 		}
 		if dst.Is4() && ch.Table.Family == nftables.TableFamilyIPv6 || dst.Is6() && ch.Table.Family == nftables.TableFamilyIPv4 {
 			continue // another family's packets
@@ -918,7 +966,7 @@ func natted(p *place, src netip.Addr) bool {
 			rules, _ := c.GetRules(t, ch)
 			for _, r := range rules {
 				for _, e := range r.Exprs {
-					if fmt.Sprintf("%T", e) == "*expr.Masq" {
+					if _, ok := e.(*expr.Masq); ok {
 						return true
 					}
 				}
