@@ -152,7 +152,7 @@ func TestSmoke(t *testing.T) {
 	if res.BGP == nil || res.BGP.Err != "" || res.BGP.Learn <= 0 || res.BGP.Announce.Count == 0 {
 		t.Errorf("bgp: %+v", res.BGP)
 	}
-	if res.Doctor == nil || res.Doctor.Err != "" || res.Doctor.Doctor.Count == 0 {
+	if res.Doctor == nil || res.Doctor.Err != "" || res.Doctor.Doctor.Count == 0 || res.Doctor.Live.Count == 0 {
 		t.Errorf("doctor: %+v", res.Doctor)
 	}
 

@@ -883,7 +883,7 @@ func chainsAt(p *place, dst netip.Addr, hook *nftables.ChainHook) []chain {
 		if ch.Table.Name == firewall.TableName && ch.Table.Family == nftables.TableFamilyINet {
 			continue
 		}
-		if strings.HasPrefix(ch.Table.Name, "nsnet-doctor-") {
+		if strings.HasPrefix(ch.Table.Name, tracePrefix) {
 			continue // a trace table of a live run
 		}
 		if dst.Is4() && ch.Table.Family == nftables.TableFamilyIPv6 || dst.Is6() && ch.Table.Family == nftables.TableFamilyIPv4 {

@@ -45,7 +45,9 @@ const liveWait = 2 * time.Second
 
 // traceTable names the trace tables of this run: one run's tables never
 // meet another's, and a table left by a killed run says whose it was.
-func traceTable() string { return fmt.Sprintf("nsnet-doctor-%d", os.Getpid()) }
+func traceTable() string { return fmt.Sprintf("%s%d", tracePrefix, os.Getpid()) }
+
+const tracePrefix = "nsnet-doctor-"
 
 // probe is the live probe's socket and what identifies its packets.
 type probe struct {
@@ -87,6 +89,12 @@ func (w *world) live(r *Report, from *place, dst netip.Addr, proto string, port 
 	name := traceTable()
 	tracers := make([]*nftrace.Tracer, len(order))
 	for i, p := range order {
+		// A run killed mid-probe left its tables: gone with this one.
+		if stale, err := nftrace.RemoveStale(int(p.ns.Fd()), tracePrefix); err != nil {
+			lv.Notes = append(lv.Notes, fmt.Sprintf("%s: %v", p.name, err))
+		} else if len(stale) > 0 {
+			lv.Notes = append(lv.Notes, fmt.Sprintf("%s: removed trace tables %s, left by a run that was killed", p.name, strings.Join(stale, ", ")))
+		}
 		t, err := nftrace.Start(int(p.ns.Fd()), name, pr.match)
 		if err != nil {
 			lv.Notes = append(lv.Notes, fmt.Sprintf("%s not traced: %v", p.name, err))

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -259,6 +261,36 @@ func (t *Tracer) Stop() error {
 	t.conn.Close()
 	<-t.done
 	return errors.Join(errs...)
+}
+
+// RemoveStale removes the tables, in the namespace open at nsFd, that a
+// run killed before it could remove its own left: those named prefix
+// followed by the pid of a process that is gone. It returns their names.
+func RemoveStale(nsFd int, prefix string) ([]string, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(nsFd))
+	if err != nil {
+		return nil, err
+	}
+	tables, err := c.ListTables()
+	if err != nil {
+		return nil, fmt.Errorf("list nftables tables: %w", err)
+	}
+	var gone []string
+	for _, t := range tables {
+		pid, err := strconv.Atoi(strings.TrimPrefix(t.Name, prefix))
+		if !strings.HasPrefix(t.Name, prefix) || err != nil || pid <= 0 || unix.Kill(pid, 0) != unix.ESRCH {
+			continue
+		}
+		c.DelTable(t)
+		gone = append(gone, firewall.FamilyName(t.Family)+" "+t.Name)
+	}
+	if len(gone) == 0 {
+		return nil, nil
+	}
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("remove stale trace tables %v: %w", gone, err)
+	}
+	return gone, nil
 }
 
 // Decode reads one netlink message as a trace event.

@@ -2,9 +2,11 @@ package nftrace
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -173,5 +175,43 @@ func TestTraceLocalPing(t *testing.T) {
 		if strings.HasPrefix(tab.Name, "nsnet-doctor") {
 			t.Errorf("table %s left behind", tab.Name)
 		}
+	}
+}
+
+// A table of a run that is gone is removed; one of a live run is not.
+func TestRemoveStale(t *testing.T) {
+	nstest.Require(t)
+	fd, err := unix.Open("/proc/self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := fmt.Sprintf("stale-%d", os.Getpid())
+	gone := fmt.Sprintf("stale-%d", dead.Process.Pid)
+	for _, n := range []string{mine, gone, "stale-x"} {
+		c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: n})
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := RemoveStale(fd, "stale-")
+	if err != nil || len(removed) != 1 || removed[0] != "inet "+gone {
+		t.Errorf("RemoveStale: %v, %v; want [inet %s]", removed, err, gone)
+	}
+	tables, _ := c.ListTables()
+	var names []string
+	for _, tab := range tables {
+		names = append(names, tab.Name)
+	}
+	if !slices.Contains(names, mine) || !slices.Contains(names, "stale-x") || slices.Contains(names, gone) {
+		t.Errorf("tables left: %v", names)
 	}
 }
