@@ -18,7 +18,7 @@ type DoctorResult struct {
 	Doctor  Summary `json:"doctor"`
 	// Live is doctor --live on the same path: the probe and its trace.
 	Live Summary `json:"live"`
-	Err     string  `json:"error,omitempty"`
+	Err  string  `json:"error,omitempty"`
 }
 
 // runDoctor builds the lab with `nsnet apply`, publishes ports host port
