@@ -3,8 +3,10 @@ package e2e
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -157,6 +159,40 @@ func TestDoctor(t *testing.T) {
 			l.mustNotPing(a, strings.Split(l.addrOf("lan", b, false), "/")[0])
 			return a, b, nil
 		}, 1, "a static sticky forwarding entry"},
+		{"the next hop never answers ARP", func(l *lab) (string, string, []string) {
+			out := l.addOutside()
+			a, _ := bridge(l)
+			l.fixture("ip", "netns", "exec", out, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_ignore=8")
+			return a, server, nil
+		}, 1, "never answers ARP: arp_ignore is 8"},
+		{"a NAT network reached from outside", func(l *lab) (string, string, []string) {
+			out := l.addOutside()
+			_, b := bridge(l)
+			return out, l.addrOf("lan", b, false), nil
+		}, 1, "nsnet admits into it, from outside its host, only published ports and replies"},
+		{"a hand-built bridge with its own masquerade", func(l *lab) (string, string, []string) {
+			l.addOutside()
+			x := l.ns("x")
+			l.fixture("ip", "-n", l.host, "link", "add", "br0", "type", "bridge")
+			l.fixture("ip", "-n", l.host, "addr", "add", "10.20.30.1/24", "dev", "br0")
+			l.fixture("ip", "-n", l.host, "link", "add", "v0", "type", "veth", "peer", "name", "eth0", "netns", x)
+			l.fixture("ip", "-n", l.host, "link", "set", "v0", "master", "br0")
+			for _, d := range []string{"br0", "v0"} {
+				l.fixture("ip", "-n", l.host, "link", "set", d, "up")
+			}
+			l.fixture("ip", "-n", x, "addr", "add", "10.20.30.2/24", "dev", "eth0")
+			l.fixture("ip", "-n", x, "link", "set", "eth0", "up")
+			l.fixture("ip", "-n", x, "route", "add", "default", "via", "10.20.30.1")
+			l.fixture("ip", "netns", "exec", l.host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+			l.fixture("ip", "netns", "exec", l.host, "nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; }; add rule ip nat post ip saddr 10.20.30.0/24 oifname uplink masquerade")
+			l.mustPing(x, server)
+			return x, server, nil
+		}, 0, ""},
+		{"a port bound to another address", func(l *lab) (string, string, []string) {
+			a, b := bridge(l)
+			listen(l.t, b, "127.0.0.1:81")
+			return a, b, []string{"--port", "81"}
+		}, 1, "the port is bound only to 127.0.0.1"},
 		{"fault 1, the address on a bridge port", func(l *lab) (string, string, []string) {
 			x := l.ns("x")
 			l.fixture("ip", "-n", l.host, "link", "add", "br0", "type", "bridge")
@@ -247,12 +283,20 @@ func TestDoctorLive(t *testing.T) {
 			l.fixture("ip", "netns", "exec", l.host, "nft", "add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }; add rule ip filter FORWARD tcp dport 22 accept")
 			return a, server, nil
 		}, 1, false, "the policy drop of chain ip filter FORWARD", "ip filter FORWARD: policy drop"},
-		{"a neighbour that never answers ARP", func(l *lab) (string, string, []string) {
+		{"a neighbour whose ARP an arp table drops", func(l *lab) (string, string, []string) {
 			out := l.addOutside()
 			a, _ := bridge(l)
-			l.fixture("ip", "netns", "exec", out, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_ignore=8")
+			// The static walk reads ip, ip6 and inet chains: an arp
+			// table's drop is the trace's to find, by its consequence.
+			l.fixture("ip", "netns", "exec", out, "nft", "add table arp f; add chain arp f in { type filter hook input priority 0; policy drop; }")
 			return a, server, nil
 		}, 1, false, "towards 203.0.113.2, which never answered ARP", "out uplink"},
+		{"a rule that rejects", func(l *lab) (string, string, []string) {
+			a, b := bridge(l)
+			listen(l.t, b, ":80")
+			l.fixture("ip", "netns", "exec", b, "nft", "add table ip f; add chain ip f in { type filter hook input priority 0; }; add rule ip f in tcp dport 80 reject with tcp reset")
+			return a, b, []string{"--port", "80"}
+		}, 1, false, "the probe was rejected in", "(reject)"},
 		{"nothing listening: the reset seen", func(l *lab) (string, string, []string) {
 			a, b := bridge(l)
 			return a, b, []string{"--port", "80"}
@@ -305,5 +349,83 @@ func TestDoctorLive(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Two --live runs at once: each reports its own probe only, and neither
+// takes the other's trace table for a rule that decided.
+func TestDoctorLiveTogether(t *testing.T) {
+	l := newLab(t)
+	l.addOutside()
+	a, b := l.ns("a"), l.ns("b")
+	l.must("net", "create", "lan", "--subnet", "10.40.0.0/24")
+	l.must("net", "connect", "lan", a)
+	l.must("net", "connect", "lan", b)
+	type run struct {
+		from, to string
+		code     int
+		r        doctorReport
+		raw      string
+	}
+	runs := []*run{{from: a, to: server}, {from: b, to: server}, {from: a, to: b}}
+	var wg sync.WaitGroup
+	for _, r := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := l.run("doctor", "-o", "json", "--live", r.from, r.to)
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				r.code = ee.ExitCode()
+			}
+			r.raw = out
+			if jerr := json.Unmarshal([]byte(out), &r.r); jerr != nil {
+				r.code = -1
+			}
+		}()
+	}
+	wg.Wait()
+	for _, r := range runs {
+		if r.code != 0 || r.r.Live == nil || !r.r.Live.Answered {
+			t.Errorf("doctor %s %s --live: exit %d\n%s", r.from, r.to, r.code, r.raw)
+			continue
+		}
+		src := l.addrOf("lan", r.from, false)
+		for _, s := range r.r.Live.Steps {
+			if strings.Contains(s.What, "nsnet-doctor-") {
+				t.Errorf("doctor %s %s: another run's trace table in a step: %s", r.from, r.to, s.What)
+			}
+			if !strings.Contains(s.What, src) && !strings.Contains(s.What, uplinkHost) {
+				t.Errorf("doctor %s %s: a step of another probe: %s", r.from, r.to, s.What)
+			}
+		}
+	}
+	for _, ns := range []string{l.host, a, b} {
+		if tables := l.fixture("ip", "netns", "exec", ns, "nft", "list", "tables"); strings.Contains(tables, "nsnet-doctor") {
+			t.Errorf("trace table left in %s: %s", ns, tables)
+		}
+	}
+}
+
+// A trace table left by a run that was killed is removed by the next
+// --live run, even in a namespace off that run's path.
+func TestDoctorLiveRemovesStaleTables(t *testing.T) {
+	l := newLab(t)
+	a, b, c := l.ns("a"), l.ns("b"), l.ns("c")
+	l.must("net", "create", "lan", "--subnet", "10.40.0.0/24")
+	l.must("net", "connect", "lan", a)
+	l.must("net", "connect", "lan", b)
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stale := fmt.Sprintf("nsnet-doctor-%d", gone.Process.Pid)
+	l.fixture("ip", "netns", "exec", c, "nft", "add", "table", "inet", stale)
+	code, r, raw := l.doctor(a, b, "--live")
+	if code != 0 || r.Live == nil || !strings.Contains(strings.Join(r.Live.Notes, "\n"), "removed trace tables inet "+stale) {
+		t.Errorf("exit %d\n%s", code, raw)
+	}
+	if tables := l.fixture("ip", "netns", "exec", c, "nft", "list", "tables"); strings.Contains(tables, stale) {
+		t.Errorf("stale table still in %s: %s", c, tables)
 	}
 }

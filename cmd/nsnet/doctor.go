@@ -51,7 +51,8 @@ usage.`,
 				in := doctor.Input{From: args[0], To: args[1], Port: port, HostPath: m.HostNetns(), Live: live}
 				for _, n := range nets {
 					for _, mb := range n.Members {
-						dm := doctor.Member{Network: n.Name, Namespace: mb.Namespace, Aliases: mb.Aliases, Isolated: !n.NoIsolate, NAT: n.NAT, Host: n.Host}
+						dm := doctor.Member{Network: n.Name, Namespace: mb.Namespace, Aliases: mb.Aliases, Isolated: !n.NoIsolate, NAT: n.NAT, Host: n.Host,
+							Closed: n.NAT && n.Driver == "bridge" && !n.Internal}
 						for _, a := range mb.Addrs {
 							dm.Addrs = append(dm.Addrs, a.Addr())
 						}

@@ -78,8 +78,10 @@ type Member struct {
 	Addrs     []netip.Addr
 	Aliases   []string
 	// Isolated says the network is isolated from other networks; NAT
-	// that it masquerades what leaves its host.
-	Isolated, NAT bool
+	// that it masquerades what leaves its host; Closed that nsnet admits
+	// into it from outside its host only published ports and replies (a
+	// bridge network with NAT, not internal).
+	Isolated, NAT, Closed bool
 	// Host is the network's host namespace path: isolation is between
 	// networks of one host.
 	Host string
@@ -115,6 +117,8 @@ type Published struct {
 type place struct {
 	name string
 	ns   *kernel.NS
+	// ino identifies the namespace (nsnet's records name hosts by path).
+	ino uint64
 	// addrs are its addresses, by interface name.
 	addrs map[netip.Addr]string
 }
@@ -140,7 +144,7 @@ func open(in Input) (*world, error) {
 		if err != nil {
 			return err
 		}
-		p := &place{name: name, ns: ns, addrs: map[netip.Addr]string{}}
+		p := &place{name: name, ns: ns, ino: netns.PathInode(path), addrs: map[netip.Addr]string{}}
 		addrs, err := kernel.Retry(func() ([]netlink.Addr, error) { return ns.NL.AddrList(nil, netlink.FAMILY_ALL) })
 		if err != nil {
 			ns.Close()
@@ -191,6 +195,9 @@ func (w *world) owner(a netip.Addr) *place {
 
 // endpoint resolves FROM or TO to a namespace and, for TO, an address.
 func (w *world) endpoint(s string, from *place) (*place, netip.Addr, error) {
+	if _, err := netip.ParsePrefix(s); err == nil {
+		return nil, netip.Addr{}, fmt.Errorf("%w: %q is a subnet: give one address", ErrUsage, s)
+	}
 	if a, err := netip.ParseAddr(s); err == nil {
 		p := w.owner(a)
 		return p, a, nil // p nil: outside what doctor sees
@@ -221,6 +228,11 @@ func (w *world) endpoint(s string, from *place) (*place, netip.Addr, error) {
 		}
 	}
 	return nil, netip.Addr{}, &nameError{name: s, from: from.name}
+}
+
+// isMember says whether p is a member of some nsnet network.
+func (w *world) isMember(p *place) bool {
+	return slices.ContainsFunc(w.in.Members, func(m Member) bool { return m.Namespace == p.name })
 }
 
 type nameError struct{ name, from string }
@@ -265,7 +277,11 @@ func (w *world) static(r *Report, from *place, proto string, port uint16) (netip
 	to, dst, err := w.endpoint(in.To, from)
 	var ne *nameError
 	if errors.As(err, &ne) {
-		r.Forward = []Step{{N: 1, Where: from.name, What: "resolve " + in.To, Cause: ne.Error(), Fix: fmt.Sprintf("connect %s to a network of the name's owner (nsnet net connect NET %s), or give an address", from.name, from.name)}}
+		fix := fmt.Sprintf("connect %s to a network of the name's owner (nsnet net connect NET %s), or give an address", from.name, from.name)
+		if !w.isMember(from) {
+			fix = fmt.Sprintf("%s is on no nsnet network, whose resolvers answer members' names: give an address", from.name)
+		}
+		r.Forward = []Step{{N: 1, Where: from.name, What: "resolve " + in.To, Cause: ne.Error(), Fix: fix}}
 		r.Cause = ne.Error()
 		return dst, nil
 	}
@@ -294,6 +310,11 @@ func (w *world) static(r *Report, from *place, proto string, port uint16) (netip
 		return dst, nil
 	}
 	if s, ok := w.isolated(from, to); ok {
+		r.Forward = []Step{s}
+		r.Cause = s.Cause
+		return dst, nil
+	}
+	if s, ok := w.closedFromOutside(from, dst); ok {
 		r.Forward = []Step{s}
 		r.Cause = s.Cause
 		return dst, nil
@@ -446,6 +467,46 @@ func (w *world) isolated(from, to *place) (Step, bool) {
 	return Step{}, false
 }
 
+// closedFromOutside reports nsnet's drop of a packet from outside a NAT
+// network's host into the network: such networks are reached from
+// outside only by their published ports, and by replies (as Docker's).
+// Members of the host's networks and the host itself pass.
+func (w *world) closedFromOutside(from *place, dst netip.Addr) (Step, bool) {
+	inos := map[string]uint64{}
+	ino := func(path string) uint64 {
+		if v, ok := inos[path]; ok {
+			return v
+		}
+		inos[path] = netns.PathInode(path)
+		return inos[path]
+	}
+	for _, m := range w.in.Members {
+		if !m.Closed || !slices.Contains(m.Addrs, dst) {
+			continue
+		}
+		host := ino(m.Host)
+		if from.ino == host {
+			return Step{}, false
+		}
+		for _, o := range w.in.Members {
+			if o.Namespace == from.name && ino(o.Host) == host {
+				return Step{}, false // from a network of that host
+			}
+		}
+		where := hostName
+		for _, p := range w.places {
+			if p.ino == host {
+				where = p.name
+			}
+		}
+		return Step{N: 1, Where: where, What: fmt.Sprintf("forward from %s into network %s", from.name, m.Network),
+			Cause:    fmt.Sprintf("network %s has NAT: nsnet admits into it, from outside its host, only published ports and replies, and %s is on no network of that host (an expected drop)", m.Network, from.name),
+			Evidence: "table inet nsnet, chain forward: the drop for the closed4/closed6 sets (nft list chain inet nsnet forward)",
+			Fix:      fmt.Sprintf("publish the port (nsnet net connect %s %s -p HOSTPORT:PORT) and reach the host's address, or use a network without NAT (--nat=false, or routed) whose members the outside may reach", m.Network, m.Namespace)}, true
+	}
+	return Step{}, false
+}
+
 // walk follows a packet from p to dst, hop by hop, and returns the source
 // address the first route chose, the steps, and the namespace it reached
 // (nil if it did not).
@@ -507,8 +568,11 @@ func (w *world) walkFrom(p *place, dst, src netip.Addr, first int) (netip.Addr, 
 					routeDump(p), fmt.Sprintf("%s link set %s up (nsnet gc restores nsnet's members' routes)", ipIn(p), down[0]))
 			}
 			if hop == 0 {
-				return fail(p.name, "route to "+dst.String(), fmt.Sprintf("%s has no route to %s (no default route)", p.name, dst),
-					routeDump(p), fmt.Sprintf("nsnet net connect NET %s --default-route, or: %s route add default via GATEWAY", p.name, ipIn(p)))
+				fix := fmt.Sprintf("%s route add %s via GATEWAY (or a default route)", ipIn(p), dst)
+				if w.isMember(p) {
+					fix = fmt.Sprintf("nsnet net connect NET %s --default-route, or: %s route add default via GATEWAY", p.name, ipIn(p))
+				}
+				return fail(p.name, "route to "+dst.String(), fmt.Sprintf("%s has no route to %s (no default route)", p.name, dst), routeDump(p), fix)
 			}
 			return fail(p.name, "route to "+dst.String(), fmt.Sprintf("%s has no route to %s", p.name, dst), routeDump(p),
 				fmt.Sprintf("%s route add %s via NEXTHOP", ipIn(p), dst))
@@ -575,11 +639,15 @@ func (w *world) walkFrom(p *place, dst, src netip.Addr, first int) (netip.Addr, 
 			return src, steps, nil
 		}
 		if next == nil && w.onLink(p, link, via) {
-			return fail(p.name, fmt.Sprintf("next hop %s on %s", via, out), fmt.Sprintf("no namespace holds %s, the next hop on %s's segment: nothing will answer its ARP", via, out),
+			return fail(p.name, fmt.Sprintf("next hop %s on %s", via, out), fmt.Sprintf("no namespace holds %s, the next hop on %s's segment: nothing will answer its %s", via, out, resolution(via)),
 				neighState(p, link, via), fmt.Sprintf("check the address %s (a gateway removed from its bridge? nsnet gc puts nsnet's back)", via))
 		}
 		if next == nil {
 			return fail(p.name, fmt.Sprintf("leaves by %s towards %s", out, via), fmt.Sprintf("the packet leaves %s by %s towards %s, beyond the namespaces doctor can see; it cannot follow it further", p.name, out, via), "", "run doctor from a namespace on the far side too")
+		}
+		if s, ok := answersARP(p, link, next, via); !ok {
+			step(s)
+			return src, steps, nil
 		}
 		if st := neighEntry(p, link, via); st == "INCOMPLETE" || st == "FAILED" {
 			// The way there checked out, so the entry may be stale, left
@@ -589,6 +657,52 @@ func (w *world) walkFrom(p *place, dst, src netip.Addr, first int) (netip.Addr, 
 		p = next
 	}
 	return fail(p.name, "", "more than 16 hops", "", "")
+}
+
+// resolution names how a next hop's link address is asked for.
+func resolution(a netip.Addr) string {
+	if a.Is6() {
+		return "neighbour discovery"
+	}
+	return "ARP"
+}
+
+// answersARP checks that the next hop's interface answers ARP for via:
+// not with ARP off (NOARP), nor told by arp_ignore=8 never to answer.
+// A link without ARP on p's side uses static entries, and is left alone.
+func answersARP(p *place, out netlink.Link, next *place, via netip.Addr) (Step, bool) {
+	if !via.Is4() || out.Attrs().RawFlags&unix.IFF_NOARP != 0 || next.addrs[via] == "" {
+		return Step{}, true
+	}
+	nl, err := next.ns.NL.LinkByName(next.addrs[via])
+	if err != nil || nl.Attrs().Flags&net.FlagLoopback != 0 {
+		return Step{}, true
+	}
+	name := nl.Attrs().Name
+	what := fmt.Sprintf("%s's %s answers ARP for %s", next.name, name, via)
+	if nl.Attrs().RawFlags&unix.IFF_NOARP != 0 {
+		return Step{Where: next.name, What: what,
+			Cause:    fmt.Sprintf("%s in %s has ARP off (NOARP): it never answers %s's ARP for %s", name, next.name, p.name, via),
+			Evidence: linkState(nl) + " (NOARP); " + neighState(p, out, via),
+			Fix:      fmt.Sprintf("%s link set %s arp on", ipIn(next), name)}, false
+	}
+	ignore := 0
+	for _, dev := range []string{"all", name} {
+		var v []byte
+		if err := next.ns.Do(func() (err error) { v, err = os.ReadFile("/proc/sys/net/ipv4/conf/" + dev + "/arp_ignore"); return err }); err == nil {
+			var n int
+			if _, err := fmt.Sscan(strings.TrimSpace(string(v)), &n); err == nil {
+				ignore = max(ignore, n)
+			}
+		}
+	}
+	if ignore == 8 {
+		return Step{Where: next.name, What: what,
+			Cause:    fmt.Sprintf("%s in %s never answers ARP: arp_ignore is 8", name, next.name),
+			Evidence: fmt.Sprintf("net.ipv4.conf.%s.arp_ignore (or .all) = 8; %s", name, neighState(p, out, via)),
+			Fix:      execIn(next, fmt.Sprintf("sysctl -w net.ipv4.conf.%s.arp_ignore=0 net.ipv4.conf.all.arp_ignore=0", name))}, false
+	}
+	return Step{}, true
 }
 
 // ipIn spells an ip command for namespace p; exec a command run in it.
@@ -655,19 +769,20 @@ func (w *world) segment(p *place, link netlink.Link, via netip.Addr, next *place
 			Cause:    fmt.Sprintf("%s, the other end of %s's %s, is down in %s", peer.Attrs().Name, p.name, link.Attrs().Name, q.name),
 			Evidence: linkState(peer), Fix: fmt.Sprintf("%s link set %s up (nsnet gc does it for nsnet's)", ipIn(q), peer.Attrs().Name)}, false
 	}
-	if peer.Attrs().MasterIndex == 0 || next == q {
+	if peer.Attrs().MasterIndex == 0 {
 		return Step{}, true
 	}
 	br, err := q.ns.NL.LinkByIndex(peer.Attrs().MasterIndex)
 	if err != nil || br.Type() != "bridge" {
 		return Step{}, true
 	}
+	// Down, the bridge passes nothing on, not even to its own address.
 	if br.Attrs().Flags&net.FlagUp == 0 {
 		return Step{Where: q.name, What: "bridge " + br.Attrs().Name,
 			Cause:    fmt.Sprintf("bridge %s in %s is down: nothing crosses it", br.Attrs().Name, q.name),
 			Evidence: linkState(br), Fix: fmt.Sprintf("%s link set %s up (nsnet gc does it for nsnet's)", ipIn(q), br.Attrs().Name)}, false
 	}
-	if next == nil {
+	if next == nil || next == q {
 		return Step{}, true
 	}
 	// The port towards next: the other end of next's interface holding via.
@@ -915,12 +1030,13 @@ func (w *world) leaving(p *place, out netlink.Link, src netip.Addr) (Step, bool)
 			mine = pfx.Addr()
 		}
 	}
+	by := natted(p, src)
 	for _, m := range w.in.Members {
 		if !slices.Contains(m.Addrs, src) {
 			continue
 		}
-		if natted(p, src) {
-			return Step{Where: p.name, What: "masquerade to " + mine.String(), OK: true, masq: mine}, true
+		if by != "" {
+			return Step{Where: p.name, What: "masquerade to " + mine.String() + " (" + by + ")", OK: true, masq: mine}, true
 		}
 		if !m.NAT {
 			return Step{}, true // its own address, by design
@@ -930,20 +1046,30 @@ func (w *world) leaving(p *place, out netlink.Link, src netip.Addr) (Step, bool)
 			Evidence: "no masquerade covering " + src.String() + " in " + p.name + "'s nftables (nft list ruleset)",
 			Fix:      "nsnet gc (rebuilds nsnet's table with its masquerade)"}, false
 	}
+	// A namespace nsnet did not make: its own masquerade, if it has one.
+	if by != "" && mine.IsValid() {
+		return Step{Where: p.name, What: "masquerade to " + mine.String() + " (" + by + ")", OK: true, masq: mine}, true
+	}
 	return Step{}, true
 }
 
-// natted says whether p has a masquerade that covers src: nsnet's set of
-// masqueraded subnets, or any other masquerade rule (not evaluated).
-func natted(p *place, src netip.Addr) bool {
+// natted says how p masquerades src, or "": nsnet's set of masqueraded
+// subnets, or another table's masquerade or SNAT rule at postrouting
+// (whose matches doctor does not evaluate).
+func natted(p *place, src netip.Addr) string {
 	c, err := nftables.New(nftables.WithNetNSFd(int(p.ns.Fd())))
 	if err != nil {
-		return false
+		return ""
+	}
+	setName := "masq4"
+	if src.Is6() {
+		setName = "masq6"
 	}
 	tables, _ := c.ListTables()
+	chains, _ := c.ListChains()
 	for _, t := range tables {
 		if t.Name == firewall.TableName && t.Family == nftables.TableFamilyINet {
-			if set, err := c.GetSetByName(t, "masq4"); err == nil && set != nil {
+			if set, err := c.GetSetByName(t, setName); err == nil && set != nil {
 				els, _ := c.GetSetElements(set)
 				// An interval is a start and an end (flagged, one past
 				// the last address); the kernel lists them in any order.
@@ -952,24 +1078,44 @@ func natted(p *place, src netip.Addr) bool {
 					lo, ok1 := netip.AddrFromSlice(els[i].Key)
 					hi, ok2 := netip.AddrFromSlice(els[i+1].Key)
 					if ok1 && ok2 && !els[i].IntervalEnd && lo.Compare(src) <= 0 && src.Compare(hi) < 0 {
-						return true
+						return "nsnet's set " + setName
 					}
 				}
 			}
 			continue
 		}
-		chains, _ := c.ListChains()
+		if src.Is4() && t.Family == nftables.TableFamilyIPv6 || src.Is6() && t.Family == nftables.TableFamilyIPv4 {
+			continue
+		}
 		for _, ch := range chains {
 			if ch.Table.Name != t.Name || ch.Table.Family != t.Family || ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookPostrouting {
 				continue
 			}
 			rules, _ := c.GetRules(t, ch)
 			for _, r := range rules {
-				for _, e := range r.Exprs {
-					if _, ok := e.(*expr.Masq); ok {
-						return true
-					}
+				if masquerades(r) {
+					return fmt.Sprintf("a rule of chain %s %s %s, assumed to cover it (doctor does not evaluate its matches)", firewall.FamilyName(t.Family), t.Name, ch.Name)
 				}
+			}
+		}
+	}
+	return ""
+}
+
+// masquerades says whether a rule masquerades or SNATs: nft's masquerade
+// and snat, or iptables-nft's MASQUERADE and SNAT targets.
+func masquerades(r *nftables.Rule) bool {
+	for _, e := range r.Exprs {
+		switch v := e.(type) {
+		case *expr.Masq:
+			return true
+		case *expr.NAT:
+			if v.Type == expr.NATTypeSourceNAT {
+				return true
+			}
+		case *expr.Target:
+			if v.Name == "MASQUERADE" || v.Name == "SNAT" {
+				return true
 			}
 		}
 	}
@@ -1021,10 +1167,23 @@ func (w *world) checkPort(p *place, dst netip.Addr, proto string, port uint16, n
 				Fix:      "reach the host at an address of the member's family"}
 		}
 	}
+	var elsewhere []string
 	for _, l := range ls {
-		if l.Proto == pn && l.Port == port && (l.Addr.IsUnspecified() || l.Addr == dst) {
+		if l.Proto != pn || l.Port != port {
+			continue
+		}
+		// An IPv4 wildcard takes no IPv6; an IPv6 one takes both (unless
+		// IPV6_V6ONLY, which socket diagnostics do not show).
+		if l.Addr.IsUnspecified() && (l.Addr.Is6() || dst.Is4()) || l.Addr == dst {
 			return Step{N: n, Where: p.name, What: fmt.Sprintf("%s listens on %s/%d (%s)", p.name, proto, port, l.Addr), OK: true}
 		}
+		elsewhere = append(elsewhere, l.Addr.String())
+	}
+	if len(elsewhere) > 0 {
+		return Step{N: n, Where: p.name, What: fmt.Sprintf("%s/%d at %s", proto, port, dst),
+			Cause:    fmt.Sprintf("nothing listens on %s/%d at %s in %s: the port is bound only to %s", proto, port, dst, p.name, strings.Join(elsewhere, ", ")),
+			Evidence: fmt.Sprintf("socket diagnostics (ss -ltnu) in %s: %s sockets on port %d at %s", p.name, proto, port, strings.Join(elsewhere, ", ")),
+			Fix:      fmt.Sprintf("make the service in %s listen on %s or on every address", p.name, dst)}
 	}
 	s := Step{N: n, Where: p.name, What: fmt.Sprintf("%s/%d at %s", proto, port, dst),
 		Cause:    fmt.Sprintf("nothing listens on %s/%d in %s", proto, port, p.name),

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -28,6 +30,8 @@ type Live struct {
 	Probe string `json:"probe"`
 	// Answered: the probe got its answer (an echo reply, a connection).
 	Answered bool `json:"answered"`
+	// Refused: a TCP reset or an ICMP port unreachable came back.
+	Refused bool `json:"refused,omitempty"`
 	// Inconclusive: no answer, which the probe's protocol allows (UDP).
 	Inconclusive bool `json:"inconclusive,omitempty"`
 	// Outcome says what came back, or did not.
@@ -88,13 +92,15 @@ func (w *world) live(r *Report, from *place, dst netip.Addr, proto string, port 
 	addPlace(w.owner(dst))
 	name := traceTable()
 	tracers := make([]*nftrace.Tracer, len(order))
-	for i, p := range order {
-		// A run killed mid-probe left its tables: gone with this one.
+	// Runs killed mid-probe left their tables, wherever they traced.
+	for _, p := range w.places {
 		if stale, err := nftrace.RemoveStale(int(p.ns.Fd()), tracePrefix); err != nil {
 			lv.Notes = append(lv.Notes, fmt.Sprintf("%s: %v", p.name, err))
 		} else if len(stale) > 0 {
 			lv.Notes = append(lv.Notes, fmt.Sprintf("%s: removed trace tables %s, left by a run that was killed", p.name, strings.Join(stale, ", ")))
 		}
+	}
+	for i, p := range order {
 		t, err := nftrace.Start(int(p.ns.Fd()), name, pr.match)
 		if err != nil {
 			lv.Notes = append(lv.Notes, fmt.Sprintf("%s not traced: %v", p.name, err))
@@ -113,7 +119,8 @@ func (w *world) live(r *Report, from *place, dst netip.Addr, proto string, port 
 		}
 	}()
 
-	lv.Probe, lv.Outcome, lv.Answered, lv.Inconclusive = pr.run(dst, proto, port)
+	res := pr.run(from, dst, proto, port)
+	lv.Probe, lv.Outcome, lv.Answered, lv.Refused, lv.Inconclusive = res.what, res.outcome, res.answered, res.refused, res.inconclusive
 	// The answer's last events are read a moment after it arrives.
 	time.Sleep(50 * time.Millisecond)
 
@@ -204,10 +211,26 @@ func (pr *probe) close() {
 	}
 }
 
+// result is what came of a probe.
+type result struct {
+	what, outcome                     string
+	answered, refused, inconclusive bool
+}
+
+// sendFailed words an error of the probe's own sending: the kernel of
+// FROM refused it (no route, typically).
+func sendFailed(from *place, err error) string {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return fmt.Sprintf("%s could not send it: %s", from.name, errno.Error())
+	}
+	return fmt.Sprintf("%s could not send it: %v", from.name, err)
+}
+
 // run sends the probe and waits for its answer.
-func (pr *probe) run(dst netip.Addr, proto string, port uint16) (what, outcome string, answered, inconclusive bool) {
+func (pr *probe) run(from *place, dst netip.Addr, proto string, port uint16) result {
 	if pr.pc != nil {
-		return pr.ping(dst)
+		return pr.ping(from, dst)
 	}
 	var sa unix.Sockaddr
 	if pr.six {
@@ -215,44 +238,44 @@ func (pr *probe) run(dst netip.Addr, proto string, port uint16) (what, outcome s
 	} else {
 		sa = &unix.SockaddrInet4{Port: int(port), Addr: dst.As4()}
 	}
-	what = fmt.Sprintf("%s from port %d to %s", strings.ToUpper(proto), pr.match.Port, netip.AddrPortFrom(dst, port))
+	what := fmt.Sprintf("%s from port %d to %s", strings.ToUpper(proto), pr.match.Port, netip.AddrPortFrom(dst, port))
 	if proto == "tcp" {
 		if err := unix.Connect(pr.fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
-			return what, "connect failed at once: " + err.Error(), false, false
+			return result{what: what, outcome: sendFailed(from, err)}
 		}
 		fds := []unix.PollFd{{Fd: int32(pr.fd), Events: unix.POLLOUT}}
 		n, err := pollRetry(fds, liveWait)
 		if err != nil || n == 0 {
-			return what, fmt.Sprintf("no answer to the SYN within %s", liveWait), false, false
+			return result{what: what, outcome: fmt.Sprintf("no answer to the SYN within %s", liveWait)}
 		}
 		soerr, _ := unix.GetsockoptInt(pr.fd, unix.SOL_SOCKET, unix.SO_ERROR)
 		switch e := unix.Errno(soerr); {
 		case soerr == 0:
-			return what, "connection established", true, false
+			return result{what: what, outcome: "connection established", answered: true}
 		case e == unix.ECONNREFUSED:
-			return what, "connection refused (a TCP reset): the host answered, nothing listens on the port", false, false
+			return result{what: what, outcome: "refused: a TCP reset came back (nothing listens at that address and port, or a firewall rejects)", refused: true}
 		default:
-			return what, "connect failed: " + e.Error(), false, false
+			return result{what: what, outcome: "connect failed: " + e.Error()}
 		}
 	}
 	if err := unix.Connect(pr.fd, sa); err != nil {
-		return what, "connect failed: " + err.Error(), false, false
+		return result{what: what, outcome: sendFailed(from, err)}
 	}
 	if _, err := unix.Write(pr.fd, []byte("nsnet doctor probe\n")); err != nil {
-		return what, "send failed: " + err.Error(), false, false
+		return result{what: what, outcome: sendFailed(from, err)}
 	}
 	fds := []unix.PollFd{{Fd: int32(pr.fd), Events: unix.POLLIN}}
 	if n, err := pollRetry(fds, liveWait); err != nil || n == 0 {
-		return what, fmt.Sprintf("no answer within %s (a UDP service need not answer)", liveWait), false, true
+		return result{what: what, outcome: fmt.Sprintf("no answer within %s (a UDP service need not answer)", liveWait), inconclusive: true}
 	}
 	buf := make([]byte, 64)
 	if _, err := unix.Read(pr.fd, buf); err != nil {
 		if errors.Is(err, unix.ECONNREFUSED) {
-			return what, "port unreachable (ICMP): nothing listens on the port", false, false
+			return result{what: what, outcome: "refused: ICMP port unreachable came back (nothing listens at that address and port, or a firewall rejects)", refused: true}
 		}
-		return what, "receive failed: " + err.Error(), false, false
+		return result{what: what, outcome: "receive failed: " + err.Error()}
 	}
-	return what, "answered", true, false
+	return result{what: what, outcome: "answered", answered: true}
 }
 
 func pollRetry(fds []unix.PollFd, d time.Duration) (int, error) {
@@ -272,13 +295,13 @@ func pollRetry(fds []unix.PollFd, d time.Duration) (int, error) {
 
 // ping sends up to three echo requests, 500 ms apart, and waits for the
 // reply that carries the probe's payload.
-func (pr *probe) ping(dst netip.Addr) (what, outcome string, answered, inconclusive bool) {
+func (pr *probe) ping(from *place, dst netip.Addr) result {
 	var typ, replyType icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
 	protoNum := 1
 	if pr.six {
 		typ, replyType, protoNum = ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply, 58
 	}
-	what = fmt.Sprintf("ICMP echo request to %s", dst)
+	what := fmt.Sprintf("ICMP echo request to %s", dst)
 	data := binary.BigEndian.AppendUint32(nil, pr.match.Magic)
 	data = append(data, "nsnet doctor"...)
 	start := time.Now()
@@ -287,10 +310,10 @@ func (pr *probe) ping(dst netip.Addr) (what, outcome string, answered, inconclus
 	for seq := 1; seq <= 3; seq++ {
 		b, err := (&icmp.Message{Type: typ, Body: &icmp.Echo{ID: pr.id, Seq: seq, Data: data}}).Marshal(nil)
 		if err != nil {
-			return what, "build the echo request: " + err.Error(), false, false
+			return result{what: what, outcome: "build the echo request: " + err.Error()}
 		}
 		if _, err := pr.pc.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
-			return what, "send failed: " + err.Error(), false, false
+			return result{what: what, outcome: sendFailed(from, err)}
 		}
 		until := time.Now().Add(500 * time.Millisecond)
 		if seq == 3 || until.After(deadline) {
@@ -309,11 +332,19 @@ func (pr *probe) ping(dst netip.Addr) (what, outcome string, answered, inconclus
 			switch body := m.Body.(type) {
 			case *icmp.Echo:
 				if m.Type == replyType && body.ID == pr.id && len(body.Data) >= 4 && binary.BigEndian.Uint32(body.Data) == pr.match.Magic {
-					return what, fmt.Sprintf("echo reply after %s", time.Since(start).Round(10*time.Microsecond)), true, false
+					return result{what: what, outcome: fmt.Sprintf("echo reply after %s", time.Since(start).Round(10*time.Microsecond)), answered: true}
 				}
 			case *icmp.DstUnreach:
 				if len(body.Data) > 0 && strings.Contains(string(body.Data), "nsnet doctor") {
-					return what, fmt.Sprintf("destination unreachable (ICMP type %v, code %d) from %s", m.Type, m.Code, peer), false, false
+					by := peer.String()
+					if a, err := netip.ParseAddr(by); err == nil {
+						if _, mine := from.addrs[a.Unmap()]; mine {
+							// The kernel of FROM itself: its next hop never
+							// answered ARP or neighbour discovery.
+							return result{what: what, outcome: fmt.Sprintf("%s's own kernel reports %s unreachable (ICMP %v code %d): its next hop never answered ARP or neighbour discovery", from.name, dst, m.Type, m.Code)}
+						}
+					}
+					return result{what: what, outcome: fmt.Sprintf("destination unreachable (ICMP %v, code %d) from %s", m.Type, m.Code, by)}
 				}
 			}
 		}
@@ -321,7 +352,7 @@ func (pr *probe) ping(dst netip.Addr) (what, outcome string, answered, inconclus
 			break
 		}
 	}
-	return what, fmt.Sprintf("no echo reply within %s", liveWait), false, false
+	return result{what: what, outcome: fmt.Sprintf("no echo reply within %s", liveWait)}
 }
 
 // pass is one packet's way through one namespace: its trace events.
@@ -419,11 +450,11 @@ func isAnswer(p nftrace.Packet, dst netip.Addr, pr *probe) bool {
 
 // describePass spells one packet's way through one namespace: where it
 // came in and went out, the NAT it met, and the rules that decided; a
-// drop makes the step fail.
+// drop or a reject makes the step fail. A packet sent again the same
+// way (a TCP SYN retransmitted) is counted, not repeated.
 func describePass(ps *pass) Step {
-	var hooks []string
-	var iif, oif int
-	var decided []string
+	var hooks, decided []string
+	var iif, oif, sent int
 	var drop *nftrace.Event
 	firstPkt, lastPkt := ps.events[0].Packet, ps.events[0].Packet
 	for i, e := range ps.events {
@@ -438,14 +469,25 @@ func describePass(ps *pass) Step {
 			// One policy event per hook (the kernel also reports entering
 			// each chain, as a rule event without a handle).
 			if e.Kind == "policy" && !strings.HasPrefix(e.Chain, "mark-") {
-				hooks = append(hooks, hookName(e))
+				h := hookName(e)
+				if len(hooks) > 0 && h == hooks[0] {
+					sent++
+				}
+				if sent == 0 {
+					hooks = append(hooks, h)
+				}
 			}
 			continue
+		}
+		if strings.HasPrefix(e.Table, tracePrefix) {
+			continue // another doctor run's trace table
 		}
 		if e.Kind == "rule" && e.Verdict == "continue" {
 			continue // a rule that only counted, logged or marked
 		}
-		decided = append(decided, e.String())
+		if !slices.Contains(decided, e.String()) {
+			decided = append(decided, e.String())
+		}
 		if e.Verdict == "drop" && drop == nil {
 			drop = &ps.events[i]
 		}
@@ -470,9 +512,17 @@ func describePass(ps *pass) Step {
 	if len(decided) > 0 {
 		what += "; " + strings.Join(decided, "; ")
 	}
+	if sent > 0 {
+		what += fmt.Sprintf(" (sent %d times)", sent+1)
+	}
 	s.What = what
 	if drop != nil {
 		chain := fmt.Sprintf("%s %s %s", drop.Family, drop.Table, drop.Chain)
+		verb := "dropped"
+		if rejects(ps.p, drop) {
+			verb = "rejected"
+			s.What = strings.Replace(s.What, drop.String(), drop.String()+" (reject)", 1)
+		}
 		by := fmt.Sprintf("rule handle %d of chain %s", drop.Handle, chain)
 		fix := fmt.Sprintf("%s shows it; delete it (nft delete rule %s handle %d) or insert an accept before it", execIn(ps.p, "nft -a list chain "+chain), chain, drop.Handle)
 		if drop.Kind == "policy" {
@@ -480,13 +530,53 @@ func describePass(ps *pass) Step {
 			fix = fmt.Sprintf("%s, or a narrower accept (nft -a list chain %s shows the chain)", execIn(ps.p, fmt.Sprintf("nft insert rule %s accept", chain)), chain)
 		}
 		if drop.Table == firewall.TableName {
-			fix = "a rule of nsnet's own table: the networks are isolated, or the port is not published (nsnet net inspect); nsnet gc rebuilds the table if it was changed by hand"
+			fix = "a rule of nsnet's own table: the networks are isolated, a NAT network is reached from outside only by its published ports, or the port is not published (nsnet net inspect); nsnet gc rebuilds the table if it was changed by hand"
 		}
-		s.Cause = fmt.Sprintf("the probe was dropped in %s by %s", ps.p.name, by)
+		s.Cause = fmt.Sprintf("the probe was %s in %s by %s", verb, ps.p.name, by)
 		s.Evidence = "nft trace: " + drop.String()
 		s.Fix = fix
 	}
 	return s
+}
+
+// rejects says whether the rule behind a drop event rejects (answers
+// with a reset or an ICMP error) rather than drops: the trace reports
+// both as drop.
+func rejects(p *place, e *nftrace.Event) bool {
+	if e.Kind != "rule" {
+		return false
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(int(p.ns.Fd())))
+	if err != nil {
+		return false
+	}
+	tables, err := c.ListTables()
+	if err != nil {
+		return false
+	}
+	for _, t := range tables {
+		if t.Name != e.Table || firewall.FamilyName(t.Family) != e.Family {
+			continue
+		}
+		rules, err := c.GetRules(t, &nftables.Chain{Name: e.Chain, Table: t})
+		if err != nil {
+			return false
+		}
+		for _, r := range rules {
+			if r.Handle != e.Handle {
+				continue
+			}
+			for _, x := range r.Exprs {
+				switch v := x.(type) {
+				case *expr.Reject:
+					return true
+				case *expr.Target:
+					return v.Name == "REJECT"
+				}
+			}
+		}
+	}
+	return false
 }
 
 // hookName names the hook of one of the tracer's own chains.
@@ -533,17 +623,17 @@ func tcpFlags(f uint8) string {
 	return strings.Join(out, ",")
 }
 
-// liveVerdict weighs the probe against the static walk: a drop the trace
-// saw is the cause; a probe lost where nftables did not drop it is
-// placed after the last namespace that saw it; an answer overrules a
-// static verdict of broken.
+// liveVerdict weighs the probe against the static walk: a drop or a
+// reject in the trace is the cause, whatever the walk said; a probe that
+// got nothing back though nothing dropped it is placed after the last
+// namespace that saw it; an answer overrules a static verdict of broken.
 func (w *world) liveVerdict(r *Report, lv *Live) {
 	for _, s := range lv.Steps {
 		if !s.OK {
-			if r.OK || r.Cause == "" {
-				r.OK = false
-				r.Cause = s.Cause
+			if !r.OK && r.Cause != s.Cause {
+				lv.Notes = append(lv.Notes, "the static walk found: "+r.Cause)
 			}
+			r.OK, r.Cause = false, s.Cause
 			return
 		}
 	}
@@ -553,19 +643,34 @@ func (w *world) liveVerdict(r *Report, lv *Live) {
 			lv.Notes = append(lv.Notes, "the live probe was answered, though the static walk found: "+r.Cause)
 			r.OK, r.Cause = true, ""
 		}
+		return
 	case lv.Inconclusive:
-	case r.OK:
-		s := Step{N: len(lv.Steps) + 1, What: "no answer: " + lv.Outcome, Cause: "the live probe got no answer (" + lv.Outcome + ")"}
-		if n := len(lv.Steps); n > 0 {
-			last := lv.Steps[n-1]
-			s.Where = last.Where
-			s.Cause += fmt.Sprintf(", and nftables dropped nothing: it was last seen in %s (live step %d); what stops it there is outside nftables (a route, a neighbour, a device) or beyond the namespaces doctor sees", last.Where, last.N)
-			w.unansweredNeighbour(&s, last)
-		} else {
-			s.Where = r.From
-			s.Cause += "; the trace saw nothing of it"
+		return
+	}
+	s := Step{N: len(lv.Steps) + 1, What: "the probe's outcome: " + lv.Outcome}
+	switch {
+	case lv.Refused:
+		s.Where = r.From
+		s.Cause = "the live probe was refused (" + lv.Outcome + ")"
+		for _, st := range lv.Steps {
+			if strings.Contains(st.What, "RST") && strings.Contains(st.What, "hooks output") {
+				s.Where = st.Where
+				s.Cause = fmt.Sprintf("the live probe was refused: %s sent a TCP reset (nothing listens at that address and port there, or a rule rejects)", st.Where)
+				break
+			}
 		}
-		lv.Steps = append(lv.Steps, s)
+		s.Fix = "check the service's listening address and port in " + s.Where + " (ss -ltnu)"
+	case len(lv.Steps) > 0:
+		last := lv.Steps[len(lv.Steps)-1]
+		s.Where = last.Where
+		s.Cause = fmt.Sprintf("the live probe got nothing back (%s), and no firewall dropped it: it was last seen in %s (live step %d); what stops it there is outside nftables (a route, a neighbour, a device) or beyond the namespaces doctor sees", lv.Outcome, last.Where, last.N)
+		w.unansweredNeighbour(&s, last)
+	default:
+		s.Where = r.From
+		s.Cause = "the live probe got nothing back (" + lv.Outcome + "), and the trace saw nothing of it"
+	}
+	lv.Steps = append(lv.Steps, s)
+	if r.OK {
 		r.OK, r.Cause = false, s.Cause
 	}
 }

@@ -72,6 +72,21 @@ type Packet struct {
 	// and sequence number, a TCP segment's sequence number. NAT leaves
 	// it alone, so it follows one packet across namespaces.
 	Flow uint32
+	// Tag is an ICMP message's bytes 8-11: an echo's first four bytes
+	// of payload, which Match.Magic is compared with.
+	Tag uint32
+}
+
+// Matches says whether a traced packet is one m follows: every table's
+// marks set the same trace bit, so another run's packets are traced too.
+func (m Match) Matches(p Packet) bool {
+	switch p.Proto {
+	case unix.IPPROTO_ICMP, unix.IPPROTO_ICMPV6:
+		return p.Tag == m.Magic
+	case unix.IPPROTO_TCP, unix.IPPROTO_UDP:
+		return m.Port != 0 && p.Proto == m.Proto && (p.SrcPort == m.Port || p.DstPort == m.Port)
+	}
+	return false
 }
 
 // ErrLost says the kernel dropped trace events: the socket's buffer
@@ -84,6 +99,7 @@ type Tracer struct {
 	nft    *nftables.Conn
 	tables []*nftables.Table
 	name   string
+	match  Match
 
 	mu     sync.Mutex
 	events []Event
@@ -120,7 +136,7 @@ func Start(nsFd int, name string, m Match) (*Tracer, error) {
 		conn.Close()
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	t := &Tracer{conn: conn, nft: nft, name: name, done: make(chan struct{})}
+	t := &Tracer{conn: conn, nft: nft, name: name, match: m, done: make(chan struct{})}
 	go t.read()
 	if err := t.install(m); err != nil {
 		t.Stop()
@@ -225,6 +241,9 @@ func (t *Tracer) read() {
 			} else {
 				ev.Packet = last[ev.ID]
 			}
+			if !t.match.Matches(ev.Packet) {
+				continue // another run's probe, or an unknown packet
+			}
 			seq++
 			ev.Seq, ev.At = seq, now
 			ev.Ours = ev.Table == t.name
@@ -235,7 +254,8 @@ func (t *Tracer) read() {
 	}
 }
 
-// Events returns the events so far, and ErrLost if some were lost.
+// Events returns the events of the matching packets so far, and ErrLost
+// if some were lost.
 func (t *Tracer) Events() ([]Event, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -365,6 +385,9 @@ func parsePacket(nh, th []byte) Packet {
 	}
 	if len(th) >= 8 {
 		p.Flow = binary.BigEndian.Uint32(th[4:8])
+	}
+	if len(th) >= 12 {
+		p.Tag = binary.BigEndian.Uint32(th[8:12])
 	}
 	switch p.Proto {
 	case unix.IPPROTO_ICMP, unix.IPPROTO_ICMPV6:
