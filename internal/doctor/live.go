@@ -213,7 +213,7 @@ func (pr *probe) close() {
 
 // result is what came of a probe.
 type result struct {
-	what, outcome                     string
+	what, outcome                   string
 	answered, refused, inconclusive bool
 }
 
