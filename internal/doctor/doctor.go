@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -359,7 +360,19 @@ func (w *world) static(r *Report, from *place, proto string, port uint16) (netip
 	_, reply, end := w.walk(last, back, answerFrom)
 	r.Reply = reply
 	if end == nil || !reply[len(reply)-1].OK {
-		w.explainNoWayBack(&reply[len(reply)-1], last, back)
+		// The hop that has no way back, which may be past the first, and
+		// the one that sent the reply there.
+		at, prev := last, (*place)(nil)
+		if q := w.byName[reply[len(reply)-1].Where]; q != nil {
+			at = q
+		}
+		for i := len(reply) - 2; i >= 0; i-- {
+			if q := w.byName[reply[i].Where]; q != nil && q != at {
+				prev = q
+				break
+			}
+		}
+		w.explainNoWayBack(&reply[len(reply)-1], at, prev, back)
 		r.Cause = reply[len(reply)-1].Cause
 		return dst, nil
 	}
@@ -524,6 +537,9 @@ func (w *world) walkFrom(p *place, dst, src netip.Addr, first int) (netip.Addr, 
 		return src, steps, nil
 	}
 	seen := map[*place]bool{}
+	// pktSrc is the packet's source as the next namespace sees it: the
+	// masquerading address once a host masqueraded it.
+	pktSrc := src
 	for hop := first; hop < first+16; hop++ {
 		if _, ok := p.addrs[dst]; ok {
 			if s, ok := dropping(p, dst, nftables.ChainHookInput, "input"); !ok {
@@ -562,7 +578,16 @@ func (w *world) walkFrom(p *place, dst, src netip.Addr, first int) (netip.Addr, 
 			opts.SrcAddr = srcIP(src)
 		}
 		routes, err := p.ns.NL.RouteGetWithOptions(dst.AsSlice(), opts)
+		if why := refusedRoute(err, routes); why != "" {
+			return fail(p.name, "route to "+dst.String(), fmt.Sprintf("%s refuses to route to %s: %s", p.name, dst, why),
+				routeDump(p)+"; "+ruleDump(p), fmt.Sprintf("remove it (%s rule del …, or %s route del …) if it is not meant for this traffic", ipIn(p), ipIn(p)))
+		}
 		if err != nil || len(routes) == 0 {
+			if down := downLinks(p); hop > 0 && len(down) > 0 {
+				down = down[:min(len(down), 3)]
+				return fail(p.name, "route to "+dst.String(), fmt.Sprintf("%s has no route to %s, and its interfaces %s are down: a route through a down interface goes with it", p.name, dst, strings.Join(down, ", ")),
+					routeDump(p), fmt.Sprintf("%s link set IF up for the one that carried it (nsnet gc restores nsnet's routes and host ends), or %s route add %s via NEXTHOP", ipIn(p), ipIn(p), dst))
+			}
 			if down := downLinks(p); hop == 0 && len(down) > 0 {
 				return fail(p.name, "route to "+dst.String(), fmt.Sprintf("%s has no route to %s: its interface %s is down, and its routes went with it", p.name, dst, strings.Join(down, ", ")),
 					routeDump(p), fmt.Sprintf("%s link set %s up (nsnet gc restores nsnet's members' routes)", ipIn(p), down[0]))
@@ -626,6 +651,9 @@ func (w *world) walkFrom(p *place, dst, src netip.Addr, first int) (netip.Addr, 
 				return src, steps, nil
 			} else if s.What != "" {
 				step(s)
+				if s.masq.IsValid() {
+					pktSrc = s.masq
+				}
 			}
 		}
 		next := w.owner(via)
@@ -646,6 +674,13 @@ func (w *world) walkFrom(p *place, dst, src netip.Addr, first int) (netip.Addr, 
 			return fail(p.name, fmt.Sprintf("leaves by %s towards %s", out, via), fmt.Sprintf("the packet leaves %s by %s towards %s, beyond the namespaces doctor can see; it cannot follow it further", p.name, out, via), "", "run doctor from a namespace on the far side too")
 		}
 		if s, ok := answersARP(p, link, next, via); !ok {
+			step(s)
+			return src, steps, nil
+		}
+		if !pktSrc.IsValid() {
+			pktSrc = src
+		}
+		if s, ok := w.reversePath(p, link, next, via, pktSrc); !ok {
 			step(s)
 			return src, steps, nil
 		}
@@ -703,6 +738,60 @@ func answersARP(p *place, out netlink.Link, next *place, via netip.Addr) (Step, 
 			Fix:      execIn(next, fmt.Sprintf("sysctl -w net.ipv4.conf.%s.arp_ignore=0 net.ipv4.conf.all.arp_ignore=0", name))}, false
 	}
 	return Step{}, true
+}
+
+// reversePath checks next's reverse-path filter: with rp_filter=1
+// (strict), a packet from src coming in on an interface that is not the
+// one next would route src back by is dropped before any firewall.
+func (w *world) reversePath(p *place, out netlink.Link, next *place, via, src netip.Addr) (Step, bool) {
+	if !src.Is4() || next.addrs[src] != "" {
+		return Step{}, true
+	}
+	var in netlink.Link
+	if out.Type() == "veth" {
+		if q, peer := w.peerOf(p, out); q == next {
+			in = peer
+			// A bridge port's packets come in, for IP, on the bridge.
+			if m := peer.Attrs().MasterIndex; m != 0 {
+				if br, err := next.ns.NL.LinkByIndex(m); err == nil {
+					in = br
+				}
+			}
+		}
+	}
+	if in == nil {
+		l, err := next.ns.NL.LinkByName(next.addrs[via])
+		if err != nil {
+			return Step{}, true
+		}
+		in = l
+	}
+	rp := 0
+	for _, dev := range []string{"all", in.Attrs().Name} {
+		var v []byte
+		if err := next.ns.Do(func() (err error) { v, err = os.ReadFile("/proc/sys/net/ipv4/conf/" + dev + "/rp_filter"); return err }); err == nil {
+			var n int
+			if _, err := fmt.Sscan(strings.TrimSpace(string(v)), &n); err == nil {
+				rp = max(rp, n)
+			}
+		}
+	}
+	if rp != 1 {
+		return Step{}, true
+	}
+	routes, err := next.ns.NL.RouteGet(src.AsSlice())
+	if err != nil || len(routes) == 0 || routes[0].LinkIndex == in.Attrs().Index {
+		return Step{}, true
+	}
+	back := fmt.Sprintf("ifindex %d", routes[0].LinkIndex)
+	if l, err := next.ns.NL.LinkByIndex(routes[0].LinkIndex); err == nil {
+		back = l.Attrs().Name
+	}
+	name := in.Attrs().Name
+	return Step{Where: next.name, What: fmt.Sprintf("reverse-path filter of %s for %s", name, src),
+		Cause:    fmt.Sprintf("%s drops packets from %s that come in on %s: strict reverse-path filtering (rp_filter=1), and its route back to %s leaves by %s", next.name, src, name, src, back),
+		Evidence: fmt.Sprintf("net.ipv4.conf.%s.rp_filter (or .all) = 1; %s route get %s: dev %s", name, ipIn(next), src, back),
+		Fix:      execIn(next, fmt.Sprintf("sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.%s.rp_filter=2", name)) + fmt.Sprintf(" (loose), or route %s back by %s", src, name)}, false
 }
 
 // ipIn spells an ip command for namespace p; exec a command run in it.
@@ -859,20 +948,27 @@ func srcIP(a netip.Addr) net.IP {
 // explainNoWayBack names why a reply has no route back to a member's
 // address: the member's network is not masqueraded (by design, or the
 // rule is gone), and TO's side has no route to its subnet.
-func (w *world) explainNoWayBack(s *Step, at *place, src netip.Addr) {
+func (w *world) explainNoWayBack(s *Step, at, prev *place, src netip.Addr) {
 	if !strings.HasPrefix(s.What, "route to") || s.OK {
 		return
+	}
+	where := at.name
+	if prev != nil {
+		where = fmt.Sprintf("%s (where %s's routes send it)", at.name, prev.name)
 	}
 	for _, m := range w.in.Members {
 		if !slices.Contains(m.Addrs, src) {
 			continue
 		}
 		if m.NAT {
-			s.Cause = fmt.Sprintf("%s has no route back to %s: network %s should masquerade it on the way out, and did not (its masquerade is missing)", at.name, src, m.Network)
+			s.Cause = fmt.Sprintf("%s has no route back to %s: network %s should masquerade it on the way out, and did not (its masquerade is missing)", where, src, m.Network)
 			s.Fix = "nsnet gc (rebuilds nsnet's table and its masquerade), or check the host's nat chains"
 		} else {
-			s.Cause = fmt.Sprintf("%s has no route back to %s: network %s is not masqueraded (its members keep their own addresses), so %s must route %s's subnet via the host of %s", at.name, src, m.Network, at.name, m.Network, m.Namespace)
+			s.Cause = fmt.Sprintf("%s has no route back to %s: network %s is not masqueraded (its members keep their own addresses), so %s must route %s's subnet via the host of %s", where, src, m.Network, at.name, m.Network, m.Namespace)
 			s.Fix = fmt.Sprintf("ip -n %s route add SUBNET-OF-%s via HOST-ADDRESS (routing: static in a lab), or masquerade the network (--nat)", at.name, m.Network)
+			if prev != nil {
+				s.Fix = fmt.Sprintf("ip -n %s route add SUBNET-OF-%s via HOST-ADDRESS, so that it goes straight to the host of %s (routing: static in a lab); or the same in %s; or masquerade the network (--nat)", prev.name, m.Network, m.Namespace, at.name)
+			}
 		}
 		return
 	}
@@ -1030,7 +1126,10 @@ func (w *world) leaving(p *place, out netlink.Link, src netip.Addr) (Step, bool)
 			mine = pfx.Addr()
 		}
 	}
-	by := natted(p, src)
+	by, to := natted(p, src)
+	if to.IsValid() {
+		mine = to // snat to a given address, not the interface's
+	}
 	for _, m := range w.in.Members {
 		if !slices.Contains(m.Addrs, src) {
 			continue
@@ -1055,11 +1154,12 @@ func (w *world) leaving(p *place, out netlink.Link, src netip.Addr) (Step, bool)
 
 // natted says how p masquerades src, or "": nsnet's set of masqueraded
 // subnets, or another table's masquerade or SNAT rule at postrouting
-// (whose matches doctor does not evaluate).
-func natted(p *place, src netip.Addr) string {
+// (whose matches doctor does not evaluate), and for an SNAT the address
+// it rewrites to.
+func natted(p *place, src netip.Addr) (string, netip.Addr) {
 	c, err := nftables.New(nftables.WithNetNSFd(int(p.ns.Fd())))
 	if err != nil {
-		return ""
+		return "", netip.Addr{}
 	}
 	setName := "masq4"
 	if src.Is6() {
@@ -1078,7 +1178,7 @@ func natted(p *place, src netip.Addr) string {
 					lo, ok1 := netip.AddrFromSlice(els[i].Key)
 					hi, ok2 := netip.AddrFromSlice(els[i+1].Key)
 					if ok1 && ok2 && !els[i].IntervalEnd && lo.Compare(src) <= 0 && src.Compare(hi) < 0 {
-						return "nsnet's set " + setName
+						return "nsnet's set " + setName, netip.Addr{}
 					}
 				}
 			}
@@ -1093,33 +1193,67 @@ func natted(p *place, src netip.Addr) string {
 			}
 			rules, _ := c.GetRules(t, ch)
 			for _, r := range rules {
-				if masquerades(r) {
-					return fmt.Sprintf("a rule of chain %s %s %s, assumed to cover it (doctor does not evaluate its matches)", firewall.FamilyName(t.Family), t.Name, ch.Name)
+				if ok, to := masquerades(r, src.Is4()); ok {
+					return fmt.Sprintf("a rule of chain %s %s %s, assumed to cover it (doctor does not evaluate its matches)", firewall.FamilyName(t.Family), t.Name, ch.Name), to
 				}
 			}
 		}
 	}
-	return ""
+	return "", netip.Addr{}
 }
 
-// masquerades says whether a rule masquerades or SNATs: nft's masquerade
-// and snat, or iptables-nft's MASQUERADE and SNAT targets.
-func masquerades(r *nftables.Rule) bool {
+// masquerades says whether a rule masquerades or SNATs (nft's masquerade
+// and snat, iptables-nft's MASQUERADE and SNAT targets), and for an SNAT
+// the address it rewrites the source to, when the rule gives one.
+func masquerades(r *nftables.Rule, v4 bool) (bool, netip.Addr) {
+	regs := map[uint32][]byte{}
 	for _, e := range r.Exprs {
 		switch v := e.(type) {
+		case *expr.Immediate:
+			regs[v.Register] = v.Data
 		case *expr.Masq:
-			return true
+			return true, netip.Addr{}
 		case *expr.NAT:
 			if v.Type == expr.NATTypeSourceNAT {
-				return true
+				a, _ := netip.AddrFromSlice(regs[v.RegAddrMin])
+				return true, a.Unmap()
 			}
 		case *expr.Target:
-			if v.Name == "MASQUERADE" || v.Name == "SNAT" {
-				return true
+			switch v.Name {
+			case "MASQUERADE":
+				return true, netip.Addr{}
+			case "SNAT":
+				return true, xtSNATAddr(v, v4)
 			}
 		}
 	}
-	return false
+	return false, netip.Addr{}
+}
+
+// xtSNATAddr reads the first address of an iptables SNAT target, as the
+// library decodes it (revision 0 for IPv4), or from the raw nf_nat_range
+// of later revisions: the flags, then the address.
+func xtSNATAddr(t *expr.Target, v4 bool) netip.Addr {
+	var ip []byte
+	switch info := t.Info.(type) {
+	case *xt.NatIPv4MultiRangeCompat:
+		if len(*info) > 0 {
+			ip = (*info)[0].MinIP
+		}
+	case *xt.NatRange:
+		ip = info.MinIP
+	case *xt.NatRange2:
+		ip = info.MinIP
+	case *xt.Unknown:
+		if n := map[bool]int{true: 4, false: 16}[v4]; len(*info) >= 4+n {
+			ip = (*info)[4 : 4+n]
+		}
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok || a.Unmap().IsUnspecified() {
+		return netip.Addr{}
+	}
+	return a.Unmap()
 }
 
 // followDNAT walks a packet the host DNATed on to the member at to, and
@@ -1205,6 +1339,74 @@ func downLinks(p *place) []string {
 		}
 	}
 	return out
+}
+
+// refusedRoute says why the kernel refuses to route, where a route or a
+// policy rule says so (rather than no route at all): prohibit,
+// unreachable, blackhole.
+func refusedRoute(err error, routes []netlink.Route) string {
+	switch {
+	case errors.Is(err, unix.EACCES):
+		return "a prohibit route or policy rule (administratively prohibited)"
+	case errors.Is(err, unix.EHOSTUNREACH):
+		return "an unreachable route or policy rule"
+	case errors.Is(err, unix.EINVAL):
+		return "a blackhole route or policy rule"
+	case err == nil && len(routes) > 0:
+		switch routes[0].Type {
+		case unix.RTN_BLACKHOLE:
+			return "a blackhole route"
+		case unix.RTN_UNREACHABLE:
+			return "an unreachable route"
+		case unix.RTN_PROHIBIT:
+			return "a prohibit route"
+		}
+	}
+	return ""
+}
+
+// ruleDump lists p's policy routing rules other than the plain lookups
+// of the local, main and default tables every namespace has.
+func ruleDump(p *place) string {
+	rules, err := p.ns.NL.RuleList(netlink.FAMILY_ALL)
+	if err != nil {
+		return "ip rule: " + err.Error()
+	}
+	var b []string
+	for _, r := range rules {
+		plain := r.Src == nil && r.Dst == nil && r.IifName == "" && r.OifName == "" && r.Mark == 0
+		if plain && (r.Table == unix.RT_TABLE_LOCAL || r.Table == unix.RT_TABLE_MAIN || r.Table == unix.RT_TABLE_DEFAULT) && r.Type <= unix.FR_ACT_TO_TBL {
+			continue
+		}
+		from, to := "all", "all"
+		if r.Src != nil {
+			from = r.Src.String()
+		}
+		if r.Dst != nil {
+			to = r.Dst.String()
+		}
+		action := fmt.Sprintf("lookup %d", r.Table)
+		if r.Table == 0 {
+			// The netlink library does not read a rule's action back: a
+			// rule without a table is one of these.
+			action = "prohibit, unreachable or blackhole"
+		}
+		switch r.Type {
+		case unix.FR_ACT_BLACKHOLE:
+			action = "blackhole"
+		case unix.FR_ACT_UNREACHABLE:
+			action = "unreachable"
+		case unix.FR_ACT_PROHIBIT:
+			action = "prohibit"
+		case unix.FR_ACT_GOTO:
+			action = fmt.Sprintf("goto %d", r.Goto)
+		}
+		b = append(b, fmt.Sprintf("%d: from %s to %s %s", r.Priority, from, to, action))
+	}
+	if len(b) == 0 {
+		return "ip rule: only the local, main and default lookups"
+	}
+	return "ip rule: " + strings.Join(b, "; ")
 }
 
 func routeDump(p *place) string {

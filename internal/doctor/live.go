@@ -84,12 +84,15 @@ func (w *world) live(r *Report, from *place, dst netip.Addr, proto string, port 
 		}
 	}
 	addPlace(from)
-	// The host too, where the walk stopped before it (nsnet's isolation).
-	addPlace(w.byName[hostName])
 	for _, s := range append(slices.Clone(r.Forward), r.Reply...) {
 		addPlace(w.byName[s.Where])
 	}
 	addPlace(w.owner(dst))
+	// The host too, off the walk's steps where it only bridges (a lab's
+	// underlay) or where the walk stopped before it (nsnet's isolation):
+	// its passes are placed by the interface they came in on.
+	walked := len(order)
+	addPlace(w.byName[hostName])
 	name := traceTable()
 	tracers := make([]*nftrace.Tracer, len(order))
 	// Runs killed mid-probe left their tables, wherever they traced.
@@ -137,8 +140,8 @@ func (w *world) live(r *Report, from *place, dst netip.Addr, proto string, port 
 			all = append(all, located{p: order[i], rank: i, e: e})
 		}
 	}
-	lv.Steps = w.liveSteps(all, from, dst, pr)
-	w.liveVerdict(r, lv)
+	lv.Steps = w.liveSteps(all, order, walked, dst, pr)
+	w.liveVerdict(r, lv, dst)
 }
 
 // located is a trace event and the namespace it came from.
@@ -253,7 +256,7 @@ func (pr *probe) run(from *place, dst netip.Addr, proto string, port uint16) res
 		case soerr == 0:
 			return result{what: what, outcome: "connection established", answered: true}
 		case e == unix.ECONNREFUSED:
-			return result{what: what, outcome: "refused: a TCP reset came back (nothing listens at that address and port, or a firewall rejects)", refused: true}
+			return result{what: what, outcome: "refused by a TCP reset (nothing listens at that address and port, or a firewall rejects)", refused: true}
 		default:
 			return result{what: what, outcome: "connect failed: " + e.Error()}
 		}
@@ -271,7 +274,7 @@ func (pr *probe) run(from *place, dst netip.Addr, proto string, port uint16) res
 	buf := make([]byte, 64)
 	if _, err := unix.Read(pr.fd, buf); err != nil {
 		if errors.Is(err, unix.ECONNREFUSED) {
-			return result{what: what, outcome: "refused: ICMP port unreachable came back (nothing listens at that address and port, or a firewall rejects)", refused: true}
+			return result{what: what, outcome: "refused by an ICMP port unreachable (nothing listens at that address and port, or a firewall rejects)", refused: true}
 		}
 		return result{what: what, outcome: "receive failed: " + err.Error()}
 	}
@@ -335,7 +338,7 @@ func (pr *probe) ping(from *place, dst netip.Addr) result {
 					return result{what: what, outcome: fmt.Sprintf("echo reply after %s", time.Since(start).Round(10*time.Microsecond)), answered: true}
 				}
 			case *icmp.DstUnreach:
-				if len(body.Data) > 0 && strings.Contains(string(body.Data), "nsnet doctor") {
+				if quotedTag(body.Data, pr.six) == pr.match.Magic {
 					by := peer.String()
 					if a, err := netip.ParseAddr(by); err == nil {
 						if _, mine := from.addrs[a.Unmap()]; mine {
@@ -355,6 +358,23 @@ func (pr *probe) ping(from *place, dst netip.Addr) result {
 	return result{what: what, outcome: fmt.Sprintf("no echo reply within %s", liveWait)}
 }
 
+// quotedTag reads the tag of the echo request an ICMP error quotes: the
+// original IP header, the echo's 8-byte header, then its payload. Errors
+// about other packets (an earlier run's) are not this probe's answer.
+func quotedTag(data []byte, six bool) uint32 {
+	hl := 40
+	if !six {
+		if len(data) < 1 {
+			return 0
+		}
+		hl = int(data[0]&0x0f) * 4
+	}
+	if len(data) < hl+12 {
+		return 0
+	}
+	return binary.BigEndian.Uint32(data[hl+8 : hl+12])
+}
+
 // pass is one packet's way through one namespace: its trace events.
 type pass struct {
 	p      *place
@@ -366,7 +386,8 @@ type pass struct {
 
 // liveSteps turns the trace into steps: one per packet and namespace,
 // the probe's in path order, then its answer's in reverse path order.
-func (w *world) liveSteps(all []located, from *place, dst netip.Addr, pr *probe) []Step {
+// order[:walked] are the static walk's places, in its order.
+func (w *world) liveSteps(all []located, order []*place, walked int, dst netip.Addr, pr *probe) []Step {
 	slices.SortStableFunc(all, func(a, b located) int {
 		if c := a.rank - b.rank; c != 0 {
 			return c
@@ -391,11 +412,35 @@ func (w *world) liveSteps(all []located, from *place, dst netip.Addr, pr *probe)
 		k := key{rank: l.rank, reply: isAnswer(l.e.Packet, dst, pr), flow: l.e.Packet.Flow}
 		ps := byKey[k]
 		if ps == nil {
-			ps = &pass{p: l.p, rank: l.rank, first: i, reply: k.reply}
+			ps = &pass{p: l.p, rank: 2 * l.rank, first: i, reply: k.reply}
 			byKey[k] = ps
 			passes = append(passes, ps)
 		}
 		ps.events = append(ps.events, l.e)
+	}
+	// The walk's own places are in its order; a place off it (the host
+	// bridging a lab's underlay) goes right after the place its packet
+	// came from, found by the veth it came in on.
+	for _, ps := range passes {
+		if ps.rank/2 < walked {
+			continue
+		}
+		for _, e := range ps.events {
+			if e.IIF == 0 {
+				continue
+			}
+			if l, err := ps.p.ns.NL.LinkByIndex(e.IIF); err == nil {
+				if q, _ := w.peerOf(ps.p, l); q != nil {
+					if i := slices.Index(order, q); i >= 0 && i < walked {
+						ps.rank = 2*i + 1
+						if ps.reply {
+							ps.rank = 2*i - 1
+						}
+					}
+				}
+			}
+			break
+		}
 	}
 	slices.SortStableFunc(passes, func(a, b *pass) int {
 		switch {
@@ -627,7 +672,7 @@ func tcpFlags(f uint8) string {
 // reject in the trace is the cause, whatever the walk said; a probe that
 // got nothing back though nothing dropped it is placed after the last
 // namespace that saw it; an answer overrules a static verdict of broken.
-func (w *world) liveVerdict(r *Report, lv *Live) {
+func (w *world) liveVerdict(r *Report, lv *Live, dst netip.Addr) {
 	for _, s := range lv.Steps {
 		if !s.OK {
 			if !r.OK && r.Cause != s.Cause {
@@ -650,8 +695,12 @@ func (w *world) liveVerdict(r *Report, lv *Live) {
 	s := Step{N: len(lv.Steps) + 1, What: "the probe's outcome: " + lv.Outcome}
 	switch {
 	case lv.Refused:
-		s.Where = r.From
-		s.Cause = "the live probe was refused (" + lv.Outcome + ")"
+		// Who refused: TO, unless the trace shows a reset sent sooner.
+		s.Where = r.To
+		if p := w.owner(dst); p != nil {
+			s.Where = p.name
+		}
+		s.Cause = "the live probe was " + lv.Outcome
 		for _, st := range lv.Steps {
 			if strings.Contains(st.What, "RST") && strings.Contains(st.What, "hooks output") {
 				s.Where = st.Where
