@@ -131,12 +131,8 @@ func open(cfg Config, readOnly bool) (*Manager, error) {
 		etcDir:        netns.EtcDir,
 	}
 	err = st.View(func(tx *store.Tx) error {
-		nets, err := tx.Summaries()
-		if err != nil {
+		if err := tx.Hosts(m.knowHost); err != nil {
 			return err
-		}
-		for _, n := range nets {
-			m.knowHost(n.HostNetns, n.HostIno)
 		}
 		links, err := tx.Links()
 		for _, l := range links {

@@ -221,6 +221,17 @@ func TestSummaries(t *testing.T) {
 		}
 	}
 	check("after PutNetwork", slices.Clone(nets))
+	// Hosts reads the same fields from the summaries alone, each once.
+	type host struct {
+		path string
+		ino  uint64
+	}
+	var hosts []host
+	s.View(func(tx *Tx) error { return tx.Hosts(func(p string, ino uint64) { hosts = append(hosts, host{p, ino}) }) })
+	slices.SortFunc(hosts, func(a, b host) int { return strings.Compare(a.path, b.path) })
+	if want := []host{{"", 0}, {"/run/netns/h", 4026532001}}; !reflect.DeepEqual(hosts, want) {
+		t.Errorf("Hosts: %+v, want %+v", hosts, want)
+	}
 	s.Update(func(tx *Tx) error { return tx.DeleteNetwork("plain") })
 	check("after DeleteNetwork", slices.Clone(nets[1:]))
 
