@@ -227,7 +227,9 @@ func TestSummaries(t *testing.T) {
 		ino  uint64
 	}
 	var hosts []host
-	s.View(func(tx *Tx) error { return tx.Hosts(func(p string, ino uint64) { hosts = append(hosts, host{p, ino}) }) })
+	s.View(func(tx *Tx) error {
+		return tx.Hosts(func(p string, ino uint64) { hosts = append(hosts, host{p, ino}) })
+	})
 	slices.SortFunc(hosts, func(a, b host) int { return strings.Compare(a.path, b.path) })
 	if want := []host{{"", 0}, {"/run/netns/h", 4026532001}}; !reflect.DeepEqual(hosts, want) {
 		t.Errorf("Hosts: %+v, want %+v", hosts, want)
