@@ -434,9 +434,15 @@ type agent struct {
 	// copy is the agent's copy of the networks and their members, brought
 	// up to date from the store's change log at each refresh.
 	copy storeCopy
+	// hostUps are the hosts' own resolvers as the last full refresh read
+	// them; built says one has run, so that a refresh where only members
+	// changed may keep the resolvers as they are and give them new names.
+	hostUps map[string][]netip.AddrPort
+	built   bool
 }
 
 func (a *agent) closeAll() {
+	a.built = false // the next refresh starts everything anew
 	for k, w := range a.watchers {
 		w.close()
 		delete(a.watchers, k)
@@ -577,7 +583,13 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 	if !needed {
 		return false, gen, nil, nil
 	}
-	a.syncWatchers(forwardHosts(nets))
+	// Only members changed, and the hosts' resolv.conf did not: every
+	// resolver stays as it is, and only the names change (issue 11: a
+	// connect on a host of a thousand networks waits for this).
+	fast := !a.copy.structural && a.built && a.upstreamsSame()
+	if !fast {
+		a.syncWatchers(forwardHosts(nets))
+	}
 	openProxies := a.syncProxies(nets, members)
 	// One zone per host: every network there, so a member in several
 	// networks is answered for all of them.
@@ -597,6 +609,20 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 		z := zones[n.HostNetns]
 		z.Networks = append(z.Networks, zn)
 		zones[n.HostNetns] = z
+	}
+	var errs []error
+	// Each host's zone is compiled once, and shared by its resolvers.
+	compiled := make(map[string]resolver.Compiled, len(zones))
+	for host, z := range zones {
+		c, err := resolver.Compile(z)
+		errs = append(errs, ignoreNames(err))
+		compiled[host] = c
+	}
+	if fast {
+		for _, r := range a.servers {
+			r.srv.SetCompiled(compiled[r.host])
+		}
+		return true, gen, openProxies, errors.Join(errs...)
 	}
 	want := map[string]*running{}
 	// The host's resolv.conf, read once per host and refresh, not once
@@ -643,14 +669,7 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 			delete(a.servers, k)
 		}
 	}
-	var errs []error
-	// Each host's zone is compiled once, and shared by its resolvers.
-	compiled := map[string]resolver.Compiled{}
-	for host, z := range zones {
-		c, err := resolver.Compile(z)
-		errs = append(errs, ignoreNames(err))
-		compiled[host] = c
-	}
+	a.hostUps = hostUps
 	for k, w := range want {
 		if r, ok := a.servers[k]; ok {
 			r.srv.SetCompiled(compiled[w.host])
@@ -669,7 +688,22 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 		w.srv = srv
 		a.servers[k] = w
 	}
-	return true, gen, openProxies, errors.Join(errs...)
+	// A resolver that failed to start is tried again by the next full
+	// refresh, which the fast path would skip.
+	err = errors.Join(errs...)
+	a.built = err == nil
+	return true, gen, openProxies, err
+}
+
+// upstreamsSame says whether every host's resolv.conf still names the
+// resolvers the last full refresh read.
+func (a *agent) upstreamsSame() bool {
+	for host, ups := range a.hostUps {
+		if !same(hostUpstreams(host), ups) {
+			return false
+		}
+	}
+	return true
 }
 
 // ignoreNames drops the resolver's complaint about names DNS cannot carry:

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 
@@ -19,11 +20,16 @@ type storeCopy struct {
 	// sorted is nets by name, kept in step, so that a refresh does not
 	// copy and sort them all again.
 	sorted []store.Network
+	// structural says the last update added, removed or changed a
+	// network, or read everything; when only members changed, what the
+	// agent runs for each network stays as it is.
+	structural bool
 }
 
 // update brings the copy to tx's generation.
 func (c *storeCopy) update(tx *store.Tx) error {
 	gen := tx.Generation()
+	c.structural = false
 	if c.nets != nil {
 		if gen == c.gen {
 			return nil
@@ -36,6 +42,7 @@ func (c *storeCopy) update(tx *store.Tx) error {
 				}
 				i, had := slices.BinarySearchFunc(c.sorted, name, byName)
 				if !found {
+					c.structural = c.structural || had
 					delete(c.nets, name)
 					delete(c.members, name)
 					if had {
@@ -46,6 +53,9 @@ func (c *storeCopy) update(tx *store.Tx) error {
 				m, err := tx.Members(name)
 				if err != nil {
 					return err
+				}
+				if old, ok := c.nets[name]; !ok || !reflect.DeepEqual(old, n) {
+					c.structural = true
 				}
 				c.nets[name], c.members[name] = n, m
 				if had {
@@ -72,6 +82,7 @@ func (c *storeCopy) update(tx *store.Tx) error {
 	}
 	c.sorted = nets // Networks lists them by name
 	c.gen = gen
+	c.structural = true
 	return nil
 }
 

@@ -21,23 +21,32 @@ func TestStoreCopyFollowsTheLog(t *testing.T) {
 	}
 	defer s.Close()
 	var c storeCopy
-	steps := []func(tx *store.Tx) error{
-		func(tx *store.Tx) error { return tx.PutNetwork(store.Network{Name: "a", DNS: true}) },
-		func(tx *store.Tx) error { return tx.PutAttachment(store.Attachment{Network: "a", Namespace: "x"}) },
-		func(tx *store.Tx) error { return tx.PutNetwork(store.Network{Name: "b"}) },
-		func(tx *store.Tx) error {
+	// Each step, and whether it changes a network (structural) rather
+	// than only members: the agent keeps its resolvers for the latter.
+	steps := []struct {
+		do         func(tx *store.Tx) error
+		structural bool
+	}{
+		{func(tx *store.Tx) error { return tx.PutNetwork(store.Network{Name: "a", DNS: true}) }, true},
+		{func(tx *store.Tx) error { return tx.PutAttachment(store.Attachment{Network: "a", Namespace: "x"}) }, false},
+		{func(tx *store.Tx) error { return tx.PutNetwork(store.Network{Name: "b"}) }, true},
+		{func(tx *store.Tx) error {
 			return tx.PutAttachment(store.Attachment{Network: "b", Namespace: "y", Aliases: []string{"web"}})
-		},
-		func(tx *store.Tx) error { return tx.PutNamespace(store.Namespace{Name: "z"}) },
-		func(tx *store.Tx) error { return tx.DeleteAttachment("a", "x") },
-		func(tx *store.Tx) error {
+		}, false},
+		{func(tx *store.Tx) error { return tx.PutNamespace(store.Namespace{Name: "z"}) }, false},
+		{func(tx *store.Tx) error { return tx.DeleteAttachment("a", "x") }, false},
+		{func(tx *store.Tx) error {
+			return tx.PutNetwork(store.Network{Name: "a", DNS: true, DNSUpstreams: nil, Gateways: nil, NAT: true})
+		}, true},
+		{func(tx *store.Tx) error {
 			if err := tx.DeleteAttachment("b", "y"); err != nil {
 				return err
 			}
 			return tx.DeleteNetwork("b")
-		},
+		}, true},
 	}
-	for i, step := range steps {
+	for i, st := range steps {
+		step := st.do
 		if err := s.Update(step); err != nil {
 			t.Fatal(err)
 		}
@@ -52,6 +61,9 @@ func TestStoreCopyFollowsTheLog(t *testing.T) {
 		wantNets, wantMembers := full.list()
 		if fmt.Sprint(gotNets) != fmt.Sprint(wantNets) || fmt.Sprint(nonEmpty(gotMembers)) != fmt.Sprint(nonEmpty(wantMembers)) {
 			t.Errorf("after step %d: copy %v %v, full read %v %v", i, gotNets, gotMembers, wantNets, wantMembers)
+		}
+		if i > 0 && c.structural != st.structural {
+			t.Errorf("after step %d: structural %v, want %v", i, c.structural, st.structural)
 		}
 	}
 	// A copy from before the log began is read whole.
