@@ -97,16 +97,23 @@ func TestDecode(t *testing.T) {
 	}
 }
 
-// The kernel's own trace of a ping to a local address: seen at output,
-// dropped by a chain of another table at input, then nothing left of the
-// tracer's table.
-func TestTraceLocalPing(t *testing.T) {
+// selfNS opens the test's own (private) network namespace.
+func selfNS(t *testing.T) int {
+	t.Helper()
 	nstest.Require(t)
 	fd, err := unix.Open("/proc/self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fd)
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+// The kernel's own trace of a ping to a local address: seen at output,
+// dropped by a chain of another table at input, then nothing left of the
+// tracer's table.
+func TestTraceLocalPing(t *testing.T) {
+	fd := selfNS(t)
 	if lo, err := vnl.LinkByName("lo"); err != nil || vnl.LinkSetUp(lo) != nil {
 		t.Fatalf("lo in the test namespace: %v", err)
 	}
@@ -180,12 +187,7 @@ func TestTraceLocalPing(t *testing.T) {
 
 // A table of a run that is gone is removed; one of a live run is not.
 func TestRemoveStale(t *testing.T) {
-	nstest.Require(t)
-	fd, err := unix.Open("/proc/self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
+	fd := selfNS(t)
 	dead := exec.Command("true")
 	if err := dead.Run(); err != nil {
 		t.Fatal(err)
