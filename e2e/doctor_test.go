@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/nsnet/nsnet/internal/netns"
 )
 
 type doctorReport struct {
@@ -229,6 +232,21 @@ func TestDoctor(t *testing.T) {
 			l.fixture("ip", "netns", "exec", l.host, "nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; }; add rule ip nat post ip saddr 10.20.30.0/24 oifname uplink snat to 192.0.2.9")
 			return x, server, nil
 		}, 1, "has no route to 192.0.2.9"},
+		{"a port bound to IPv6 only", func(l *lab) (string, string, []string) {
+			a, b := bridge(l)
+			h, err := netns.Open(netns.Path(b))
+			if err != nil {
+				l.t.Fatal(err)
+			}
+			defer h.Close()
+			var ln net.Listener
+			// Go listens on "tcp6" [::] with IPV6_V6ONLY, as nginx does.
+			if err := netns.Do(h, func() (err error) { ln, err = net.Listen("tcp6", "[::]:86"); return err }); err != nil {
+				l.t.Fatal(err)
+			}
+			l.t.Cleanup(func() { ln.Close() })
+			return a, b, []string{"--port", "86"}
+		}, 1, "the port is bound only to :: (IPv6 only)"},
 		{"fault 1, the address on a bridge port", func(l *lab) (string, string, []string) {
 			x := l.ns("x")
 			l.fixture("ip", "-n", l.host, "link", "add", "br0", "type", "bridge")

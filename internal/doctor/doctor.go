@@ -1306,12 +1306,16 @@ func (w *world) checkPort(p *place, dst netip.Addr, proto string, port uint16, n
 		if l.Proto != pn || l.Port != port {
 			continue
 		}
-		// An IPv4 wildcard takes no IPv6; an IPv6 one takes both (unless
-		// IPV6_V6ONLY, which socket diagnostics do not show).
-		if l.Addr.IsUnspecified() && (l.Addr.Is6() || dst.Is4()) || l.Addr == dst {
+		// An IPv4 wildcard takes no IPv6; an IPv6 one takes both, unless
+		// IPV6_V6ONLY.
+		if l.Addr.IsUnspecified() && (l.Addr.Is6() && !(l.V6Only && dst.Is4()) || dst.Is4() && l.Addr.Is4()) || l.Addr == dst {
 			return Step{N: n, Where: p.name, What: fmt.Sprintf("%s listens on %s/%d (%s)", p.name, proto, port, l.Addr), OK: true}
 		}
-		elsewhere = append(elsewhere, l.Addr.String())
+		bound := l.Addr.String()
+		if l.V6Only {
+			bound += " (IPv6 only)"
+		}
+		elsewhere = append(elsewhere, bound)
 	}
 	if len(elsewhere) > 0 {
 		return Step{N: n, Where: p.name, What: fmt.Sprintf("%s/%d at %s", proto, port, dst),

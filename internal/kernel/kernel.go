@@ -3,6 +3,7 @@
 package kernel
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"unicode"
 	"unsafe"
 
+	mdnetlink "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -66,6 +68,9 @@ type Listener struct {
 	Proto uint8 // unix.IPPROTO_TCP or unix.IPPROTO_UDP
 	Addr  netip.Addr
 	Port  uint16
+	// V6Only says an IPv6 socket takes no IPv4 (IPV6_V6ONLY, nginx's
+	// default for [::]): bound to ::, it does not hold the IPv4 port.
+	V6Only bool
 }
 
 // Listeners lists the namespace's listening sockets of both families,
@@ -80,6 +85,10 @@ func (n *NS) Listeners() ([]Listener, error) {
 		defer h.Close()
 	}
 	var out []Listener
+	v6only, err := n.v6Only()
+	if err != nil {
+		return nil, err
+	}
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		tcp, err := Retry(func() ([]*netlink.Socket, error) { return h.SocketDiagTCP(fam) })
 		if err != nil {
@@ -87,7 +96,9 @@ func (n *NS) Listeners() ([]Listener, error) {
 		}
 		for _, s := range tcp {
 			if s.State == tcpListen {
-				out = append(out, listener(unix.IPPROTO_TCP, s))
+				l := listener(unix.IPPROTO_TCP, s)
+				l.V6Only = fam == unix.AF_INET6 && v6only[v6Key{unix.IPPROTO_TCP, s.ID.SourcePort}]
+				out = append(out, l)
 			}
 		}
 		udp, err := Retry(func() ([]*netlink.Socket, error) { return h.SocketDiagUDP(fam) })
@@ -96,7 +107,70 @@ func (n *NS) Listeners() ([]Listener, error) {
 		}
 		for _, s := range udp {
 			if s.ID.DestinationPort == 0 {
-				out = append(out, listener(unix.IPPROTO_UDP, s))
+				l := listener(unix.IPPROTO_UDP, s)
+				l.V6Only = fam == unix.AF_INET6 && v6only[v6Key{unix.IPPROTO_UDP, s.ID.SourcePort}]
+				out = append(out, l)
+			}
+		}
+	}
+	return out, nil
+}
+
+// v6Key is a protocol and a local port.
+type v6Key struct {
+	proto uint8
+	port  uint16
+}
+
+// inetDiagSKV6Only is INET_DIAG_SKV6ONLY (linux/inet_diag.h), the
+// attribute the kernel gives every IPv6 socket in a dump.
+const inetDiagSKV6Only = 11
+
+// v6Only lists the IPv6 sockets bound to :: with IPV6_V6ONLY, by protocol
+// and port. The netlink library's socket diagnostics do not read the
+// attribute, so this asks the kernel directly (sock_diag, as ss does).
+func (n *NS) v6Only() (map[v6Key]bool, error) {
+	cfg := &mdnetlink.Config{}
+	if !n.current {
+		cfg.NetNS = int(n.fd)
+	}
+	c, err := mdnetlink.Dial(unix.NETLINK_SOCK_DIAG, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("socket diagnostics in namespace %s: %w", describe(n.Path), err)
+	}
+	defer c.Close()
+	out := map[v6Key]bool{}
+	for _, proto := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+		// inet_diag_req_v2: family, protocol, extensions, padding, the
+		// states wanted, then an empty socket id (48 bytes).
+		req := make([]byte, 56)
+		req[0], req[1] = unix.AF_INET6, proto
+		states := uint32(1 << tcpListen)
+		if proto == unix.IPPROTO_UDP {
+			states = ^uint32(0)
+		}
+		binary.NativeEndian.PutUint32(req[4:8], states)
+		msgs, err := c.Execute(mdnetlink.Message{
+			Header: mdnetlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: mdnetlink.Request | mdnetlink.Dump},
+			Data:   req,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list IPv6 sockets: %w", err)
+		}
+		for _, m := range msgs {
+			// inet_diag_msg is 72 bytes: the source port is big-endian at
+			// 4, the destination port at 6; attributes follow.
+			if len(m.Data) < 72 || binary.BigEndian.Uint16(m.Data[6:8]) != 0 {
+				continue
+			}
+			ad, err := mdnetlink.NewAttributeDecoder(m.Data[72:])
+			if err != nil {
+				continue
+			}
+			for ad.Next() {
+				if ad.Type() == inetDiagSKV6Only && ad.Uint8() == 1 {
+					out[v6Key{proto, binary.BigEndian.Uint16(m.Data[4:6])}] = true
+				}
 			}
 		}
 	}
