@@ -1372,38 +1372,26 @@ func refusedRoute(err error, routes []netlink.Route) string {
 // ruleDump lists p's policy routing rules other than the plain lookups
 // of the local, main and default tables every namespace has.
 func ruleDump(p *place) string {
-	rules, err := p.ns.NL.RuleList(netlink.FAMILY_ALL)
+	rules, err := p.ns.Rules()
 	if err != nil {
 		return "ip rule: " + err.Error()
 	}
 	var b []string
 	for _, r := range rules {
-		plain := r.Src == nil && r.Dst == nil && r.IifName == "" && r.OifName == "" && r.Mark == 0
-		if plain && (r.Table == unix.RT_TABLE_LOCAL || r.Table == unix.RT_TABLE_MAIN || r.Table == unix.RT_TABLE_DEFAULT) && r.Type <= unix.FR_ACT_TO_TBL {
+		plain := !r.Src.IsValid() && !r.Dst.IsValid() && r.Action == "lookup"
+		if plain && (r.Table == unix.RT_TABLE_LOCAL || r.Table == unix.RT_TABLE_MAIN || r.Table == unix.RT_TABLE_DEFAULT) {
 			continue
 		}
 		from, to := "all", "all"
-		if r.Src != nil {
+		if r.Src.IsValid() {
 			from = r.Src.String()
 		}
-		if r.Dst != nil {
+		if r.Dst.IsValid() {
 			to = r.Dst.String()
 		}
-		action := fmt.Sprintf("lookup %d", r.Table)
-		if r.Table == 0 {
-			// The netlink library does not read a rule's action back: a
-			// rule without a table is one of these.
-			action = "prohibit, unreachable or blackhole"
-		}
-		switch r.Type {
-		case unix.FR_ACT_BLACKHOLE:
-			action = "blackhole"
-		case unix.FR_ACT_UNREACHABLE:
-			action = "unreachable"
-		case unix.FR_ACT_PROHIBIT:
-			action = "prohibit"
-		case unix.FR_ACT_GOTO:
-			action = fmt.Sprintf("goto %d", r.Goto)
+		action := r.Action
+		if action == "lookup" {
+			action = fmt.Sprintf("lookup %d", r.Table)
 		}
 		b = append(b, fmt.Sprintf("%d: from %s to %s %s", r.Priority, from, to, action))
 	}
@@ -1420,6 +1408,14 @@ func routeDump(p *place) string {
 		dst := "default"
 		if r.Dst != nil && !r.Dst.IP.IsUnspecified() {
 			dst = r.Dst.String()
+		}
+		switch r.Type {
+		case unix.RTN_BLACKHOLE:
+			dst = "blackhole " + dst
+		case unix.RTN_UNREACHABLE:
+			dst = "unreachable " + dst
+		case unix.RTN_PROHIBIT:
+			dst = "prohibit " + dst
 		}
 		if r.Gw != nil {
 			dst += " via " + r.Gw.String()

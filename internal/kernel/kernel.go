@@ -116,6 +116,78 @@ func (n *NS) Listeners() ([]Listener, error) {
 	return out, nil
 }
 
+// Rule is a policy routing rule as `ip rule` shows it.
+type Rule struct {
+	Priority uint32
+	Src, Dst netip.Prefix // invalid: all
+	Table    uint32
+	// Action is "lookup", "goto", "nop", "blackhole", "unreachable" or
+	// "prohibit".
+	Action string
+}
+
+// Rules lists the namespace's policy routing rules, both families. The
+// netlink library's rule list does not read a rule's action back (it
+// shows a prohibit rule as a lookup of table 0), so this reads the dump
+// itself: fib_rule_hdr, then attributes.
+func (n *NS) Rules() ([]Rule, error) {
+	cfg := &mdnetlink.Config{}
+	if !n.current {
+		cfg.NetNS = int(n.fd)
+	}
+	c, err := mdnetlink.Dial(unix.NETLINK_ROUTE, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in namespace %s: %w", describe(n.Path), err)
+	}
+	defer c.Close()
+	msgs, err := c.Execute(mdnetlink.Message{
+		Header: mdnetlink.Header{Type: unix.RTM_GETRULE, Flags: mdnetlink.Request | mdnetlink.Dump},
+		Data:   make([]byte, 12), // fib_rule_hdr, family AF_UNSPEC: both
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list policy rules: %w", err)
+	}
+	actions := map[byte]string{unix.FR_ACT_TO_TBL: "lookup", unix.FR_ACT_GOTO: "goto", unix.FR_ACT_NOP: "nop",
+		unix.FR_ACT_BLACKHOLE: "blackhole", unix.FR_ACT_UNREACHABLE: "unreachable", unix.FR_ACT_PROHIBIT: "prohibit"}
+	var out []Rule
+	for _, m := range msgs {
+		if len(m.Data) < 12 {
+			continue
+		}
+		// family, dst_len, src_len, tos, table, res1, res2, action, flags.
+		h := m.Data
+		r := Rule{Table: uint32(h[4]), Action: actions[h[7]]}
+		if r.Action == "" {
+			r.Action = fmt.Sprintf("action %d", h[7])
+		}
+		ad, err := mdnetlink.NewAttributeDecoder(h[12:])
+		if err != nil {
+			continue
+		}
+		prefix := func(bits byte) netip.Prefix {
+			a, ok := netip.AddrFromSlice(ad.Bytes())
+			if !ok {
+				return netip.Prefix{}
+			}
+			return netip.PrefixFrom(a, int(bits))
+		}
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.FRA_PRIORITY:
+				r.Priority = ad.Uint32()
+			case unix.FRA_TABLE:
+				r.Table = ad.Uint32()
+			case unix.FRA_DST:
+				r.Dst = prefix(h[1])
+			case unix.FRA_SRC:
+				r.Src = prefix(h[2])
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
 // v6Key is a protocol and a local port.
 type v6Key struct {
 	proto uint8
