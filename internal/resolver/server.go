@@ -60,13 +60,6 @@ const maxForwards = 1024
 // answers: the size DNS Flag Day 2020 settled on, which avoids fragmentation.
 const ednsSize = 1232
 
-// udpIdle is how long a UDP socket's read waits before the server's loop
-// goes round again. The library's default (2 s) wakes every resolver's
-// goroutine every 2 s whether a query came or not: with a resolver per
-// network, a thousand networks made 500 wakeups a second, and the agent
-// slower at everything else. A read ends at once when the server closes.
-const udpIdle = time.Hour
-
 // Config is the static configuration of a Server.
 type Config struct {
 	// Listen are the addresses to serve on, UDP and TCP each. Port 53 in
@@ -101,9 +94,14 @@ type Server struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
-	servers []*dns.Server
+	// removes take the sockets off the poller; release closes them.
+	removes []func()
+	release func()
 	addrs   []netip.AddrPort
-	wg      sync.WaitGroup // the servers' serving goroutines
+	wg      sync.WaitGroup // queries and TCP connections being served
+
+	connMu sync.Mutex
+	conns  map[net.Conn]struct{} // TCP connections being served; nil before Start and after Close
 }
 
 // New checks cfg and returns a Server with an empty zone. It does not listen
@@ -203,52 +201,41 @@ func (s *Server) Start() error {
 		}
 		pcs, lns, addrs = append(pcs, pc), append(lns, l), append(addrs, bound)
 	}
-	handler := dns.HandlerFunc(s.serveDNS)
-	var servers []*dns.Server
-	for i := range pcs {
-		servers = append(servers,
-			&dns.Server{PacketConn: pcs[i], Handler: handler, UDPSize: dns.DefaultMsgSize, ReadTimeout: udpIdle},
-			&dns.Server{Listener: lns[i], Handler: handler})
-	}
-	// Wait until every server has marked itself started: one shut down
-	// before that would ignore the shutdown and serve on forever.
-	for i, srv := range servers {
-		if err := s.serve(srv); err != nil {
-			for _, running := range servers[:i] {
-				running.Shutdown()
-			}
-			release()
-			s.wg.Wait()
-			return fmt.Errorf("resolver: serve %s: %w", addrs[i/2], err)
-		}
-	}
-	s.started, s.servers, s.addrs = true, servers, addrs
-	return nil
-}
-
-// serve runs srv in the background and returns once it serves.
-func (s *Server) serve(srv *dns.Server) error {
-	up := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(up) }
-	done := make(chan error, 1)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		err := srv.ActivateAndServe()
-		done <- err
-		if err != nil {
-			s.logf("resolver: serving stopped: %v", err)
-		}
-	}()
-	select {
-	case <-up:
-		return nil
-	case err := <-done:
-		if err == nil {
-			err = errors.New("stopped before serving")
-		}
+	p, err := getPoller()
+	if err != nil {
+		release()
 		return err
 	}
+	var removes []func()
+	for i := range pcs {
+		udp := pcs[i].(*net.UDPConn)
+		tcp := lns[i].(*net.TCPListener)
+		urc, err1 := udp.SyscallConn()
+		trc, err2 := tcp.SyscallConn()
+		if err := errors.Join(err1, err2); err != nil {
+			release()
+			return fmt.Errorf("resolver: serve %s: %w", addrs[i], err)
+		}
+		for _, w := range []struct {
+			rc    syscall.RawConn
+			ready func([]byte)
+		}{{urc, s.udpReady(udp, urc)}, {trc, s.tcpReady(trc)}} {
+			remove, err := p.add(w.rc, w.ready)
+			if err != nil {
+				for _, r := range removes {
+					r()
+				}
+				release()
+				return fmt.Errorf("resolver: serve %s: %w", addrs[i], err)
+			}
+			removes = append(removes, remove)
+		}
+	}
+	s.connMu.Lock()
+	s.conns = map[net.Conn]struct{}{}
+	s.connMu.Unlock()
+	s.started, s.removes, s.release, s.addrs = true, removes, release, addrs
+	return nil
 }
 
 // listenPair binds ap for UDP and TCP on the same port. With port 0 the
@@ -303,17 +290,23 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.stop()
-	var errs []error
-	for _, srv := range s.servers {
-		if err := srv.Shutdown(); err != nil {
-			errs = append(errs, err)
-		}
+	// No new query or connection once the sockets are off the poller;
+	// the connections being served close, the queries in flight (their
+	// forwards cancelled) answer, and then the sockets close.
+	for _, remove := range s.removes {
+		remove()
 	}
+	s.connMu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
+	s.connMu.Unlock()
 	s.wg.Wait()
-	s.servers, s.addrs = nil, nil
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("resolver: close: %w", err)
+	if s.release != nil {
+		s.release()
 	}
+	s.removes, s.release, s.addrs = nil, nil, nil
 	return nil
 }
 
