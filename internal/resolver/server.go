@@ -206,34 +206,36 @@ func (s *Server) Start() error {
 		release()
 		return err
 	}
+	// Before the first socket is watched: a connection may come at once.
+	s.connMu.Lock()
+	s.conns = map[net.Conn]struct{}{}
+	s.connMu.Unlock()
 	var removes []func()
 	for i := range pcs {
 		udp := pcs[i].(*net.UDPConn)
 		tcp := lns[i].(*net.TCPListener)
 		urc, err1 := udp.SyscallConn()
 		trc, err2 := tcp.SyscallConn()
-		if err := errors.Join(err1, err2); err != nil {
-			release()
-			return fmt.Errorf("resolver: serve %s: %w", addrs[i], err)
-		}
+		err := errors.Join(err1, err2)
 		for _, w := range []struct {
 			rc    syscall.RawConn
 			ready func([]byte)
 		}{{urc, s.udpReady(udp, urc)}, {trc, s.tcpReady(trc)}} {
-			remove, err := p.add(w.rc, w.ready)
 			if err != nil {
-				for _, r := range removes {
-					r()
-				}
-				release()
-				return fmt.Errorf("resolver: serve %s: %w", addrs[i], err)
+				break
 			}
-			removes = append(removes, remove)
+			var remove func()
+			if remove, err = p.add(w.rc, w.ready); err == nil {
+				removes = append(removes, remove)
+			}
+		}
+		if err != nil {
+			// What the sockets already watched took in ends with them.
+			s.removes, s.release = removes, release
+			s.shutdown()
+			return fmt.Errorf("resolver: serve %s: %w", addrs[i], err)
 		}
 	}
-	s.connMu.Lock()
-	s.conns = map[net.Conn]struct{}{}
-	s.connMu.Unlock()
 	s.started, s.removes, s.release, s.addrs = true, removes, release, addrs
 	return nil
 }
@@ -290,9 +292,16 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.stop()
-	// No new query or connection once the sockets are off the poller;
-	// the connections being served close, the queries in flight (their
-	// forwards cancelled) answer, and then the sockets close.
+	s.shutdown()
+	s.addrs = nil
+	return nil
+}
+
+// shutdown stops serving, with s.mu held: no new query or connection
+// once the sockets are off the poller; the connections being served
+// close, the queries in flight (their forwards cancelled by then, on
+// Close) answer, and then the sockets close.
+func (s *Server) shutdown() {
 	for _, remove := range s.removes {
 		remove()
 	}
@@ -306,8 +315,7 @@ func (s *Server) Close() error {
 	if s.release != nil {
 		s.release()
 	}
-	s.removes, s.release, s.addrs = nil, nil, nil
-	return nil
+	s.removes, s.release = nil, nil
 }
 
 func (s *Server) logf(format string, args ...any) {
