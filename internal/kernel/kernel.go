@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"unicode"
@@ -74,46 +75,95 @@ type Listener struct {
 }
 
 // Listeners lists the namespace's listening sockets of both families,
-// through socket diagnostics (what `ss -lntu` reads).
+// through socket diagnostics (what `ss -lntu` reads): TCP sockets in
+// LISTEN, UDP sockets with no peer. It reads the dump itself, because the
+// netlink library's does not return IPV6_V6ONLY, and it asks the kernel
+// for listening TCP sockets only rather than every connection.
 func (n *NS) Listeners() ([]Listener, error) {
-	h := n.NL
-	if !n.current {
-		var err error
-		if h, err = netlink.NewHandleAt(vnetns.NsHandle(n.fd), unix.NETLINK_INET_DIAG); err != nil {
-			return nil, fmt.Errorf("socket diagnostics in namespace %s: %w", describe(n.Path), err)
-		}
-		defer h.Close()
-	}
-	var out []Listener
-	v6only, err := n.v6Only()
+	c, err := n.dial(unix.NETLINK_SOCK_DIAG)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("socket diagnostics in namespace %s: %w", describe(n.Path), err)
 	}
+	defer c.Close()
+	var out []Listener
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		tcp, err := Retry(func() ([]*netlink.Socket, error) { return h.SocketDiagTCP(fam) })
-		if err != nil {
-			return nil, fmt.Errorf("list TCP sockets: %w", err)
-		}
-		for _, s := range tcp {
-			if s.State == tcpListen {
-				l := listener(unix.IPPROTO_TCP, s)
-				l.V6Only = fam == unix.AF_INET6 && v6only[v6Key{unix.IPPROTO_TCP, s.ID.SourcePort}]
-				out = append(out, l)
+		for _, proto := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+			// inet_diag_req_v2: family, protocol, extensions, padding, the
+			// states wanted, then an empty socket id (48 bytes).
+			req := make([]byte, 56)
+			req[0], req[1] = fam, proto
+			states := uint32(1 << tcpListen)
+			if proto == unix.IPPROTO_UDP {
+				states = ^uint32(0)
 			}
-		}
-		udp, err := Retry(func() ([]*netlink.Socket, error) { return h.SocketDiagUDP(fam) })
-		if err != nil {
-			return nil, fmt.Errorf("list UDP sockets: %w", err)
-		}
-		for _, s := range udp {
-			if s.ID.DestinationPort == 0 {
-				l := listener(unix.IPPROTO_UDP, s)
-				l.V6Only = fam == unix.AF_INET6 && v6only[v6Key{unix.IPPROTO_UDP, s.ID.SourcePort}]
-				out = append(out, l)
+			binary.NativeEndian.PutUint32(req[4:8], states)
+			msgs, err := dumpConsistent(c, mdnetlink.Message{
+				Header: mdnetlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: mdnetlink.Request | mdnetlink.Dump},
+				Data:   req,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("list sockets: %w", err)
+			}
+			for _, m := range msgs {
+				if l, ok := parseListener(proto, m.Data); ok {
+					out = append(out, l)
+				}
 			}
 		}
 	}
 	return out, nil
+}
+
+// parseListener reads an inet_diag_msg: family, state, timer, retrans,
+// then the socket id (source port big-endian at 4, destination port at
+// 6, source address at 8, 16 bytes), 72 bytes in all; attributes follow.
+// A UDP socket with a peer is not a listener.
+func parseListener(proto uint8, b []byte) (Listener, bool) {
+	if len(b) < 72 || binary.BigEndian.Uint16(b[6:8]) != 0 {
+		return Listener{}, false
+	}
+	l := Listener{Proto: proto, Port: binary.BigEndian.Uint16(b[4:6])}
+	if b[0] == unix.AF_INET {
+		l.Addr = netip.AddrFrom4([4]byte(b[8:12]))
+	} else {
+		l.Addr = netip.AddrFrom16([16]byte(b[8:24])).Unmap()
+	}
+	if ad, err := mdnetlink.NewAttributeDecoder(b[72:]); err == nil {
+		for ad.Next() {
+			if ad.Type() == inetDiagSKV6Only {
+				l.V6Only = ad.Uint8() == 1
+			}
+		}
+	}
+	return l, true
+}
+
+// inetDiagSKV6Only is INET_DIAG_SKV6ONLY (linux/inet_diag.h), the
+// attribute the kernel gives every IPv6 socket in a dump.
+const inetDiagSKV6Only = 11
+
+// tcpListen is TCP_LISTEN in the kernel's socket states.
+const tcpListen = 10
+
+// dial opens a netlink socket of family inside the namespace.
+func (n *NS) dial(family int) (*mdnetlink.Conn, error) {
+	cfg := &mdnetlink.Config{}
+	if !n.current {
+		cfg.NetNS = int(n.fd)
+	}
+	return mdnetlink.Dial(family, cfg)
+}
+
+// dumpConsistent runs a dump again while the kernel says it changed
+// under it (as Retry does for the netlink library's dumps).
+func dumpConsistent(c *mdnetlink.Conn, req mdnetlink.Message) ([]mdnetlink.Message, error) {
+	for range 10 {
+		msgs, err := c.Execute(req)
+		if err != nil || !slices.ContainsFunc(msgs, func(m mdnetlink.Message) bool { return m.Header.Flags&mdnetlink.DumpInterrupted != 0 }) {
+			return msgs, err
+		}
+	}
+	return nil, errors.New("the dump kept changing under it")
 }
 
 // Rule is a policy routing rule as `ip rule` shows it.
@@ -131,16 +181,12 @@ type Rule struct {
 // shows a prohibit rule as a lookup of table 0), so this reads the dump
 // itself: fib_rule_hdr, then attributes.
 func (n *NS) Rules() ([]Rule, error) {
-	cfg := &mdnetlink.Config{}
-	if !n.current {
-		cfg.NetNS = int(n.fd)
-	}
-	c, err := mdnetlink.Dial(unix.NETLINK_ROUTE, cfg)
+	c, err := n.dial(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink in namespace %s: %w", describe(n.Path), err)
 	}
 	defer c.Close()
-	msgs, err := c.Execute(mdnetlink.Message{
+	msgs, err := dumpConsistent(c, mdnetlink.Message{
 		Header: mdnetlink.Header{Type: unix.RTM_GETRULE, Flags: mdnetlink.Request | mdnetlink.Dump},
 		Data:   make([]byte, 12), // fib_rule_hdr, family AF_UNSPEC: both
 	})
@@ -186,75 +232,6 @@ func (n *NS) Rules() ([]Rule, error) {
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-// v6Key is a protocol and a local port.
-type v6Key struct {
-	proto uint8
-	port  uint16
-}
-
-// inetDiagSKV6Only is INET_DIAG_SKV6ONLY (linux/inet_diag.h), the
-// attribute the kernel gives every IPv6 socket in a dump.
-const inetDiagSKV6Only = 11
-
-// v6Only lists the IPv6 sockets bound to :: with IPV6_V6ONLY, by protocol
-// and port. The netlink library's socket diagnostics do not read the
-// attribute, so this asks the kernel directly (sock_diag, as ss does).
-func (n *NS) v6Only() (map[v6Key]bool, error) {
-	cfg := &mdnetlink.Config{}
-	if !n.current {
-		cfg.NetNS = int(n.fd)
-	}
-	c, err := mdnetlink.Dial(unix.NETLINK_SOCK_DIAG, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("socket diagnostics in namespace %s: %w", describe(n.Path), err)
-	}
-	defer c.Close()
-	out := map[v6Key]bool{}
-	for _, proto := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
-		// inet_diag_req_v2: family, protocol, extensions, padding, the
-		// states wanted, then an empty socket id (48 bytes).
-		req := make([]byte, 56)
-		req[0], req[1] = unix.AF_INET6, proto
-		states := uint32(1 << tcpListen)
-		if proto == unix.IPPROTO_UDP {
-			states = ^uint32(0)
-		}
-		binary.NativeEndian.PutUint32(req[4:8], states)
-		msgs, err := c.Execute(mdnetlink.Message{
-			Header: mdnetlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: mdnetlink.Request | mdnetlink.Dump},
-			Data:   req,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("list IPv6 sockets: %w", err)
-		}
-		for _, m := range msgs {
-			// inet_diag_msg is 72 bytes: the source port is big-endian at
-			// 4, the destination port at 6; attributes follow.
-			if len(m.Data) < 72 || binary.BigEndian.Uint16(m.Data[6:8]) != 0 {
-				continue
-			}
-			ad, err := mdnetlink.NewAttributeDecoder(m.Data[72:])
-			if err != nil {
-				continue
-			}
-			for ad.Next() {
-				if ad.Type() == inetDiagSKV6Only && ad.Uint8() == 1 {
-					out[v6Key{proto, binary.BigEndian.Uint16(m.Data[4:6])}] = true
-				}
-			}
-		}
-	}
-	return out, nil
-}
-
-// tcpListen is TCP_LISTEN in the kernel's socket states.
-const tcpListen = 10
-
-func listener(proto uint8, s *netlink.Socket) Listener {
-	a, _ := netip.AddrFromSlice(s.ID.Source)
-	return Listener{Proto: proto, Addr: a.Unmap(), Port: s.ID.SourcePort}
 }
 
 func describe(path string) string {
