@@ -7,7 +7,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,12 +16,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/nsnet/nsnet/internal/agent"
+	"github.com/nsnet/nsnet/internal/cliout"
 	"github.com/nsnet/nsnet/internal/cluster"
 	"github.com/nsnet/nsnet/internal/engine"
 	"github.com/nsnet/nsnet/internal/netns"
@@ -39,7 +38,7 @@ func main() {
 	root := &cobra.Command{Use: "nsnet", SilenceUsage: true, SilenceErrors: true}
 	def := os.Getenv("NSNET_STATE_DIR")
 	if def == "" {
-		def = "/var/lib/nsnet"
+		def = engine.DefaultStateDir
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.stateDir, "state-dir", def, "state directory (env NSNET_STATE_DIR)")
@@ -52,13 +51,7 @@ func main() {
 	pf.StringVar(&g.ca, "cluster-ca", "", "CA that signed etcd's certificate")
 	root.AddCommand(hostCmd(g), netCmd(g), keeperCmd(g))
 	if err := root.Execute(); err != nil {
-		msg := strings.Join(strings.Fields(err.Error()), " ")
-		if g.output == "json" {
-			raw, _ := json.Marshal(map[string]string{"error": msg})
-			fmt.Fprintln(os.Stderr, string(raw))
-		} else {
-			fmt.Fprintln(os.Stderr, "nsnet: "+msg)
-		}
+		cliout.Error(os.Stderr, g.output == "json", cliout.OneLine(err.Error()))
 		os.Exit(1)
 	}
 }
@@ -158,21 +151,14 @@ func (g *globals) withManager(readOnly bool, fn func(*engine.Manager) error) err
 			err = agent.Wait(cfg.StateDir, gen, true, 3*time.Second)
 		}
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "nsnet: warning: done, but agent: "+strings.Join(strings.Fields(err.Error()), " "))
+			fmt.Fprintln(os.Stderr, "nsnet: warning: done, but agent: "+cliout.OneLine(err.Error()))
 		}
 	}
 	return ferr
 }
 
 func (g *globals) print(w io.Writer, v any, text func(io.Writer)) error {
-	if g.output == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	text(tw)
-	return tw.Flush()
+	return cliout.Print(w, g.output == "json", v, text)
 }
 
 func hostCmd(g *globals) *cobra.Command {

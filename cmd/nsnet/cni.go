@@ -8,6 +8,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/nsnet/nsnet/internal/agent"
+	"github.com/nsnet/nsnet/internal/cliout"
 	"github.com/nsnet/nsnet/internal/cni"
 	"github.com/nsnet/nsnet/internal/engine"
 	"github.com/nsnet/nsnet/internal/store"
@@ -74,7 +75,7 @@ func withCNI(args *skel.CmdArgs, fn func(*engine.Manager, *cni.Config) error) er
 	}
 	if err != nil {
 		// The attachment is made; its names may not resolve yet.
-		fmt.Fprintln(os.Stderr, "nsnet: warning: DNS agent: "+oneLine(err.Error()))
+		fmt.Fprintln(os.Stderr, "nsnet: warning: DNS agent: "+cliout.OneLine(err.Error()))
 	}
 	return nil
 }

@@ -4,7 +4,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,12 +16,12 @@ import (
 	"slices"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/nsnet/nsnet/internal/agent"
+	"github.com/nsnet/nsnet/internal/cliout"
 	"github.com/nsnet/nsnet/internal/engine"
 	"github.com/nsnet/nsnet/internal/lab"
 	"github.com/nsnet/nsnet/internal/netns"
@@ -81,15 +80,11 @@ func main() {
 	err := root.Execute()
 	stopProfile()
 	if err != nil {
-		msg := oneLine(err.Error())
+		msg := cliout.OneLine(err.Error())
 		if errors.Is(err, os.ErrPermission) && os.Geteuid() != 0 {
 			msg += " (nsnet changes network namespaces: run it as root, or with CAP_NET_ADMIN and CAP_SYS_ADMIN)"
 		}
-		if g.output == "json" {
-			printJSONError(os.Stderr, msg)
-		} else {
-			fmt.Fprintln(os.Stderr, "nsnet: "+msg)
-		}
+		cliout.Error(os.Stderr, g.output == "json", msg)
 		os.Exit(max(exitStatus, 1))
 	}
 	if exitStatus != 0 {
@@ -118,25 +113,6 @@ func startProfile() (stop func()) {
 		return func() {}
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }
-}
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
-
-// printJSONError writes an error as one JSON object on a line of its own,
-// for scripts that asked for -o json: the whole message, and the object it
-// names and the reason, split where the message names them ("network
-// \"n\": no such network").
-func printJSONError(w io.Writer, msg string) {
-	e := struct {
-		Error  string `json:"error"`
-		Object string `json:"object,omitempty"`
-		Reason string `json:"reason"`
-	}{Error: msg, Reason: msg}
-	if obj, reason, ok := strings.Cut(msg, ": "); ok && !strings.Contains(obj, " status ") {
-		e.Object, e.Reason = obj, reason
-	}
-	raw, _ := json.Marshal(e)
-	fmt.Fprintln(w, string(raw))
 }
 
 func (g *globals) config() (engine.Config, error) {
@@ -181,7 +157,7 @@ func (g *globals) ensureAgent() {
 		err = agent.Wait(cfg.StateDir, gen, true, agentWait)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "nsnet: warning: DNS agent: "+oneLine(err.Error()))
+		fmt.Fprintln(os.Stderr, "nsnet: warning: DNS agent: "+cliout.OneLine(err.Error()))
 	}
 }
 
@@ -208,7 +184,7 @@ func (g *globals) withManager(readOnly bool, fn func(*engine.Manager) error) err
 		return err
 	}
 	if rerr := m.RecoverErr(); rerr != nil {
-		fmt.Fprintln(os.Stderr, "nsnet: warning: "+oneLine(rerr.Error()))
+		fmt.Fprintln(os.Stderr, "nsnet: warning: "+cliout.OneLine(rerr.Error()))
 	}
 	ferr := fn(m)
 	need, nerr := m.AgentNeeded()
@@ -237,7 +213,7 @@ func (g *globals) withManager(readOnly bool, fn func(*engine.Manager) error) err
 			err = agent.Wait(cfg.StateDir, gen, need, agentWait)
 		}
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "nsnet: warning: done, but DNS agent: "+oneLine(err.Error()))
+			fmt.Fprintln(os.Stderr, "nsnet: warning: done, but DNS agent: "+cliout.OneLine(err.Error()))
 			if !readOnly {
 				agentFailed = true
 			}
@@ -275,14 +251,7 @@ func recheckForward(stateDir, host string) {
 }
 
 func (g *globals) print(w io.Writer, v any, text func(io.Writer)) error {
-	if g.output == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	text(tw)
-	return tw.Flush()
+	return cliout.Print(w, g.output == "json", v, text)
 }
 
 func nsCmd(g *globals) *cobra.Command {
