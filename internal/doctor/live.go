@@ -140,7 +140,7 @@ func (w *world) live(r *Report, from *place, dst netip.Addr, proto string, port 
 			all = append(all, located{p: order[i], rank: i, e: e})
 		}
 	}
-	lv.Steps = w.liveSteps(all, order, walked, dst, pr)
+	lv.Steps = w.liveSteps(all, order, walked, pr)
 	w.liveVerdict(r, lv, dst)
 }
 
@@ -379,7 +379,6 @@ func quotedTag(data []byte, six bool) uint32 {
 type pass struct {
 	p      *place
 	rank   int
-	first  int // the index of its first event, for ties
 	events []nftrace.Event
 	reply  bool
 }
@@ -387,7 +386,7 @@ type pass struct {
 // liveSteps turns the trace into steps: one per packet and namespace,
 // the probe's in path order, then its answer's in reverse path order.
 // order[:walked] are the static walk's places, in its order.
-func (w *world) liveSteps(all []located, order []*place, walked int, dst netip.Addr, pr *probe) []Step {
+func (w *world) liveSteps(all []located, order []*place, walked int, pr *probe) []Step {
 	slices.SortStableFunc(all, func(a, b located) int {
 		if c := a.rank - b.rank; c != 0 {
 			return c
@@ -405,14 +404,14 @@ func (w *world) liveSteps(all []located, order []*place, walked int, dst netip.A
 		flow  uint32
 	}
 	byKey := map[key]*pass{}
-	for i, l := range all {
+	for _, l := range all {
 		if pk := l.e.Packet; pk.Proto == unix.IPPROTO_TCP && pk.TCPFlags&(tcpSYN|tcpRST) == 0 {
 			continue // past the handshake: the connection was made
 		}
-		k := key{rank: l.rank, reply: isAnswer(l.e.Packet, dst, pr), flow: l.e.Packet.Flow}
+		k := key{rank: l.rank, reply: isAnswer(l.e.Packet, pr), flow: l.e.Packet.Flow}
 		ps := byKey[k]
 		if ps == nil {
-			ps = &pass{p: l.p, rank: 2 * l.rank, first: i, reply: k.reply}
+			ps = &pass{p: l.p, rank: 2 * l.rank, reply: k.reply}
 			byKey[k] = ps
 			passes = append(passes, ps)
 		}
@@ -483,7 +482,7 @@ const (
 
 // isAnswer says whether a traced packet goes back towards FROM: an echo
 // reply, or a packet from the probe's peer port to its own.
-func isAnswer(p nftrace.Packet, dst netip.Addr, pr *probe) bool {
+func isAnswer(p nftrace.Packet, pr *probe) bool {
 	switch p.Proto {
 	case unix.IPPROTO_ICMP:
 		return p.ICMPType == 0

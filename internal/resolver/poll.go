@@ -241,13 +241,8 @@ func (s *Server) untrack(c net.Conn) {
 // writeTimeout bounds sending one answer.
 const writeTimeout = 2 * time.Second
 
-// udpWriter answers one UDP query from the socket it came to.
-type udpWriter struct {
-	conn *net.UDPConn
-	peer *net.UDPAddr
-}
-
-func (w *udpWriter) WriteMsg(m *dns.Msg) error {
+// writeMsg packs m and writes it as one answer.
+func writeMsg(w io.Writer, m *dns.Msg) error {
 	b, err := m.Pack()
 	if err != nil {
 		return err
@@ -255,6 +250,14 @@ func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 	_, err = w.Write(b)
 	return err
 }
+
+// udpWriter answers one UDP query from the socket it came to.
+type udpWriter struct {
+	conn *net.UDPConn
+	peer *net.UDPAddr
+}
+
+func (w *udpWriter) WriteMsg(m *dns.Msg) error { return writeMsg(w, m) }
 
 func (w *udpWriter) Write(b []byte) (int, error) { return w.conn.WriteToUDP(b, w.peer) }
 func (w *udpWriter) LocalAddr() net.Addr         { return w.conn.LocalAddr() }
@@ -271,14 +274,7 @@ type tcpWriter struct {
 	closed bool
 }
 
-func (w *tcpWriter) WriteMsg(m *dns.Msg) error {
-	b, err := m.Pack()
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(b)
-	return err
-}
+func (w *tcpWriter) WriteMsg(m *dns.Msg) error { return writeMsg(w, m) }
 
 func (w *tcpWriter) Write(b []byte) (int, error) {
 	if len(b) > dns.MaxMsgSize {
