@@ -439,6 +439,12 @@ type agent struct {
 	// changed may keep the resolvers as they are and give them new names.
 	hostUps map[string][]netip.AddrPort
 	built   bool
+	// zones are each host's names, compiled a network at a time; zoneOf
+	// says which host's zone holds a network, and compiled is each zone
+	// as the resolvers were last given it.
+	zones    map[string]*resolver.Host
+	zoneOf   map[string]string
+	compiled map[string]resolver.Compiled
 }
 
 func (a *agent) closeAll() {
@@ -592,32 +598,11 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 	}
 	openProxies := a.syncProxies(nets, members)
 	// One zone per host: every network there, so a member in several
-	// networks is answered for all of them.
-	zones := map[string]resolver.Zone{}
-	for _, n := range nets {
-		if !n.DNS {
-			continue
-		}
-		zn := resolver.Network{Name: n.Name, Subnets: n.Subnets}
-		for _, m := range members[n.Name] {
-			rm := resolver.Member{Name: m.Namespace, Aliases: m.Aliases}
-			for _, p := range m.Addrs {
-				rm.Addrs = append(rm.Addrs, p.Addr())
-			}
-			zn.Members = append(zn.Members, rm)
-		}
-		z := zones[n.HostNetns]
-		z.Networks = append(z.Networks, zn)
-		zones[n.HostNetns] = z
-	}
-	var errs []error
-	// Each host's zone is compiled once, and shared by its resolvers.
-	compiled := make(map[string]resolver.Compiled, len(zones))
-	for host, z := range zones {
-		c, err := resolver.Compile(z)
-		errs = append(errs, ignoreNames(err))
-		compiled[host] = c
-	}
+	// networks is answered for all of them. Each is compiled once, shared
+	// by the host's resolvers, and kept from one refresh to the next,
+	// where only the networks that changed are compiled again.
+	errs := a.updateZones(nets, members)
+	compiled := a.compiled
 	if fast {
 		for _, r := range a.servers {
 			r.srv.SetCompiled(compiled[r.host])
@@ -693,6 +678,68 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 	err = errors.Join(errs...)
 	a.built = err == nil
 	return true, gen, openProxies, err
+}
+
+// updateZones brings the hosts' compiled zones up to date with the copy:
+// every network when the copy was read whole, else those it found changed.
+func (a *agent) updateZones(nets []store.Network, members map[string][]store.Attachment) []error {
+	var errs []error
+	dirty := map[string]bool{}
+	remove := func(name string) {
+		if host, ok := a.zoneOf[name]; ok {
+			a.zones[host].Remove(name)
+			delete(a.zoneOf, name)
+			dirty[host] = true
+		}
+	}
+	set := func(n store.Network) {
+		if !n.DNS {
+			remove(n.Name)
+			return
+		}
+		if a.zoneOf[n.Name] != n.HostNetns {
+			remove(n.Name)
+		}
+		zn := resolver.Network{Name: n.Name, Subnets: n.Subnets, Members: make([]resolver.Member, 0, len(members[n.Name]))}
+		for _, m := range members[n.Name] {
+			rm := resolver.Member{Name: m.Namespace, Aliases: m.Aliases, Addrs: make([]netip.Addr, 0, len(m.Addrs))}
+			for _, p := range m.Addrs {
+				rm.Addrs = append(rm.Addrs, p.Addr())
+			}
+			zn.Members = append(zn.Members, rm)
+		}
+		h := a.zones[n.HostNetns]
+		if h == nil {
+			h = resolver.NewHost()
+			a.zones[n.HostNetns] = h
+		}
+		errs = append(errs, ignoreNames(h.Set(zn)))
+		a.zoneOf[n.Name] = n.HostNetns
+		dirty[n.HostNetns] = true
+	}
+	if a.copy.changed == nil || a.zones == nil {
+		a.zones, a.zoneOf, a.compiled = map[string]*resolver.Host{}, map[string]string{}, map[string]resolver.Compiled{}
+		for _, n := range nets {
+			set(n)
+		}
+	} else {
+		for name := range a.copy.changed {
+			if n, ok := a.copy.nets[name]; ok {
+				set(n)
+			} else {
+				remove(name)
+			}
+		}
+	}
+	for host := range dirty {
+		if a.zones[host].Len() == 0 {
+			delete(a.zones, host)
+			delete(a.compiled, host)
+			continue
+		}
+		a.compiled[host] = a.zones[host].Compiled()
+	}
+	return errs
 }
 
 // upstreamsSame says whether every host's resolv.conf still names the

@@ -24,45 +24,23 @@ type storeCopy struct {
 	// network, or read everything; when only members changed, what the
 	// agent runs for each network stays as it is.
 	structural bool
+	// changed are the networks the last update found changed, in their
+	// record or their members; nil when it read everything.
+	changed map[string]bool
 }
 
 // update brings the copy to tx's generation.
 func (c *storeCopy) update(tx *store.Tx) error {
 	gen := tx.Generation()
 	c.structural = false
+	c.changed = map[string]bool{}
 	if c.nets != nil {
 		if gen == c.gen {
 			return nil
 		}
-		if names, ok := tx.Changes(c.gen); ok {
-			for _, name := range names {
-				n, found, err := tx.Network(name)
-				if err != nil {
-					return err
-				}
-				i, had := slices.BinarySearchFunc(c.sorted, name, byName)
-				if !found {
-					c.structural = c.structural || had
-					delete(c.nets, name)
-					delete(c.members, name)
-					if had {
-						c.sorted = slices.Delete(c.sorted, i, i+1)
-					}
-					continue
-				}
-				m, err := tx.Members(name)
-				if err != nil {
-					return err
-				}
-				if old, ok := c.nets[name]; !ok || !reflect.DeepEqual(old, n) {
-					c.structural = true
-				}
-				c.nets[name], c.members[name] = n, m
-				if had {
-					c.sorted[i] = n
-				} else {
-					c.sorted = slices.Insert(c.sorted, i, n)
-				}
+		if changes, ok := tx.Changes(c.gen); ok {
+			if err := c.apply(tx, changes); err != nil {
+				return err
 			}
 			c.gen = gen
 			return nil
@@ -83,6 +61,71 @@ func (c *storeCopy) update(tx *store.Tx) error {
 	c.sorted = nets // Networks lists them by name
 	c.gen = gen
 	c.structural = true
+	c.changed = nil
+	return nil
+}
+
+// apply reads what changes name. A network whose record changed is read
+// whole, members and all; a membership alone, of a network the copy
+// has, is read by itself.
+func (c *storeCopy) apply(tx *store.Tx, changes []store.Change) error {
+	whole := map[string]bool{}
+	for _, ch := range changes {
+		if _, have := c.nets[ch.Network]; ch.Namespace == "" || !have {
+			whole[ch.Network] = true
+		}
+	}
+	for name := range whole {
+		c.changed[name] = true
+		n, found, err := tx.Network(name)
+		if err != nil {
+			return err
+		}
+		i, had := slices.BinarySearchFunc(c.sorted, name, byName)
+		if !found {
+			c.structural = c.structural || had
+			delete(c.nets, name)
+			delete(c.members, name)
+			if had {
+				c.sorted = slices.Delete(c.sorted, i, i+1)
+			}
+			continue
+		}
+		m, err := tx.Members(name)
+		if err != nil {
+			return err
+		}
+		if old, ok := c.nets[name]; !ok || !reflect.DeepEqual(old, n) {
+			c.structural = true
+		}
+		c.nets[name], c.members[name] = n, m
+		if had {
+			c.sorted[i] = n
+		} else {
+			c.sorted = slices.Insert(c.sorted, i, n)
+		}
+	}
+	for _, ch := range changes {
+		if whole[ch.Network] {
+			continue
+		}
+		c.changed[ch.Network] = true
+		a, found, err := tx.Attachment(ch.Network, ch.Namespace)
+		if err != nil {
+			return err
+		}
+		ms := c.members[ch.Network]
+		i, had := slices.BinarySearchFunc(ms, ch.Namespace, func(a store.Attachment, ns string) int { return strings.Compare(a.Namespace, ns) })
+		switch {
+		case found && had:
+			ms[i] = a
+		case found:
+			ms = slices.Insert(ms, i, a)
+		case had:
+			ms = slices.Delete(ms, i, i+1)
+		}
+		c.members[ch.Network] = ms
+	}
 	return nil
 }
 

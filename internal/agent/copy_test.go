@@ -3,7 +3,10 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/nftables"
@@ -23,27 +26,57 @@ func TestStoreCopyFollowsTheLog(t *testing.T) {
 	var c storeCopy
 	// Each step, and whether it changes a network (structural) rather
 	// than only members: the agent keeps its resolvers for the latter.
+	// changed is the networks the step changed, as the copy must report.
 	steps := []struct {
 		do         func(tx *store.Tx) error
 		structural bool
+		changed    string
 	}{
-		{func(tx *store.Tx) error { return tx.PutNetwork(store.Network{Name: "a", DNS: true}) }, true},
-		{func(tx *store.Tx) error { return tx.PutAttachment(store.Attachment{Network: "a", Namespace: "x"}) }, false},
-		{func(tx *store.Tx) error { return tx.PutNetwork(store.Network{Name: "b"}) }, true},
+		{func(tx *store.Tx) error { return tx.PutNetwork(store.Network{Name: "a", DNS: true}) }, true, "a"},
+		{func(tx *store.Tx) error { return tx.PutAttachment(store.Attachment{Network: "a", Namespace: "x"}) }, false, "a"},
+		{func(tx *store.Tx) error { return tx.PutNetwork(store.Network{Name: "b"}) }, true, "b"},
 		{func(tx *store.Tx) error {
 			return tx.PutAttachment(store.Attachment{Network: "b", Namespace: "y", Aliases: []string{"web"}})
-		}, false},
-		{func(tx *store.Tx) error { return tx.PutNamespace(store.Namespace{Name: "z"}) }, false},
-		{func(tx *store.Tx) error { return tx.DeleteAttachment("a", "x") }, false},
+		}, false, "b"},
+		{func(tx *store.Tx) error { return tx.PutNamespace(store.Namespace{Name: "z"}) }, false, ""},
+		// Memberships alone, before, between and after others, and one
+		// changed in place.
 		{func(tx *store.Tx) error {
-			return tx.PutNetwork(store.Network{Name: "a", DNS: true, DNSUpstreams: nil, Gateways: nil, NAT: true})
-		}, true},
+			for _, ns := range []string{"w", "m", "zz"} {
+				if err := tx.PutAttachment(store.Attachment{Network: "a", Namespace: ns}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, false, "a"},
 		{func(tx *store.Tx) error {
-			if err := tx.DeleteAttachment("b", "y"); err != nil {
+			return tx.PutAttachment(store.Attachment{Network: "a", Namespace: "m", Aliases: []string{"db"}})
+		}, false, "a"},
+		{func(tx *store.Tx) error { return tx.DeleteAttachment("a", "x") }, false, "a"},
+		{func(tx *store.Tx) error {
+			if err := tx.DeleteAttachment("a", "w"); err != nil {
 				return err
 			}
+			return tx.PutAttachment(store.Attachment{Network: "b", Namespace: "m"})
+		}, false, "a b"},
+		{func(tx *store.Tx) error {
+			return tx.PutNetwork(store.Network{Name: "a", DNS: true, DNSUpstreams: nil, Gateways: nil, NAT: true})
+		}, true, "a"},
+		// A network and its first member in one commit.
+		{func(tx *store.Tx) error {
+			if err := tx.PutNetwork(store.Network{Name: "c"}); err != nil {
+				return err
+			}
+			return tx.PutAttachment(store.Attachment{Network: "c", Namespace: "q"})
+		}, true, "c"},
+		{func(tx *store.Tx) error {
+			for _, ns := range []string{"y", "m"} {
+				if err := tx.DeleteAttachment("b", ns); err != nil {
+					return err
+				}
+			}
 			return tx.DeleteNetwork("b")
-		}, true},
+		}, true, "b"},
 	}
 	for i, st := range steps {
 		step := st.do
@@ -64,6 +97,9 @@ func TestStoreCopyFollowsTheLog(t *testing.T) {
 		}
 		if i > 0 && c.structural != st.structural {
 			t.Errorf("after step %d: structural %v, want %v", i, c.structural, st.structural)
+		}
+		if got := strings.Join(slices.Sorted(maps.Keys(c.changed)), " "); i > 0 && got != st.changed {
+			t.Errorf("after step %d: changed %q, want %q", i, got, st.changed)
 		}
 	}
 	// A copy from before the log began is read whole.

@@ -40,117 +40,140 @@ type Zone struct {
 	Networks []Network
 }
 
-// table is a Zone compiled for lookups. It is immutable once built, so that
-// queries read it without locks while SetZone swaps in a successor.
+// netTable is one network compiled for lookups, immutable once built. A
+// change to a network compiles that network alone: compiling a host's
+// whole zone at every change cost a connect 18 ms on a host of ten
+// thousand members (issue 11).
+type netTable struct {
+	name    string
+	subnets []netip.Prefix
+	// names maps a lowercased FQDN, a member's name or alias, to its
+	// addresses.
+	names map[string]addrSet
+	// ptrs maps a member address to the members (FQDNs) that own it.
+	ptrs map[netip.Addr][]string
+	// members are the members' FQDNs, for the host's index of members
+	// in more than one network.
+	members []string
+}
+
+type addrSet struct{ v4, v6 []netip.Addr }
+
+// table is a host's networks ready for lookups. It is immutable once
+// built, so that queries read it without locks while SetCompiled swaps in
+// a successor; tables made one after another share what did not change.
 type table struct {
-	// subnets[i] are network i's subnets.
-	subnets [][]netip.Prefix
-	// names maps a lowercased FQDN to its addresses, one entry per network
-	// that defines the name.
-	names map[string][]nameEntry
-	// ptrs maps a member address to the members that own it.
-	ptrs map[netip.Addr][]ptrEntry
-	// clients maps every member address to the networks a client using it
-	// as its source address may see. Clients that are not members fall back
-	// to a scan of subnets.
-	clients map[netip.Addr][]int
+	nets []*netTable
 	// bySubnet indexes the networks by subnet, and lengths are the prefix
 	// lengths in use: scan looks an address up once per length instead of
 	// testing every subnet (a thousand networks made compile O(n²)).
 	bySubnet map[netip.Prefix][]int
 	lengths  []int
+	// multi maps each member in more than one network to all of them: a
+	// client that owns an address of such a member sees every network
+	// the member is in. Members of one network, the usual case, are not
+	// in it, so that it stays small however many members a host has.
+	multi map[string][]int
 }
 
-type nameEntry struct {
-	net    int
-	v4, v6 []netip.Addr
-}
-
-type ptrEntry struct {
-	net    int
-	target string // lowercased FQDN of the member
-}
-
-// compile builds the lookup table for z. Names that cannot be DNS names are
-// left out (and reported), so that one odd namespace name does not take the
-// resolver down for every other member.
-func compile(z Zone) (*table, []string) {
-	t := &table{
-		subnets:  make([][]netip.Prefix, len(z.Networks)),
-		names:    make(map[string][]nameEntry),
-		ptrs:     make(map[netip.Addr][]ptrEntry),
-		clients:  make(map[netip.Addr][]int),
-		bySubnet: make(map[netip.Prefix][]int),
+// compileNet builds the lookup table of one network. Names that cannot be
+// DNS names are left out (and returned), so that one odd namespace name
+// does not take the resolver down for every other member.
+func compileNet(n Network) (*netTable, []string) {
+	t := &netTable{
+		name:    n.Name,
+		names:   make(map[string]addrSet, len(n.Members)),
+		ptrs:    make(map[netip.Addr][]string, len(n.Members)),
+		members: make([]string, 0, len(n.Members)),
+	}
+	for _, p := range n.Subnets {
+		if p.IsValid() && !slices.Contains(t.subnets, p.Masked()) {
+			t.subnets = append(t.subnets, p.Masked())
+		}
 	}
 	var bad []string
-	memberNets := make(map[string][]int) // member FQDN -> networks it is in
-	for ni, n := range z.Networks {
-		for _, p := range n.Subnets {
-			if p.IsValid() {
-				p = p.Masked()
-				t.subnets[ni] = append(t.subnets[ni], p)
-				if !slices.Contains(t.bySubnet[p], ni) {
-					t.bySubnet[p] = append(t.bySubnet[p], ni)
-				}
-				// IPv6 lengths are kept apart from IPv4's: 128+bits.
-				if l := lengthKey(p); !slices.Contains(t.lengths, l) {
-					t.lengths = append(t.lengths, l)
-				}
-			}
+	for _, m := range n.Members {
+		if !validName(m.Name) {
+			bad = append(bad, fmt.Sprintf("%q (network %s)", m.Name, n.Name))
+			continue
 		}
-		for _, m := range n.Members {
-			if !validName(m.Name) {
-				bad = append(bad, fmt.Sprintf("%q (network %s)", m.Name, n.Name))
+		v4, v6 := splitFamilies(m.Addrs)
+		key := fqdnKey(m.Name)
+		t.addName(key, v4, v6)
+		for _, a := range m.Aliases {
+			if !validName(a) {
+				bad = append(bad, fmt.Sprintf("alias %q of %s (network %s)", a, m.Name, n.Name))
 				continue
 			}
-			v4, v6 := splitFamilies(m.Addrs)
-			key := fqdnKey(m.Name)
-			t.addName(key, ni, v4, v6)
-			for _, a := range m.Aliases {
-				if !validName(a) {
-					bad = append(bad, fmt.Sprintf("alias %q of %s (network %s)", a, m.Name, n.Name))
-					continue
-				}
-				t.addName(fqdnKey(a), ni, v4, v6)
-			}
-			for _, a := range slices.Concat(v4, v6) {
-				e := ptrEntry{net: ni, target: key}
-				if !slices.Contains(t.ptrs[a], e) {
-					t.ptrs[a] = append(t.ptrs[a], e)
-				}
-			}
-			if !slices.Contains(memberNets[key], ni) {
-				memberNets[key] = append(memberNets[key], ni)
+			t.addName(fqdnKey(a), v4, v6)
+		}
+		for _, a := range slices.Concat(v4, v6) {
+			if !slices.Contains(t.ptrs[a], key) {
+				t.ptrs[a] = append(t.ptrs[a], key)
 			}
 		}
-	}
-	// Precompute each member address's view, so that the common query (from
-	// a member) costs one map lookup instead of a scan of every subnet.
-	for a, owners := range t.ptrs {
-		nets := t.scan(a)
-		for _, o := range owners {
-			nets = append(nets, memberNets[o.target]...)
-		}
-		slices.Sort(nets)
-		t.clients[a] = slices.Compact(nets)
+		// A network lists a member once (the store keys memberships by
+		// network and namespace), so this is not checked for duplicates:
+		// that would make a network of a thousand members O(n²).
+		t.members = append(t.members, key)
 	}
 	return t, bad
 }
 
-func (t *table) addName(key string, net int, v4, v6 []netip.Addr) {
-	entries := t.names[key]
-	for i := range entries {
-		if entries[i].net == net {
-			// Two members of one network share this name (an alias
-			// collision): answer with both, as a round-robin name would.
-			entries[i].v4 = appendNew(entries[i].v4, v4)
-			entries[i].v6 = appendNew(entries[i].v6, v6)
-			return
+func (t *netTable) addName(key string, v4, v6 []netip.Addr) {
+	if e, ok := t.names[key]; ok {
+		// Two members of one network share this name (an alias
+		// collision): answer with both, as a round-robin name would.
+		// Appending to clipped slices copies, so the other member's own
+		// names keep their addresses.
+		t.names[key] = addrSet{appendNew(e.v4, v4), appendNew(e.v6, v6)}
+		return
+	}
+	t.names[key] = addrSet{slices.Clip(v4), slices.Clip(v6)}
+}
+
+// compile builds the lookup table for a whole zone, its networks in the
+// zone's order, and returns the names it left out.
+func compile(z Zone) (*table, []string) {
+	nets := make([]*netTable, len(z.Networks))
+	var bad []string
+	in := map[string][]int{}
+	for i, n := range z.Networks {
+		var b []string
+		nets[i], b = compileNet(n)
+		bad = append(bad, b...)
+		for _, m := range nets[i].members {
+			if l := in[m]; len(l) == 0 || l[len(l)-1] != i {
+				in[m] = append(l, i)
+			}
 		}
 	}
-	// Clipped, so that a later collision appends to a copy instead of
-	// writing into the array the member's other names share.
-	t.names[key] = append(entries, nameEntry{net: net, v4: slices.Clip(v4), v6: slices.Clip(v6)})
+	multi := map[string][]int{}
+	for m, ni := range in {
+		if len(ni) > 1 {
+			multi[m] = ni
+		}
+	}
+	t := index(nets)
+	t.multi = multi
+	return t, bad
+}
+
+// index builds the subnet index of nets.
+func index(nets []*netTable) *table {
+	t := &table{nets: nets, bySubnet: make(map[netip.Prefix][]int, len(nets))}
+	for ni, n := range nets {
+		for _, p := range n.subnets {
+			if !slices.Contains(t.bySubnet[p], ni) {
+				t.bySubnet[p] = append(t.bySubnet[p], ni)
+			}
+			// IPv6 lengths are kept apart from IPv4's: 128+bits.
+			if l := lengthKey(p); !slices.Contains(t.lengths, l) {
+				t.lengths = append(t.lengths, l)
+			}
+		}
+	}
+	return t
 }
 
 // scan returns the networks whose subnets contain a, in ascending order.
@@ -177,23 +200,36 @@ func lengthKey(p netip.Prefix) int {
 	return p.Bits()
 }
 
-// visible returns the networks a client with source address a may see: those
-// whose subnets contain a and, if a belongs to a member, every network that
-// member is in (a namespace in two networks sends from one address but
-// belongs to both).
+// visible returns the networks a client with source address a may see, in
+// ascending order: those whose subnets contain a and, if a belongs to a
+// member there, every network that member is in (a namespace in two
+// networks sends from one address but belongs to both).
 func (t *table) visible(a netip.Addr) []int {
-	if nets, ok := t.clients[a]; ok {
+	nets := t.scan(a)
+	if len(t.multi) == 0 || len(nets) == 0 {
 		return nets
 	}
-	return t.scan(a)
+	a = a.Unmap().WithZone("")
+	n := len(nets)
+	for _, ni := range nets[:n] {
+		for _, owner := range t.nets[ni].ptrs[a] {
+			nets = append(nets, t.multi[owner]...)
+		}
+	}
+	if len(nets) > n {
+		slices.Sort(nets)
+		nets = slices.Compact(nets)
+	}
+	return nets
 }
 
 // lookup returns the addresses of name (a lowercased FQDN) in the networks
 // nets, and whether name exists there at all (a member with no address of a
 // family still exists: the answer is NODATA, not NXDOMAIN).
 func (t *table) lookup(name string, nets []int) (v4, v6 []netip.Addr, found bool) {
-	for _, e := range t.names[name] {
-		if !slices.Contains(nets, e.net) {
+	for _, ni := range nets {
+		e, ok := t.nets[ni].names[name]
+		if !ok {
 			continue
 		}
 		if !found {
@@ -211,9 +247,11 @@ func (t *table) lookup(name string, nets []int) (v4, v6 []netip.Addr, found bool
 // ptr returns the member names (lowercased FQDNs) that own a in nets.
 func (t *table) ptr(a netip.Addr, nets []int) []string {
 	var out []string
-	for _, e := range t.ptrs[a] {
-		if slices.Contains(nets, e.net) && !slices.Contains(out, e.target) {
-			out = append(out, e.target)
+	for _, ni := range nets {
+		for _, target := range t.nets[ni].ptrs[a] {
+			if !slices.Contains(out, target) {
+				out = append(out, target)
+			}
 		}
 	}
 	return out

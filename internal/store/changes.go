@@ -6,7 +6,7 @@ import (
 )
 
 // bChanges is the change log: for each committed generation that wrote a
-// network or a membership, the names of those networks. A reader that
+// network or a membership, which ones (see Change). A reader that
 // keeps a copy of the store (the agent) reads what changed since the
 // generation it has, instead of the whole store: with a thousand networks
 // and ten thousand members, that is the difference between a connect that
@@ -40,11 +40,15 @@ func (t *Tx) logChanges() error {
 			return err
 		}
 	}
-	names := make([]string, 0, len(t.changed))
-	for n := range t.changed {
-		names = append(names, n)
+	entries := make([]string, 0, len(t.changed))
+	for c := range t.changed {
+		e := c.Network
+		if c.Namespace != "" {
+			e += memberSep + c.Namespace
+		}
+		entries = append(entries, e)
 	}
-	if err := b.Put(genKey(gen), []byte(strings.Join(names, "\x00"))); err != nil {
+	if err := b.Put(genKey(gen), []byte(strings.Join(entries, "\x00"))); err != nil {
 		return err
 	}
 	if gen <= keepChanges {
@@ -59,11 +63,27 @@ func (t *Tx) logChanges() error {
 	return nil
 }
 
-// Changes returns the networks whose records or memberships changed after
-// generation since, up to this transaction's. ok is false when the log
-// does not reach back that far (or began later): the caller must then read
+// Change is one entry of the change log. Namespace is empty when the
+// network's record changed (or it was made or removed); otherwise only
+// Namespace's membership of Network did, and a reader that has the
+// network need read that one membership, not all of them: on a network
+// of a thousand members a connect would otherwise cost the agent a
+// thousand records decoded.
+type Change struct {
+	Network, Namespace string
+}
+
+// memberSep parts a membership's network from its namespace in a log
+// entry; neither name may hold a control character. Entries written
+// before memberships were logged on their own hold the network alone,
+// which a reader takes as the network changed: it reads it whole.
+const memberSep = "\x01"
+
+// Changes returns what changed after generation since, up to this
+// transaction's, each change once. ok is false when the log does not
+// reach back that far (or began later): the caller must then read
 // everything.
-func (t *Tx) Changes(since uint64) (names []string, ok bool) {
+func (t *Tx) Changes(since uint64) (changes []Change, ok bool) {
 	b := t.tx.Bucket(bChanges)
 	if b == nil {
 		return nil, false
@@ -75,15 +95,17 @@ func (t *Tx) Changes(since uint64) (names []string, ok bool) {
 	if start == nil || since > gen || since+1 < binary.BigEndian.Uint64(start) || (gen > keepChanges && since < gen-keepChanges) {
 		return nil, false
 	}
-	seen := map[string]bool{}
+	seen := map[Change]bool{}
 	c := b.Cursor()
 	for k, v := c.Seek(genKey(since + 1)); len(k) == 8; k, v = c.Next() {
-		for _, n := range strings.Split(string(v), "\x00") {
-			if !seen[n] {
-				seen[n] = true
-				names = append(names, n)
+		for e := range strings.SplitSeq(string(v), "\x00") {
+			net, ns, _ := strings.Cut(e, memberSep)
+			ch := Change{Network: net, Namespace: ns}
+			if !seen[ch] {
+				seen[ch] = true
+				changes = append(changes, ch)
 			}
 		}
 	}
-	return names, true
+	return changes, true
 }

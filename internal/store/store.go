@@ -443,17 +443,22 @@ func (s *Store) View(fn func(*Tx) error) error {
 // Tx is a transaction over nsnet's records.
 type Tx struct {
 	tx *bolt.Tx
-	// changed are the networks whose record or memberships this
-	// transaction wrote, for the change log (see Changes).
-	changed map[string]bool
+	// changed are the networks and memberships this transaction wrote,
+	// for the change log (see Changes).
+	changed map[Change]bool
 }
 
-// markChanged notes that network's record or memberships changed.
-func (t *Tx) markChanged(network string) {
+// markChanged notes that network's record changed.
+func (t *Tx) markChanged(network string) { t.mark(Change{Network: network}) }
+
+// markMember notes that ns's membership of network changed.
+func (t *Tx) markMember(network, ns string) { t.mark(Change{Network: network, Namespace: ns}) }
+
+func (t *Tx) mark(c Change) {
 	if t.changed == nil {
-		t.changed = map[string]bool{}
+		t.changed = map[Change]bool{}
 	}
-	t.changed[network] = true
+	t.changed[c] = true
 }
 
 // Generation numbers the store's state: it grows with every committed
@@ -568,13 +573,13 @@ func (t *Tx) Attachment(network, ns string) (Attachment, bool, error) {
 
 // PutAttachment records a.
 func (t *Tx) PutAttachment(a Attachment) error {
-	t.markChanged(a.Network)
+	t.markMember(a.Network, a.Namespace)
 	return put(t, bAttachments, attKey(a.Network, a.Namespace), a)
 }
 
 // DeleteAttachment forgets a membership.
 func (t *Tx) DeleteAttachment(network, ns string) error {
-	t.markChanged(network)
+	t.markMember(network, ns)
 	return del(t, bAttachments, attKey(network, ns))
 }
 

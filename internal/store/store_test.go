@@ -247,8 +247,8 @@ func TestSummaries(t *testing.T) {
 	check("after reopening an older store", slices.Clone(nets[1:]))
 }
 
-// The change log names the networks each commit wrote, since a given
-// generation, and says when it cannot reach back that far.
+// The change log names the networks and memberships each commit wrote,
+// since a given generation, and says when it cannot reach back that far.
 func TestChanges(t *testing.T) {
 	s, err := Open(t.TempDir(), false)
 	if err != nil {
@@ -259,8 +259,16 @@ func TestChanges(t *testing.T) {
 		s.View(func(tx *Tx) error { g = tx.Generation(); return nil })
 		return g
 	}
+	// A membership shows as network/namespace.
 	changes := func(since uint64) (names []string, ok bool) {
-		s.View(func(tx *Tx) error { names, ok = tx.Changes(since); return nil })
+		var ch []Change
+		s.View(func(tx *Tx) error { ch, ok = tx.Changes(since); return nil })
+		for _, c := range ch {
+			if c.Namespace != "" {
+				c.Network += "/" + c.Namespace
+			}
+			names = append(names, c.Network)
+		}
 		slices.Sort(names)
 		return
 	}
@@ -284,16 +292,20 @@ func TestChanges(t *testing.T) {
 		return tx.PutNetwork(Network{Name: "c"})
 	})
 	put(func(tx *Tx) error { return tx.DeleteAttachment("a", "x") })
+	put(func(tx *Tx) error { return tx.DeleteAttachment("a", "x") }) // the same change again
+	// An entry from before memberships were logged on their own names the
+	// network alone: a reader takes it as the network changed.
+	put(func(tx *Tx) error { tx.markChanged("old"); return nil })
 	for _, tt := range []struct {
 		since uint64
 		want  []string
 		ok    bool
 	}{
 		{before - 1, nil, false}, // a copy older than the log
-		{before, []string{"a", "b", "c"}, true},
-		{first, []string{"a", "b", "c"}, true},
-		{first + 1, []string{"a", "b", "c"}, true},
-		{first + 2, []string{"a"}, true},
+		{before, []string{"a", "a/x", "b/x", "c", "old"}, true},
+		{first, []string{"a/x", "b/x", "c", "old"}, true},
+		{first + 1, []string{"a/x", "b/x", "c", "old"}, true},
+		{first + 2, []string{"a/x", "old"}, true},
 		{gen(), nil, true},
 		{gen() + 5, nil, false}, // a copy of another, newer file
 	} {

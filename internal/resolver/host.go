@@ -1,0 +1,131 @@
+package resolver
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Host is one host's zone, kept compiled a network at a time for the
+// agent: Set and Remove cost what the network holds, and Compiled what the
+// host has of networks, not of members. A connect on a host of ten
+// thousand members thus waits for one network to be compiled, not the
+// host (issue 11). A Host is not safe for concurrent use; what Compiled
+// returns is, and stays valid after later changes.
+type Host struct {
+	nets map[string]*netTable
+	// in lists, for each member FQDN, the networks it is in; multi names
+	// those in more than one, which the compiled table indexes.
+	in    map[string][]string
+	multi map[string]bool
+	// last is the table Compiled returned last; while no network came or
+	// went and no subnet changed, the next shares its subnet index.
+	last     *table
+	reindex  bool
+	position map[string]int // network name -> index in last.nets
+}
+
+// NewHost returns a Host with no networks.
+func NewHost() *Host {
+	return &Host{nets: map[string]*netTable{}, in: map[string][]string{}, multi: map[string]bool{}, reindex: true}
+}
+
+// Set compiles n and puts it in place of the network of the same name, if
+// any. Names that are not DNS names are left out, and said so in the
+// error; the rest is in effect.
+func (h *Host) Set(n Network) error {
+	t, bad := compileNet(n)
+	old := h.nets[n.Name]
+	if old != nil {
+		h.unindex(old)
+	}
+	h.nets[n.Name] = t
+	h.indexMembers(t)
+	if old == nil || !slices.Equal(old.subnets, t.subnets) {
+		h.reindex = true
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("resolver: left out names that are not DNS names: %s", strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+// Remove takes network name out of the zone.
+func (h *Host) Remove(name string) {
+	if old, ok := h.nets[name]; ok {
+		h.unindex(old)
+		delete(h.nets, name)
+		h.reindex = true
+	}
+}
+
+// Len says how many networks the zone has.
+func (h *Host) Len() int { return len(h.nets) }
+
+// Compiled returns the zone as it stands, for SetCompiled.
+func (h *Host) Compiled() Compiled {
+	var t *table
+	if h.reindex || h.last == nil {
+		names := make([]string, 0, len(h.nets))
+		for name := range h.nets {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		nets := make([]*netTable, len(names))
+		h.position = make(map[string]int, len(names))
+		for i, name := range names {
+			nets[i] = h.nets[name]
+			h.position[name] = i
+		}
+		t = index(nets)
+		h.reindex = false
+	} else {
+		// The same networks with the same subnets: only their tables
+		// changed, and the subnet index still holds.
+		t = &table{nets: make([]*netTable, len(h.last.nets)), bySubnet: h.last.bySubnet, lengths: h.last.lengths}
+		for name, i := range h.position {
+			t.nets[i] = h.nets[name]
+		}
+	}
+	t.multi = make(map[string][]int, len(h.multi))
+	for m := range h.multi {
+		var nets []int
+		for _, name := range h.in[m] {
+			nets = append(nets, h.position[name])
+		}
+		slices.Sort(nets)
+		t.multi[m] = nets
+	}
+	h.last = t
+	return Compiled{t}
+}
+
+func (h *Host) indexMembers(t *netTable) {
+	for _, m := range t.members {
+		if l := h.in[m]; len(l) > 0 && l[len(l)-1] == t.name {
+			continue // listed twice in one network
+		}
+		h.in[m] = append(h.in[m], t.name)
+		if len(h.in[m]) == 2 {
+			h.multi[m] = true
+		}
+	}
+}
+
+func (h *Host) unindex(t *netTable) {
+	for _, m := range t.members {
+		nets := h.in[m]
+		if i := slices.Index(nets, t.name); i >= 0 {
+			nets = slices.Delete(nets, i, i+1)
+		}
+		switch len(nets) {
+		case 0:
+			delete(h.in, m)
+		case 1:
+			delete(h.multi, m)
+			h.in[m] = nets
+		default:
+			h.in[m] = nets
+		}
+	}
+}
