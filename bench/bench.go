@@ -22,7 +22,7 @@ type Config struct {
 	// Tools restricts every section to these tool keys; empty means all.
 	Tools []string
 	// Sections restricts the run to some of "attach", "attach-routed",
-	// "ports", "datapath", "memory", "scale", "lab", "doctor", "bgp", "cluster"; empty means all.
+	// "ports", "datapath", "memory", "scale", "members", "lab", "doctor", "bgp", "cluster"; empty means all.
 	Sections []string
 	// PortCounts are the numbers of published ports, starting with 0 (the
 	// baseline the per-port cost is measured from).
@@ -39,6 +39,10 @@ type Config struct {
 	// ScaleNetworks is the number of networks of the scale section (and
 	// of ported networks after them); zero skips it.
 	ScaleNetworks int
+	// MembersBridges bridge networks and one routed network, of
+	// MembersPerNetwork members each, fill the members section's host;
+	// MembersWindow connects at each end are compared. Zero skips it.
+	MembersBridges, MembersPerNetwork, MembersWindow int
 	// LabMembers is the size of the lab section's lab, LabRounds how
 	// many times each tool builds and removes it; zero skips it.
 	LabMembers, LabRounds int
@@ -70,6 +74,7 @@ func SmokeConfig() Config {
 	return Config{
 		Smoke: true, Ns: []int{10}, PortCounts: []int{0, 1, 5},
 		DataSeconds: 1, DataRepeats: 1, RRCount: 1000, MemoryRepeats: 1, ScaleNetworks: 20,
+		MembersBridges: 2, MembersPerNetwork: 10, MembersWindow: 5,
 		LabMembers: 20, LabRounds: 1, DoctorMembers: 20, DoctorPorts: 100,
 		BGPRoutes: 1000, BGPRounds: 5, ClusterRounds: 5,
 	}
@@ -80,6 +85,7 @@ func FullConfig() Config {
 	return Config{
 		Ns: []int{10, 100, 1000}, PortCounts: []int{0, 1, 10, 100, 1000, 10000}, PortBudget: 60 * time.Second,
 		DataSeconds: 2, DataRepeats: 9, RRCount: 20000, MemoryRepeats: 3, ScaleNetworks: 1000,
+		MembersBridges: 10, MembersPerNetwork: 1000, MembersWindow: 100,
 		LabMembers: 1000, LabRounds: 3, DoctorMembers: 1000, DoctorPorts: 10000,
 		BGPRoutes: 10000, BGPRounds: 21, ClusterRounds: 21,
 	}
@@ -102,6 +108,8 @@ type Results struct {
 	// peak resident set at its end.
 	Scale         []ScaleResult `json:"scale"`
 	ScaleAgentKiB int64         `json:"scale_agent_peak_kib"`
+	// Members is the members-per-host section.
+	Members *MembersResult `json:"members,omitempty"`
 	// Lab is the lab section (issue 12).
 	Lab []LabResult `json:"lab"`
 	// Doctor is the doctor section (issue 16).
@@ -214,6 +222,11 @@ func Run(cfg Config) (*Results, error) {
 	if r.wantSection("scale") && r.wantTool("nsnet") && cfg.ScaleNetworks > 0 {
 		r.logf("networks per host: %d, then %d more with a published port each", cfg.ScaleNetworks, cfg.ScaleNetworks)
 		res.Scale, res.ScaleAgentKiB = r.runScale(cfg.ScaleNetworks)
+	}
+	if r.wantSection("members") && r.wantTool("nsnet") && cfg.MembersPerNetwork > 0 {
+		r.logf("members per host: %d bridge networks and a routed one, %d members each", cfg.MembersBridges, cfg.MembersPerNetwork)
+		m := r.runMembers(cfg.MembersBridges, cfg.MembersPerNetwork, cfg.MembersWindow)
+		res.Members = &m
 	}
 	if r.wantSection("lab") && cfg.LabMembers > 0 {
 		res.Lab = r.runLab(cfg.LabMembers, max(cfg.LabRounds, 1))

@@ -47,6 +47,9 @@ func Problems(res *Results) []string {
 			p = append(p, fmt.Sprintf("lab %s N=%d: %s", x.Tool, x.N, x.Err))
 		}
 	}
+	if res.Members != nil && res.Members.Err != "" {
+		p = append(p, "members: "+res.Members.Err)
+	}
 	if res.Cluster != nil && res.Cluster.Err != "" {
 		p = append(p, "cluster: "+res.Cluster.Err)
 	}
@@ -162,6 +165,7 @@ func Report(res *Results, plots PlotPaths) string {
 	writeDataPath(&b, res)
 	writeMemory(&b, res)
 	writeScale(&b, res)
+	writeMembers(&b, res)
 	writeLab(&b, res, plots.Lab)
 	writeDoctor(&b, res)
 	writeBGP(&b, res)

@@ -136,6 +136,10 @@ func TestSmoke(t *testing.T) {
 	if res.ScaleAgentKiB <= 0 {
 		t.Error("scale: no agent peak memory")
 	}
+	if m := res.Members; m == nil || m.Err != "" || m.First.Count != m.Window || m.Last.Count != m.Window ||
+		m.FloorFirst.Count != m.Window || m.FloorLast.Count != m.Window || m.AgentKiB <= 0 {
+		t.Errorf("members: %+v", m)
+	}
 
 	if len(res.Lab) != len(labTools) {
 		t.Errorf("lab: %d results, want %d: %+v", len(res.Lab), len(labTools), res.Lab)

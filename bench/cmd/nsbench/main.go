@@ -42,7 +42,7 @@ func run() error {
 	assets := flag.String("assets", "bench/results", "directory for the plot and raw results (relative to the module root)")
 	ns := flag.String("n", "", "comma-separated network sizes (default 10,100,1000; smoke: 10)")
 	tools := flag.String("tools", "", "comma-separated tool keys to measure (nsnet,iproute2,cni,netavark,floor; cni is the ptp plugin in attach-routed); default all")
-	sections := flag.String("sections", "", "comma-separated sections (attach,attach-routed,ports,datapath,memory,scale,lab,doctor,bgp,cluster); default all")
+	sections := flag.String("sections", "", "comma-separated sections (attach,attach-routed,ports,datapath,memory,scale,members,lab,doctor,bgp,cluster); default all")
 	install := flag.Bool("install", false, "apt-get install missing Debian packages first (needs the machine's network)")
 	prebuilt := flag.String("nsnet", "", "use this nsnet binary instead of building ./cmd/nsnet")
 	rev := flag.String("rev", "", "build nsnet from this git revision (via git archive) instead of the work tree")
