@@ -144,6 +144,48 @@ func TestDualStack(t *testing.T) {
 	assertClean(t, l)
 }
 
+// The host's ends of members' veths stay out of IPv6 (but for routed
+// IPv6 members, whose host end answers for fe80::1): no route of the
+// host's IPv6 table names one, where each used to add a multicast route
+// that every link change walked (issue 11). IPv6 through the bridge
+// works regardless.
+func TestHostEndsOutOfIPv6(t *testing.T) {
+	l := newLab(t)
+	a, b := l.ns("a"), l.ns("b")
+	l.must("net", "create", "ds", "--subnet", "10.31.0.0/24", "--subnet", "fd00:31::/64")
+	l.must("net", "create", "rt", "--driver", "routed", "--subnet", "10.32.0.0/24")
+	for _, ns := range []string{a, b} {
+		l.must("net", "connect", "ds", ns)
+		l.must("net", "connect", "rt", ns)
+	}
+	l.mustPing(a, l.addrOf("ds", b, true))
+	l.mustPing(a, "fd00:31::1")
+	routes := l.fixture("ip", "-n", l.host, "-6", "route", "show", "table", "all")
+	for _, line := range strings.Split(strings.TrimSpace(routes), "\n") {
+		if strings.Contains(line, " dev nsv") {
+			t.Errorf("the host has an IPv6 route on a member's veth: %s", line)
+		}
+	}
+	ends := 0
+	for _, dev := range strings.Fields(l.fixture("ip", "-n", l.host, "-o", "link", "show", "type", "veth")) {
+		if name, ok := strings.CutSuffix(dev, ":"); ok && strings.HasPrefix(name, "nsv") {
+			ends++
+			name, _, _ = strings.Cut(name, "@")
+			if v := strings.TrimSpace(l.fixture("ip", "netns", "exec", l.host, "cat", "/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6")); v != "1" {
+				t.Errorf("IPv6 is on on the host end %s (disable_ipv6=%s)", name, v)
+			}
+		}
+	}
+	if ends != 4 {
+		t.Errorf("found %d host ends, want 4", ends)
+	}
+	l.must("net", "rm", "ds", "--force")
+	l.must("net", "rm", "rt", "--force")
+	l.must("ns", "rm", a)
+	l.must("ns", "rm", b)
+	assertClean(t, l)
+}
+
 // TestNoNAT checks that without masquerade the outside sees the member's
 // own address.
 func TestNoNAT(t *testing.T) {

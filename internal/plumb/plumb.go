@@ -35,12 +35,22 @@ const MaxBridgePorts = 1023
 // in6AddrGenModeNone stops the kernel from generating a link-local address.
 const in6AddrGenModeNone = 1
 
-// NoIPv6 keeps a device nsnet owns in the host from generating an IPv6
-// link-local address: without one it sends no DAD, router solicitation or
-// MLD traffic.
-func NoIPv6(ns *kernel.NS, l netlink.Link) error {
+// NoIPv6 keeps a device nsnet owns in the host, still down, out of IPv6,
+// and writes the sysctls more with the same namespace switch. With IPv6
+// off, the device never gets the multicast route (ff00::/8) the kernel
+// gives every device with IPv6 when it comes up; one per member in the
+// host's table, which every link change walks whole, made the kernel's
+// own share of a connect grow with the host's members (issue 11). No
+// address generation besides, so that if IPv6 is switched back on for
+// every device (net.ipv6.conf.all), it still has no link-local address
+// and sends no DAD, router solicitation or MLD traffic.
+func NoIPv6(ns *kernel.NS, l netlink.Link, more ...kernel.Sysctl) error {
+	name := l.Attrs().Name
 	if err := ns.NL.LinkSetIP6AddrGenMode(l, in6AddrGenModeNone); err != nil {
-		return fmt.Errorf("configure %s: %w", l.Attrs().Name, err)
+		return fmt.Errorf("configure %s: %w", name, err)
+	}
+	if err := ns.SetSysctls(append(more, kernel.Sysctl{Key: "net/ipv6/conf/" + name + "/disable_ipv6", Value: "1"})...); err != nil {
+		return fmt.Errorf("configure %s: %w", name, err)
 	}
 	return nil
 }

@@ -1,17 +1,19 @@
 // Command floor is the benchmark's lower bound for attaching a namespace to
 // a network: one process that makes only the netlink requests the topology
-// needs, with no state, no checks and no IPAM.
+// needs (and the /proc/sys writes that have no netlink equivalent), with no
+// state, no checks and no IPAM.
 //
 // "attach" joins a bridge network, with the same kernel end state as
-// nsnet's connect: a veth whose host end is born on the bridge, up, with no
-// IPv6 address generation, and whose peer is born in the member's namespace
-// with the member's address, up, and a default route via the gateway.
+// nsnet's connect: a veth whose host end is born on the bridge, with no
+// IPv6 address generation and IPv6 off, then up, and whose peer is born
+// in the member's namespace with the member's address, up, and a default
+// route via the gateway.
 //
 // "attach-routed" joins a routed network (article 003), with the same end
-// state as nsnet's routed connect: a veth whose host end is born up, with
-// no IPv6 address generation and no address, answers ARP for the gateway
-// by proxy without delay (two writes to /proc/sys, which has no netlink
-// equivalent) and carries a /32 route to the member; whose peer is born in
+// state as nsnet's routed connect: a veth whose host end has no IPv6
+// address generation, IPv6 off and no address, answers ARP for the
+// gateway by proxy without delay (writes to /proc/sys, which has no
+// netlink equivalent), is up and carries a /32 route to the member; whose peer is born in
 // the member's namespace with the member's /32, up, an on-link route to the
 // gateway and a default route via it. (nsnet, when this was written, also
 // set route_localnet on the host end for its DNS redirect to a loopback
@@ -112,8 +114,12 @@ func attach(nsPath, bridge, hostIf, ifName, cidr, gateway string) error {
 	if err != nil {
 		return fmt.Errorf("bridge %s: %w", bridge, err)
 	}
+	// Born down, to be up once IPv6 is off on it (as nsnet's connect
+	// leaves it): an up device with IPv6 gets a multicast route of its
+	// own, and the host's IPv6 routing table, which every link change
+	// walks whole, would grow with the members.
 	veth := &netlink.Veth{
-		LinkAttrs: netlink.LinkAttrs{Name: hostIf, MasterIndex: br.Attrs().Index, Flags: net.FlagUp},
+		LinkAttrs: netlink.LinkAttrs{Name: hostIf, MasterIndex: br.Attrs().Index},
 		PeerName:  ifName, PeerNamespace: netlink.NsFd(int(ns)),
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
@@ -121,6 +127,12 @@ func attach(nsPath, bridge, hostIf, ifName, cidr, gateway string) error {
 	}
 	if err := netlink.LinkSetIP6AddrGenMode(veth, addrGenModeNone); err != nil {
 		return fmt.Errorf("%s: %w", hostIf, err)
+	}
+	if err := writeSysctl("net/ipv6/conf/"+hostIf+"/disable_ipv6", "1"); err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(veth); err != nil {
+		return fmt.Errorf("bring up %s: %w", hostIf, err)
 	}
 	peer, err := in.LinkByName(ifName)
 	if err != nil {
@@ -158,11 +170,11 @@ func attachRouted(nsPath, hostIf, ifName, cidr, gateway string) error {
 	defer ns.Close()
 	defer in.Close()
 
-	// Born up: the /32 route below needs an up device, and without a
-	// carrier (the peer is still down) the kernel generates no IPv6
-	// address before address generation is switched off.
+	// Born down, and up once IPv6 is off on it (as nsnet's connect
+	// leaves it), so that it never has a multicast route in the host's
+	// IPv6 table (see attach); up before the /32 route, which needs it.
 	veth := &netlink.Veth{
-		LinkAttrs: netlink.LinkAttrs{Name: hostIf, Flags: net.FlagUp},
+		LinkAttrs: netlink.LinkAttrs{Name: hostIf},
 		PeerName:  ifName, PeerNamespace: netlink.NsFd(int(ns)),
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
@@ -175,10 +187,14 @@ func attachRouted(nsPath, hostIf, ifName, cidr, gateway string) error {
 	for _, s := range []struct{ key, value string }{
 		{"net/ipv4/conf/" + hostIf + "/proxy_arp", "1"},
 		{"net/ipv4/neigh/" + hostIf + "/proxy_delay", "0"},
+		{"net/ipv6/conf/" + hostIf + "/disable_ipv6", "1"},
 	} {
 		if err := writeSysctl(s.key, s.value); err != nil {
 			return err
 		}
+	}
+	if err := netlink.LinkSetUp(veth); err != nil {
+		return fmt.Errorf("bring up %s: %w", hostIf, err)
 	}
 	host := &net.IPNet{IP: ip, Mask: net.CIDRMask(32, 32)}
 	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: veth.Attrs().Index, Dst: host, Scope: netlink.SCOPE_LINK}); err != nil {

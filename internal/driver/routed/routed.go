@@ -111,11 +111,10 @@ func (Driver) Plug(h, ns *kernel.NS, n store.Network, a store.Attachment, defaul
 		}
 	}
 	if !has6 {
-		if err := plumb.NoIPv6(h, veth); err != nil {
+		if err := plumb.NoIPv6(h, veth, sysctls...); err != nil {
 			return err
 		}
-	}
-	if err := h.SetSysctls(sysctls...); err != nil {
+	} else if err := h.SetSysctls(sysctls...); err != nil {
 		return fmt.Errorf("configure %s: %w", a.HostIf, err)
 	}
 	if has6 {
