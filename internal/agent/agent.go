@@ -413,7 +413,10 @@ type agent struct {
 	// proxyCut is how many ports wanted proxying when the budget was last
 	// said to be short.
 	proxyCut int
-	dir      string
+	// proxiesFailed says some [::1] proxies could not open: the next
+	// refresh tries again, whatever changed.
+	proxiesFailed bool
+	dir           string
 	// keeper is, while the host joined a cluster, the namespace its
 	// keeper runs in; keeperDone closes when the keeper the agent started
 	// exits.
@@ -526,6 +529,7 @@ func (a *agent) syncProxies(nets []store.Network, members map[string][]store.Att
 		byHost[k.host][k] = t
 	}
 	if len(byHost) == 0 {
+		a.proxiesFailed = false
 		return nil
 	}
 	return func() error {
@@ -539,6 +543,7 @@ func (a *agent) syncProxies(nets []store.Network, members map[string][]store.Att
 				errs = append(errs, err)
 			}
 		}
+		a.proxiesFailed = len(errs) > 0
 		return errors.Join(errs...)
 	}
 }
@@ -596,7 +601,12 @@ func (a *agent) refresh() (bool, uint64, func() error, error) {
 	if !fast {
 		a.syncWatchers(forwardHosts(nets))
 	}
-	openProxies := a.syncProxies(nets, members)
+	// Published ports are looked for in every member only when a change
+	// may have touched them, or proxies failed to open last time.
+	var openProxies func() error
+	if a.copy.ports || a.proxiesFailed {
+		openProxies = a.syncProxies(nets, members)
+	}
 	// One zone per host: every network there, so a member in several
 	// networks is answered for all of them. Each is compiled once, shared
 	// by the host's resolvers, and kept from one refresh to the next,

@@ -27,12 +27,15 @@ type storeCopy struct {
 	// changed are the networks the last update found changed, in their
 	// record or their members; nil when it read everything.
 	changed map[string]bool
+	// ports says the last update may have changed published ports: it
+	// read a network whole, or a membership that has or had ports.
+	ports bool
 }
 
 // update brings the copy to tx's generation.
 func (c *storeCopy) update(tx *store.Tx) error {
 	gen := tx.Generation()
-	c.structural = false
+	c.structural, c.ports = false, false
 	c.changed = map[string]bool{}
 	if c.nets != nil {
 		if gen == c.gen {
@@ -60,7 +63,7 @@ func (c *storeCopy) update(tx *store.Tx) error {
 	}
 	c.sorted = nets // Networks lists them by name
 	c.gen = gen
-	c.structural = true
+	c.structural, c.ports = true, true
 	c.changed = nil
 	return nil
 }
@@ -77,6 +80,7 @@ func (c *storeCopy) apply(tx *store.Tx, changes []store.Change) error {
 	}
 	for name := range whole {
 		c.changed[name] = true
+		c.ports = true
 		n, found, err := tx.Network(name)
 		if err != nil {
 			return err
@@ -116,6 +120,7 @@ func (c *storeCopy) apply(tx *store.Tx, changes []store.Change) error {
 		}
 		ms := c.members[ch.Network]
 		i, had := slices.BinarySearchFunc(ms, ch.Namespace, func(a store.Attachment, ns string) int { return strings.Compare(a.Namespace, ns) })
+		c.ports = c.ports || len(a.Ports) > 0 || (had && len(ms[i].Ports) > 0)
 		switch {
 		case found && had:
 			ms[i] = a

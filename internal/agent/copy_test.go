@@ -31,14 +31,15 @@ func TestStoreCopyFollowsTheLog(t *testing.T) {
 		do         func(tx *store.Tx) error
 		structural bool
 		changed    string
+		ports      bool // may have changed published ports
 	}{
-		{func(tx *store.Tx) error { return tx.PutNetwork(store.Network{Name: "a", DNS: true}) }, true, "a"},
-		{func(tx *store.Tx) error { return tx.PutAttachment(store.Attachment{Network: "a", Namespace: "x"}) }, false, "a"},
-		{func(tx *store.Tx) error { return tx.PutNetwork(store.Network{Name: "b"}) }, true, "b"},
+		{func(tx *store.Tx) error { return tx.PutNetwork(store.Network{Name: "a", DNS: true}) }, true, "a", true},
+		{func(tx *store.Tx) error { return tx.PutAttachment(store.Attachment{Network: "a", Namespace: "x"}) }, false, "a", false},
+		{func(tx *store.Tx) error { return tx.PutNetwork(store.Network{Name: "b"}) }, true, "b", true},
 		{func(tx *store.Tx) error {
 			return tx.PutAttachment(store.Attachment{Network: "b", Namespace: "y", Aliases: []string{"web"}})
-		}, false, "b"},
-		{func(tx *store.Tx) error { return tx.PutNamespace(store.Namespace{Name: "z"}) }, false, ""},
+		}, false, "b", false},
+		{func(tx *store.Tx) error { return tx.PutNamespace(store.Namespace{Name: "z"}) }, false, "", false},
 		// Memberships alone, before, between and after others, and one
 		// changed in place.
 		{func(tx *store.Tx) error {
@@ -48,27 +49,32 @@ func TestStoreCopyFollowsTheLog(t *testing.T) {
 				}
 			}
 			return nil
-		}, false, "a"},
+		}, false, "a", false},
 		{func(tx *store.Tx) error {
 			return tx.PutAttachment(store.Attachment{Network: "a", Namespace: "m", Aliases: []string{"db"}})
-		}, false, "a"},
-		{func(tx *store.Tx) error { return tx.DeleteAttachment("a", "x") }, false, "a"},
+		}, false, "a", false},
+		{func(tx *store.Tx) error { return tx.DeleteAttachment("a", "x") }, false, "a", false},
+		// A member that publishes a port, and its leaving.
+		{func(tx *store.Tx) error {
+			return tx.PutAttachment(store.Attachment{Network: "a", Namespace: "p", Ports: []store.PortMap{{Proto: "tcp", HostPort: 8080, Port: 80}}})
+		}, false, "a", true},
+		{func(tx *store.Tx) error { return tx.DeleteAttachment("a", "p") }, false, "a", true},
 		{func(tx *store.Tx) error {
 			if err := tx.DeleteAttachment("a", "w"); err != nil {
 				return err
 			}
 			return tx.PutAttachment(store.Attachment{Network: "b", Namespace: "m"})
-		}, false, "a b"},
+		}, false, "a b", false},
 		{func(tx *store.Tx) error {
 			return tx.PutNetwork(store.Network{Name: "a", DNS: true, DNSUpstreams: nil, Gateways: nil, NAT: true})
-		}, true, "a"},
+		}, true, "a", true},
 		// A network and its first member in one commit.
 		{func(tx *store.Tx) error {
 			if err := tx.PutNetwork(store.Network{Name: "c"}); err != nil {
 				return err
 			}
 			return tx.PutAttachment(store.Attachment{Network: "c", Namespace: "q"})
-		}, true, "c"},
+		}, true, "c", true},
 		{func(tx *store.Tx) error {
 			for _, ns := range []string{"y", "m"} {
 				if err := tx.DeleteAttachment("b", ns); err != nil {
@@ -76,7 +82,7 @@ func TestStoreCopyFollowsTheLog(t *testing.T) {
 				}
 			}
 			return tx.DeleteNetwork("b")
-		}, true, "b"},
+		}, true, "b", true},
 	}
 	for i, st := range steps {
 		step := st.do
@@ -97,6 +103,9 @@ func TestStoreCopyFollowsTheLog(t *testing.T) {
 		}
 		if i > 0 && c.structural != st.structural {
 			t.Errorf("after step %d: structural %v, want %v", i, c.structural, st.structural)
+		}
+		if i > 0 && c.ports != st.ports {
+			t.Errorf("after step %d: ports %v, want %v", i, c.ports, st.ports)
 		}
 		if got := strings.Join(slices.Sorted(maps.Keys(c.changed)), " "); i > 0 && got != st.changed {
 			t.Errorf("after step %d: changed %q, want %q", i, got, st.changed)

@@ -36,13 +36,23 @@ func NewHost() *Host {
 func (h *Host) Set(n Network) error {
 	t, bad := compileNet(n)
 	old := h.nets[n.Name]
-	if old != nil {
-		h.unindex(old)
-	}
 	h.nets[n.Name] = t
-	h.indexMembers(t)
-	if old == nil || !slices.Equal(old.subnets, t.subnets) {
+	if old == nil {
+		for _, m := range t.members {
+			h.join(m, n.Name)
+		}
 		h.reindex = true
+	} else {
+		// Only who joined or left touches the index: a connect to a
+		// network of a thousand members is one of them.
+		left, joined := diffSorted(old.members, t.members)
+		for _, m := range left {
+			h.leave(m, n.Name)
+		}
+		for _, m := range joined {
+			h.join(m, n.Name)
+		}
+		h.reindex = h.reindex || !slices.Equal(old.subnets, t.subnets)
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("resolver: left out names that are not DNS names: %s", strings.Join(bad, ", "))
@@ -53,7 +63,9 @@ func (h *Host) Set(n Network) error {
 // Remove takes network name out of the zone.
 func (h *Host) Remove(name string) {
 	if old, ok := h.nets[name]; ok {
-		h.unindex(old)
+		for _, m := range old.members {
+			h.leave(m, name)
+		}
 		delete(h.nets, name)
 		h.reindex = true
 	}
@@ -100,32 +112,43 @@ func (h *Host) Compiled() Compiled {
 	return Compiled{t}
 }
 
-func (h *Host) indexMembers(t *netTable) {
-	for _, m := range t.members {
-		if l := h.in[m]; len(l) > 0 && l[len(l)-1] == t.name {
-			continue // listed twice in one network
-		}
-		h.in[m] = append(h.in[m], t.name)
-		if len(h.in[m]) == 2 {
-			h.multi[m] = true
-		}
+// join notes that member m is in network net.
+func (h *Host) join(m, net string) {
+	h.in[m] = append(h.in[m], net)
+	if len(h.in[m]) == 2 {
+		h.multi[m] = true
 	}
 }
 
-func (h *Host) unindex(t *netTable) {
-	for _, m := range t.members {
-		nets := h.in[m]
-		if i := slices.Index(nets, t.name); i >= 0 {
-			nets = slices.Delete(nets, i, i+1)
-		}
-		switch len(nets) {
-		case 0:
-			delete(h.in, m)
-		case 1:
-			delete(h.multi, m)
-			h.in[m] = nets
+// leave notes that member m is no longer in network net.
+func (h *Host) leave(m, net string) {
+	nets := h.in[m]
+	if i := slices.Index(nets, net); i >= 0 {
+		nets = slices.Delete(nets, i, i+1)
+	}
+	switch len(nets) {
+	case 0:
+		delete(h.in, m)
+	case 1:
+		delete(h.multi, m)
+		h.in[m] = nets
+	default:
+		h.in[m] = nets
+	}
+}
+
+// diffSorted returns what only a has and what only b has, of two sorted
+// lists without duplicates.
+func diffSorted(a, b []string) (onlyA, onlyB []string) {
+	for len(a) > 0 && len(b) > 0 {
+		switch {
+		case a[0] == b[0]:
+			a, b = a[1:], b[1:]
+		case a[0] < b[0]:
+			onlyA, a = append(onlyA, a[0]), a[1:]
 		default:
-			h.in[m] = nets
+			onlyB, b = append(onlyB, b[0]), b[1:]
 		}
 	}
+	return append(onlyA, a...), append(onlyB, b...)
 }

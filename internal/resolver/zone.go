@@ -52,8 +52,8 @@ type netTable struct {
 	names map[string]addrSet
 	// ptrs maps a member address to the members (FQDNs) that own it.
 	ptrs map[netip.Addr][]string
-	// members are the members' FQDNs, for the host's index of members
-	// in more than one network.
+	// members are the members' FQDNs, sorted, for the host's index of
+	// members in more than one network.
 	members []string
 }
 
@@ -107,16 +107,19 @@ func compileNet(n Network) (*netTable, []string) {
 			}
 			t.addName(fqdnKey(a), v4, v6)
 		}
-		for _, a := range slices.Concat(v4, v6) {
-			if !slices.Contains(t.ptrs[a], key) {
-				t.ptrs[a] = append(t.ptrs[a], key)
+		for _, fam := range [2][]netip.Addr{v4, v6} {
+			for _, a := range fam {
+				if !slices.Contains(t.ptrs[a], key) {
+					t.ptrs[a] = append(t.ptrs[a], key)
+				}
 			}
 		}
-		// A network lists a member once (the store keys memberships by
-		// network and namespace), so this is not checked for duplicates:
-		// that would make a network of a thousand members O(n²).
 		t.members = append(t.members, key)
 	}
+	// Sorted (members come sorted by namespace, so this is a check), so
+	// that a Host finds who joined or left by walking two lists.
+	slices.Sort(t.members)
+	t.members = slices.Compact(t.members)
 	return t, bad
 }
 
@@ -143,9 +146,7 @@ func compile(z Zone) (*table, []string) {
 		nets[i], b = compileNet(n)
 		bad = append(bad, b...)
 		for _, m := range nets[i].members {
-			if l := in[m]; len(l) == 0 || l[len(l)-1] != i {
-				in[m] = append(l, i)
-			}
+			in[m] = append(in[m], i)
 		}
 	}
 	multi := map[string][]int{}

@@ -315,3 +315,38 @@ func TestChanges(t *testing.T) {
 		}
 	}
 }
+
+// AttachmentsOf finds a namespace's memberships by the end of their keys:
+// a namespace whose name ends another's is not taken for it.
+func TestAttachmentsOf(t *testing.T) {
+	s, err := Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Update(func(tx *Tx) error {
+		for _, a := range [][2]string{{"n1", "a"}, {"n1", "ab"}, {"n2", "b"}, {"n2", "a"}, {"n3", "xa"}} {
+			if err := tx.PutAttachment(Attachment{Network: a[0], Namespace: a[1]}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for ns, want := range map[string][]string{"a": {"n1", "n2"}, "ab": {"n1"}, "b": {"n2"}, "xa": {"n3"}, "x": nil, "": nil} {
+		var got []string
+		if err := s.View(func(tx *Tx) error {
+			atts, err := tx.AttachmentsOf(ns)
+			for _, a := range atts {
+				got = append(got, a.Network)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("AttachmentsOf(%q) = %v, want %v", ns, got, want)
+		}
+	}
+}
