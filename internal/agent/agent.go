@@ -92,16 +92,7 @@ func Needed(tx *store.Tx) (bool, error) {
 	if _, joined, err := tx.Joined(); err != nil || joined {
 		return joined, err
 	}
-	nets, err := tx.Summaries()
-	if err != nil {
-		return false, err
-	}
-	for _, n := range nets {
-		if n.DNS && tx.MemberCount(n.Name) > 0 {
-			return true, nil
-		}
-	}
-	return false, nil
+	return tx.DNSMembers()
 }
 
 // Ensure starts the agent for stateDir unless one runs. exe is the nsnet

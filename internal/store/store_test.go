@@ -350,3 +350,45 @@ func TestAttachmentsOf(t *testing.T) {
 		}
 	}
 }
+
+// DNSMembers finds a DNS network with members past networks without DNS
+// that have members, and ignores DNS networks without any.
+func TestDNSMembers(t *testing.T) {
+	steps := []struct {
+		do   func(tx *Tx) error
+		want bool
+	}{
+		{func(tx *Tx) error { return nil }, false},
+		{func(tx *Tx) error { return tx.PutNetwork(Network{Name: "z-dns", DNS: true}) }, false},
+		{func(tx *Tx) error {
+			if err := tx.PutNetwork(Network{Name: "a-plain"}); err != nil {
+				return err
+			}
+			for _, ns := range []string{"m1", "m2", "m3"} {
+				if err := tx.PutAttachment(Attachment{Network: "a-plain", Namespace: ns}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, false},
+		{func(tx *Tx) error { return tx.PutAttachment(Attachment{Network: "z-dns", Namespace: "m1"}) }, true},
+		{func(tx *Tx) error { return tx.DeleteAttachment("z-dns", "m1") }, false},
+	}
+	s, err := Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i, st := range steps {
+		if err := s.Update(st.do); err != nil {
+			t.Fatal(err)
+		}
+		var got bool
+		if err := s.View(func(tx *Tx) (err error) { got, err = tx.DNSMembers(); return err }); err != nil {
+			t.Fatal(err)
+		}
+		if got != st.want {
+			t.Errorf("step %d: DNSMembers = %v, want %v", i, got, st.want)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -162,6 +163,50 @@ func (t *Tx) Summaries() ([]Network, error) {
 		return nil
 	})
 	return out, err
+}
+
+// DNSMembers says whether any network with DNS on has a member. Every
+// command asks (does the agent have work?): it walks the networks that
+// have members, one summary each, and stops at the first that answers,
+// where decoding every network's summary cost a command about a
+// millisecond at a thousand networks.
+func (t *Tx) DNSMembers() (bool, error) {
+	c := t.bucket(bAttachments).Cursor()
+	for k, _ := c.First(); k != nil; {
+		name, _, ok := bytes.Cut(k, []byte{0})
+		if !ok {
+			k, _ = c.Next()
+			continue
+		}
+		n, found, err := t.summary(string(name))
+		if err != nil {
+			return false, err
+		}
+		if found && n.DNS {
+			return true, nil
+		}
+		// The network's members all share the prefix NAME\x00: \x01
+		// sorts right after them.
+		k, _ = c.Seek(append(name[:len(name):len(name)], 1))
+	}
+	return false, nil
+}
+
+// summary returns network name's summary.
+func (t *Tx) summary(name string) (Network, bool, error) {
+	b := t.tx.Bucket(bSummaries)
+	if b == nil {
+		return t.Network(name) // a store from before summaries, opened read-only
+	}
+	v := b.Get([]byte(name))
+	if v == nil {
+		return Network{}, false, nil
+	}
+	n, err := unsummarise(v)
+	if err != nil {
+		return Network{}, false, fmt.Errorf("decode %s/%q: %w", bSummaries, name, err)
+	}
+	return n, true, nil
 }
 
 // Hosts calls fn with the host namespace path and inode of every
