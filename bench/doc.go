@@ -15,7 +15,11 @@
 //   - the data path: TCP throughput and request/response latency over a veth
 //     pair, a bridge network, a bridge network with NAT and a routed network,
 //     nsnet against the same topology built by hand;
-//   - the peak memory of the nsnet process for each command.
+//   - the peak memory of the nsnet process for each command;
+//   - scale (issue 11): a thousand networks on one host (create, connect,
+//     disconnect, published ports, early against late), and a host filled
+//     with eleven thousand members, nsnet beside the floor in step;
+//   - labs, doctor, BGP and clusters, each against its own baseline.
 //
 // Everything runs inside a sandbox: the process re-executes itself in a
 // fresh network namespace and a private mount namespace with tmpfs on /run,
