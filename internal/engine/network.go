@@ -294,21 +294,10 @@ func (m *Manager) checkNetworkFree(tx *store.Tx, d driver.Driver, n store.Networ
 	} else if ok {
 		return fmt.Errorf("a network with this name %w", ErrExists)
 	}
-	nets, err := tx.Summaries()
-	if err != nil {
+	if other, p, q, found, err := tx.Overlap(n.HostNetns, n.Subnets); err != nil {
 		return err
-	}
-	for _, other := range nets {
-		if other.HostNetns != n.HostNetns {
-			continue
-		}
-		for _, p := range n.Subnets {
-			for _, q := range other.Subnets {
-				if p.Overlaps(q) {
-					return errorf(ErrInUse, "subnet %s overlaps network %q (%s)", p, other.Name, q)
-				}
-			}
-		}
+	} else if found {
+		return errorf(ErrInUse, "subnet %s overlaps network %q (%s)", p, other, q)
 	}
 	h, err := m.host(n.HostNetns)
 	if err != nil {

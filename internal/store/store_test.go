@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -389,6 +390,62 @@ func TestDNSMembers(t *testing.T) {
 		}
 		if got != st.want {
 			t.Errorf("step %d: DNSMembers = %v, want %v", i, got, st.want)
+		}
+	}
+}
+
+// Overlap finds another network's subnet that overlaps, on the same host
+// only, either way round, in both families.
+func TestOverlap(t *testing.T) {
+	s, err := Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	pp := func(ps ...string) (out []netip.Prefix) {
+		for _, p := range ps {
+			out = append(out, netip.MustParsePrefix(p))
+		}
+		return out
+	}
+	if err := s.Update(func(tx *Tx) error {
+		for _, n := range []Network{
+			{Name: "a", HostNetns: "/h1", Subnets: pp("10.1.0.0/24", "fd00:1::/64")},
+			{Name: "b", HostNetns: "/h1", Subnets: pp("10.2.0.0/16")},
+			{Name: "c", HostNetns: "/h2", Subnets: pp("10.3.0.0/24")},
+		} {
+			if err := tx.PutNetwork(n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		host, subnets, want string
+	}{
+		{"/h1", "10.1.0.128/25", "a 10.1.0.128/25 10.1.0.0/24"},
+		{"/h1", "10.0.0.0/8", "a 10.0.0.0/8 10.1.0.0/24"},
+		{"/h1", "192.0.2.0/24 10.2.9.0/24", "b 10.2.9.0/24 10.2.0.0/16"},
+		{"/h1", "fd00:1::/48", "a fd00:1::/48 fd00:1::/64"},
+		{"/h1", "10.3.0.0/24", ""},
+		{"/h2", "10.3.0.0/16", "c 10.3.0.0/16 10.3.0.0/24"},
+		{"/h2", "10.1.0.0/24", ""},
+		{"/h3", "10.0.0.0/8", ""},
+	} {
+		var got string
+		if err := s.View(func(tx *Tx) error {
+			name, mine, theirs, found, err := tx.Overlap(tt.host, pp(strings.Fields(tt.subnets)...))
+			if found {
+				got = fmt.Sprintf("%s %s %s", name, mine, theirs)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got != tt.want {
+			t.Errorf("Overlap(%s, %s) = %q, want %q", tt.host, tt.subnets, got, tt.want)
 		}
 	}
 }

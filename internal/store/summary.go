@@ -242,8 +242,15 @@ func (t *Tx) Hosts(fn func(path string, ino uint64)) error {
 // summaryHost reads a summary's host path and inode: after the version,
 // the name and the driver (see summarise).
 func summaryHost(b []byte) ([]byte, uint64, bool) {
+	_, path, ino, _, ok := summaryHead(b)
+	return path, ino, ok
+}
+
+// summaryHead reads a summary's name, host path and inode without
+// copying, and returns what follows them.
+func summaryHead(b []byte) (name, path []byte, ino uint64, rest []byte, ok bool) {
 	if len(b) == 0 || b[0] != summaryVersion {
-		return nil, 0, false
+		return nil, nil, 0, nil, false
 	}
 	b = b[1:]
 	field := func() ([]byte, bool) {
@@ -255,20 +262,75 @@ func summaryHost(b []byte) ([]byte, uint64, bool) {
 		b = b[k+int(l):]
 		return f, true
 	}
-	for range 2 { // name, driver
-		if _, ok := field(); !ok {
-			return nil, 0, false
-		}
-	}
-	path, ok := field()
-	if !ok {
-		return nil, 0, false
+	var ok1, ok2 bool
+	name, ok1 = field()
+	_, ok2 = field() // driver
+	path, ok = field()
+	if !ok1 || !ok2 || !ok {
+		return nil, nil, 0, nil, false
 	}
 	ino, k := binary.Uvarint(b)
 	if k <= 0 {
-		return nil, 0, false
+		return nil, nil, 0, nil, false
 	}
-	return path, ino, true
+	return name, path, ino, b[k:], true
+}
+
+// Overlap finds a network on host with a subnet that overlaps one of
+// subnets, and says which. It reads only the host and subnets of each
+// summary: every `net create` asks, and decoding every network's whole
+// summary cost it about 1.5 ms at a thousand networks.
+func (t *Tx) Overlap(host string, subnets []netip.Prefix) (network string, mine, theirs netip.Prefix, found bool, err error) {
+	b := t.tx.Bucket(bSummaries)
+	if b == nil {
+		nets, err := t.Networks() // a store from before summaries, opened read-only
+		for _, n := range nets {
+			if n.HostNetns != host {
+				continue
+			}
+			for _, p := range subnets {
+				for _, q := range n.Subnets {
+					if p.Overlaps(q) {
+						return n.Name, p, q, true, nil
+					}
+				}
+			}
+		}
+		return "", netip.Prefix{}, netip.Prefix{}, false, err
+	}
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		name, path, _, rest, ok := summaryHead(v)
+		if !ok || len(rest) < 1 {
+			return "", netip.Prefix{}, netip.Prefix{}, false, fmt.Errorf("decode %s/%q: %w", bSummaries, k, errSummary)
+		}
+		if string(path) != host {
+			continue
+		}
+		rest = rest[1:] // flags
+		count, n := binary.Uvarint(rest)
+		if n <= 0 {
+			return "", netip.Prefix{}, netip.Prefix{}, false, fmt.Errorf("decode %s/%q: %w", bSummaries, k, errSummary)
+		}
+		rest = rest[n:]
+		for range count {
+			if len(rest) < 1 || len(rest) < int(rest[0])+2 {
+				return "", netip.Prefix{}, netip.Prefix{}, false, fmt.Errorf("decode %s/%q: %w", bSummaries, k, errSummary)
+			}
+			a, ok := netip.AddrFromSlice(rest[1 : 1+rest[0]])
+			q, err := a.Prefix(int(rest[1+rest[0]]))
+			if !ok || err != nil {
+				return "", netip.Prefix{}, netip.Prefix{}, false, fmt.Errorf("decode %s/%q: %w", bSummaries, k, errSummary)
+			}
+			rest = rest[2+rest[0]:]
+			for _, p := range subnets {
+				if p.Overlaps(q) {
+					return string(name), p, q, true, nil
+				}
+			}
+		}
+	}
+	return "", netip.Prefix{}, netip.Prefix{}, false, nil
 }
 
 // fillSummaries writes the summary of every network, for a store made
