@@ -132,11 +132,15 @@ func (r *runner) runMembers(bridges, perNet, window int) MembersResult {
 			r.logf("  %d members: nsnet %s, floor %s", i+1, roundDur(s.Wall), roundDur(fs.Wall))
 		}
 	}
-	// The last member has its address, and from there the first member
-	// of its network resolves to its own.
-	k := (total - 1) % nets
-	lastNS, firstNS := fmt.Sprintf("mm%05d", total-1), fmt.Sprintf("mm%05d", k)
-	if _, err := addrIn(lastNS, membersSubnet(k)); err != nil {
+	// The last member of the last bridge network has its address, and
+	// from there the first member of that network resolves to its own;
+	// the last member of all (on the routed network) has its address.
+	k := bridges - 1
+	if k < 0 {
+		k = bridges // no bridge network: the routed one, without DNS check
+	}
+	lastNS, firstNS := fmt.Sprintf("mm%05d", (perNet-1)*nets+k), fmt.Sprintf("mm%05d", k)
+	if _, err := addrIn(fmt.Sprintf("mm%05d", total-1), membersSubnet(bridges)); err != nil {
 		return fail("the last member", err)
 	}
 	if k < bridges {
@@ -146,7 +150,7 @@ func (r *runner) runMembers(bridges, perNet, window int) MembersResult {
 		}
 		got, err := lookupA(lastNS, membersSubnet(k).Addr().Next(), firstNS)
 		if err != nil || got != want {
-			return fail("the last member's DNS", fmt.Errorf("%s resolves to %s (%v), want %s", firstNS, got, err, want))
+			return fail("DNS on the last bridge network", fmt.Errorf("%s asked for %s: %s (%v), want %s", lastNS, firstNS, got, err, want))
 		}
 	}
 	res.First, res.Last = summarize(first), summarize(last)

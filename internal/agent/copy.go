@@ -68,9 +68,9 @@ func (c *storeCopy) update(tx *store.Tx) error {
 	return nil
 }
 
-// apply reads what changes name. A network whose record changed is read
-// whole, members and all; a membership alone, of a network the copy
-// has, is read by itself.
+// apply reads what the log's changes name: a network whose record changed
+// is read whole, members and all; a membership alone, of a network the
+// copy has, is read by itself.
 func (c *storeCopy) apply(tx *store.Tx, changes []store.Change) error {
 	whole := map[string]bool{}
 	for _, ch := range changes {

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -49,7 +50,8 @@ func NoIPv6(ns *kernel.NS, l netlink.Link, more ...kernel.Sysctl) error {
 	if err := ns.NL.LinkSetIP6AddrGenMode(l, in6AddrGenModeNone); err != nil {
 		return fmt.Errorf("configure %s: %w", name, err)
 	}
-	if err := ns.SetSysctls(append(more, kernel.Sysctl{Key: "net/ipv6/conf/" + name + "/disable_ipv6", Value: "1"})...); err != nil {
+	off := kernel.Sysctl{Key: "net/ipv6/conf/" + name + "/disable_ipv6", Value: "1"}
+	if err := ns.SetSysctls(append(slices.Clip(more), off)...); err != nil {
 		return fmt.Errorf("configure %s: %w", name, err)
 	}
 	return nil

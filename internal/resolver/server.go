@@ -355,10 +355,12 @@ func (s *Server) answer(req *dns.Msg, client netip.Addr, tcp bool) *dns.Msg {
 	// Only the networks' own clients are served: a resolver that forwards
 	// for anyone who can route to a gateway is an open resolver (an
 	// amplifier, and a way in for cache poisoning).
-	if len(s.zone.Load().visible(client)) == 0 {
+	t := s.zone.Load()
+	nets := t.visible(client)
+	if len(nets) == 0 {
 		return s.reply(req, dns.RcodeRefused)
 	}
-	if resp := s.local(req, client); resp != nil {
+	if resp := s.local(req, t, nets); resp != nil {
 		return resp
 	}
 	if resp := s.forward(req, tcp); resp != nil {
@@ -367,16 +369,11 @@ func (s *Server) answer(req *dns.Msg, client netip.Addr, tcp bool) *dns.Msg {
 	return s.reply(req, dns.RcodeServerFailure)
 }
 
-// local answers req from the zone, or returns nil if the name is not a
-// member's for this client.
-func (s *Server) local(req *dns.Msg, client netip.Addr) *dns.Msg {
+// local answers req from the zone t, in the networks nets the client
+// sees, or returns nil if the name is not a member's there.
+func (s *Server) local(req *dns.Msg, t *table, nets []int) *dns.Msg {
 	q := req.Question[0]
 	if q.Qclass != dns.ClassINET {
-		return nil
-	}
-	t := s.zone.Load()
-	nets := t.visible(client)
-	if len(nets) == 0 {
 		return nil
 	}
 	// Lowercasing copies only when the name has capitals.

@@ -116,8 +116,9 @@ func compileNet(n Network) (*netTable, []string) {
 		}
 		t.members = append(t.members, key)
 	}
-	// Sorted (members come sorted by namespace, so this is a check), so
-	// that a Host finds who joined or left by walking two lists.
+	// Sorted (lowercasing and the trailing dot can reorder the store's
+	// order by namespace), so that a Host finds who joined or left by
+	// walking two lists.
 	slices.Sort(t.members)
 	t.members = slices.Compact(t.members)
 	return t, bad

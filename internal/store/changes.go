@@ -2,6 +2,8 @@ package store
 
 import (
 	"encoding/binary"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -40,15 +42,7 @@ func (t *Tx) logChanges() error {
 			return err
 		}
 	}
-	entries := make([]string, 0, len(t.changed))
-	for c := range t.changed {
-		e := c.Network
-		if c.Namespace != "" {
-			e += memberSep + c.Namespace
-		}
-		entries = append(entries, e)
-	}
-	if err := b.Put(genKey(gen), []byte(strings.Join(entries, "\x00"))); err != nil {
+	if err := b.Put(genKey(gen), []byte(strings.Join(encodeChanges(t.changed), "\x00"))); err != nil {
 		return err
 	}
 	if gen <= keepChanges {
@@ -73,11 +67,34 @@ type Change struct {
 	Network, Namespace string
 }
 
-// memberSep parts a membership's network from its namespace in a log
-// entry; neither name may hold a control character. Entries written
-// before memberships were logged on their own hold the network alone,
-// which a reader takes as the network changed: it reads it whole.
-const memberSep = "\x01"
+// memberMark starts a log field that names a namespace whose membership
+// of the network named by the field before it changed. An entry lists,
+// for each network, its name alone when its record changed (its members
+// are then read with it), or its name followed by one marked field per
+// membership that changed. A reader from before memberships were logged
+// takes every field for a network name: it reads the network whole, as
+// it always did, and finds no network by a marked name. So an agent still
+// running from an older nsnet stays right, only slower, and this reader
+// takes an older entry's names as networks changed.
+const memberMark = "\x01"
+
+// encodeChanges lays changed out as the log's fields.
+func encodeChanges(changed map[Change]bool) []string {
+	byNet := map[string][]string{}
+	for c := range changed {
+		if changed[Change{Network: c.Network}] {
+			byNet[c.Network] = nil // the record changed: read it whole
+			continue
+		}
+		byNet[c.Network] = append(byNet[c.Network], memberMark+c.Namespace)
+	}
+	var fields []string
+	for _, net := range slices.Sorted(maps.Keys(byNet)) {
+		fields = append(fields, net)
+		fields = append(fields, byNet[net]...)
+	}
+	return fields
+}
 
 // Changes returns what changed after generation since, up to this
 // transaction's, each change once. ok is false when the log does not
@@ -96,14 +113,25 @@ func (t *Tx) Changes(since uint64) (changes []Change, ok bool) {
 		return nil, false
 	}
 	seen := map[Change]bool{}
+	add := func(ch Change) {
+		if !seen[ch] {
+			seen[ch] = true
+			changes = append(changes, ch)
+		}
+	}
 	c := b.Cursor()
 	for k, v := c.Seek(genKey(since + 1)); len(k) == 8; k, v = c.Next() {
-		for e := range strings.SplitSeq(string(v), "\x00") {
-			net, ns, _ := strings.Cut(e, memberSep)
-			ch := Change{Network: net, Namespace: ns}
-			if !seen[ch] {
-				seen[ch] = true
-				changes = append(changes, ch)
+		fields := strings.Split(string(v), "\x00")
+		for i := 0; i < len(fields); i++ {
+			net := fields[i]
+			members := 0
+			for i+1 < len(fields) && strings.HasPrefix(fields[i+1], memberMark) {
+				i++
+				members++
+				add(Change{Network: net, Namespace: fields[i][len(memberMark):]})
+			}
+			if members == 0 {
+				add(Change{Network: net})
 			}
 		}
 	}

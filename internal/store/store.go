@@ -622,7 +622,7 @@ func (t *Tx) MemberCount(network string) int {
 // Memberships are keyed by network, then namespace: the keys of every
 // network are walked, and only the namespace's records decoded (decoding
 // them all made a disconnect on a host of ten thousand members cost
-// milliseconds more). Network names hold no NUL, so the key's last NUL
+// milliseconds more). Network names hold no NUL, so the key's first NUL
 // is the separator.
 func (t *Tx) AttachmentsOf(ns string) ([]Attachment, error) {
 	b := t.bucket(bAttachments)

@@ -317,6 +317,45 @@ func TestChanges(t *testing.T) {
 	}
 }
 
+// An agent from before memberships were logged on their own reads every
+// field of an entry as a network name: a membership's entry must name its
+// network as such, so that such a reader reads that network whole.
+func TestChangesReadByOlderReader(t *testing.T) {
+	s, err := Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var since uint64
+	if err := s.Update(func(tx *Tx) error { return tx.PutNetwork(Network{Name: "n"}) }); err != nil {
+		t.Fatal(err)
+	}
+	s.View(func(tx *Tx) error { since = tx.Generation(); return nil })
+	if err := s.Update(func(tx *Tx) error {
+		for _, ns := range []string{"x", "y"} {
+			if err := tx.PutAttachment(Attachment{Network: "n", Namespace: ns}); err != nil {
+				return err
+			}
+		}
+		return tx.PutAttachment(Attachment{Network: "m", Namespace: "x"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.View(func(tx *Tx) error {
+		var old []string
+		c := tx.tx.Bucket(bChanges).Cursor()
+		for k, v := c.Seek(genKey(since + 1)); len(k) == 8; k, v = c.Next() {
+			old = append(old, strings.Split(string(v), "\x00")...)
+		}
+		for _, net := range []string{"n", "m"} {
+			if !slices.Contains(old, net) {
+				t.Errorf("an older reader finds no network %q in %q", net, old)
+			}
+		}
+		return nil
+	})
+}
+
 // AttachmentsOf finds a namespace's memberships by the end of their keys:
 // a namespace whose name ends another's is not taken for it.
 func TestAttachmentsOf(t *testing.T) {
