@@ -132,18 +132,14 @@ func (r *runner) runMembers(bridges, perNet, window int) MembersResult {
 			r.logf("  %d members: nsnet %s, floor %s", i+1, roundDur(s.Wall), roundDur(fs.Wall))
 		}
 	}
-	// The last member of the last bridge network has its address, and
-	// from there the first member of that network resolves to its own;
-	// the last member of all (on the routed network) has its address.
-	k := bridges - 1
-	if k < 0 {
-		k = bridges // no bridge network: the routed one, without DNS check
-	}
-	lastNS, firstNS := fmt.Sprintf("mm%05d", (perNet-1)*nets+k), fmt.Sprintf("mm%05d", k)
+	// The last member of all (on the routed network) has its address;
+	// from the last member of the last bridge network, the first member
+	// of that network resolves to its own.
 	if _, err := addrIn(fmt.Sprintf("mm%05d", total-1), membersSubnet(bridges)); err != nil {
 		return fail("the last member", err)
 	}
-	if k < bridges {
+	if k := bridges - 1; k >= 0 {
+		lastNS, firstNS := fmt.Sprintf("mm%05d", (perNet-1)*nets+k), fmt.Sprintf("mm%05d", k)
 		want, err := addrIn(firstNS, membersSubnet(k))
 		if err != nil {
 			return fail("the first member", err)

@@ -7,10 +7,10 @@ import (
 )
 
 // Host is one host's zone, kept compiled a network at a time for the
-// agent: Set and Remove cost what the network holds, and Compiled what the
-// host has of networks (and of members in more than one), not of members. A connect on a host of ten
-// thousand members thus waits for one network to be compiled, not the
-// host (issue 11). A Host is not safe for concurrent use; what Compiled
+// agent: Set and Remove cost what the network holds, and Compiled what
+// the host has of networks (and of members in more than one), not of
+// members. A connect on a host of ten thousand members thus waits for one
+// network to be compiled, not the host (issue 11). A Host is not safe for concurrent use; what Compiled
 // returns is, and stays valid after later changes.
 type Host struct {
 	nets map[string]*netTable

@@ -18,13 +18,20 @@ func BenchmarkOpenCommit(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		s.Update(func(tx *Tx) error {
+		if err := s.Update(func(tx *Tx) error {
 			for i := range n {
-				tx.PutAttachment(Attachment{Network: fmt.Sprintf("net%d", i%11), Namespace: fmt.Sprintf("member-%05d", i), IfName: "eth0", HostIf: fmt.Sprintf("nsv%08x", i)})
-				tx.PutLease(fmt.Sprintf("net%d", i%11), benchAddr(i), MemberOwner("x", "y"))
+				net := fmt.Sprintf("net%d", i%11)
+				if err := tx.PutAttachment(Attachment{Network: net, Namespace: fmt.Sprintf("member-%05d", i), IfName: "eth0", HostIf: fmt.Sprintf("nsv%08x", i)}); err != nil {
+					return err
+				}
+				if err := tx.PutLease(net, benchAddr(i), MemberOwner("x", "y")); err != nil {
+					return err
+				}
 			}
 			return nil
-		})
+		}); err != nil {
+			b.Fatal(err)
+		}
 		s.Close()
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			for i := range b.N {
@@ -32,10 +39,15 @@ func BenchmarkOpenCommit(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				s.Update(func(tx *Tx) error {
-					return tx.PutAttachment(Attachment{Network: "net3", Namespace: fmt.Sprintf("q%d", i), IfName: "eth0"})
-				})
-				s.Update(func(tx *Tx) error { return tx.DeleteAttachment("net3", fmt.Sprintf("q%d", i)) })
+				ns := fmt.Sprintf("q%d", i)
+				if err := s.Update(func(tx *Tx) error {
+					return tx.PutAttachment(Attachment{Network: "net3", Namespace: ns, IfName: "eth0"})
+				}); err != nil {
+					b.Fatal(err)
+				}
+				if err := s.Update(func(tx *Tx) error { return tx.DeleteAttachment("net3", ns) }); err != nil {
+					b.Fatal(err)
+				}
 				s.Close()
 			}
 		})

@@ -606,17 +606,6 @@ func (t *Tx) AllMembers() (map[string][]Attachment, error) {
 	return out, nil
 }
 
-// MemberCount counts a network's attachments without decoding them.
-func (t *Tx) MemberCount(network string) int {
-	n := 0
-	c := t.bucket(bAttachments).Cursor()
-	prefix := network + "\x00"
-	for k, _ := c.Seek([]byte(prefix)); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
-		n++
-	}
-	return n
-}
-
 // AttachmentsOf lists the networks namespace ns has joined.
 //
 // Memberships are keyed by network, then namespace: the keys of every

@@ -74,10 +74,20 @@ var errSummary = errors.New("malformed network summary")
 // unsummarise decodes a summary into a Network holding only its fields.
 func unsummarise(b []byte) (Network, error) {
 	var n Network
-	if len(b) == 0 || b[0] != summaryVersion {
+	name, driver, path, ino, b, ok := summaryHead(b)
+	if !ok {
 		return n, errSummary
 	}
-	b = b[1:]
+	n.Name, n.Driver, n.HostNetns, n.HostIno = string(name), string(driver), string(path), ino
+	flags, b, ok := summaryBody(b, func(p netip.Prefix) bool {
+		n.Subnets = append(n.Subnets, p)
+		return true
+	})
+	if !ok {
+		return n, errSummary
+	}
+	n.NAT, n.Internal, n.NoIsolate = flags&sumNAT != 0, flags&sumInternal != 0, flags&sumNoIsolate != 0
+	n.DNS, n.NoHostFirewall = flags&sumDNS != 0, flags&sumNoHostFirewall != 0
 	uvarint := func() (uint64, bool) {
 		v, k := binary.Uvarint(b)
 		if k <= 0 {
@@ -95,39 +105,8 @@ func unsummarise(b []byte) (Network, error) {
 		b = b[l:]
 		return s, true
 	}
-	var ok1, ok2, ok3 bool
-	n.Name, ok1 = str()
-	n.Driver, ok2 = str()
-	n.HostNetns, ok3 = str()
-	ino, ok4 := uvarint()
-	if !ok1 || !ok2 || !ok3 || !ok4 || len(b) < 1 {
-		return n, errSummary
-	}
-	n.HostIno = ino
-	flags := b[0]
-	b = b[1:]
-	n.NAT, n.Internal, n.NoIsolate = flags&sumNAT != 0, flags&sumInternal != 0, flags&sumNoIsolate != 0
-	n.DNS, n.NoHostFirewall = flags&sumDNS != 0, flags&sumNoHostFirewall != 0
 	count, ok := uvarint()
 	if !ok {
-		return n, errSummary
-	}
-	for range count {
-		if len(b) < 1 || len(b) < int(b[0])+2 {
-			return n, errSummary
-		}
-		a, ok := netip.AddrFromSlice(b[1 : 1+b[0]])
-		if !ok {
-			return n, errSummary
-		}
-		p, err := a.Prefix(int(b[1+b[0]]))
-		if err != nil {
-			return n, errSummary
-		}
-		n.Subnets = append(n.Subnets, p)
-		b = b[2+b[0]:]
-	}
-	if count, ok = uvarint(); !ok {
 		return n, errSummary
 	}
 	for range count {
@@ -242,15 +221,15 @@ func (t *Tx) Hosts(fn func(path string, ino uint64)) error {
 // summaryHost reads a summary's host path and inode: after the version,
 // the name and the driver (see summarise).
 func summaryHost(b []byte) ([]byte, uint64, bool) {
-	_, path, ino, _, ok := summaryHead(b)
+	_, _, path, ino, _, ok := summaryHead(b)
 	return path, ino, ok
 }
 
-// summaryHead reads a summary's name, host path and inode without
-// copying, and returns what follows them.
-func summaryHead(b []byte) (name, path []byte, ino uint64, rest []byte, ok bool) {
+// summaryHead reads a summary's name, driver, host path and inode without
+// copying, and returns what follows them (see summaryBody).
+func summaryHead(b []byte) (name, driver, path []byte, ino uint64, rest []byte, ok bool) {
 	if len(b) == 0 || b[0] != summaryVersion {
-		return nil, nil, 0, nil, false
+		return nil, nil, nil, 0, nil, false
 	}
 	b = b[1:]
 	field := func() ([]byte, bool) {
@@ -264,16 +243,49 @@ func summaryHead(b []byte) (name, path []byte, ino uint64, rest []byte, ok bool)
 	}
 	var ok1, ok2 bool
 	name, ok1 = field()
-	_, ok2 = field() // driver
+	driver, ok2 = field()
 	path, ok = field()
 	if !ok1 || !ok2 || !ok {
-		return nil, nil, 0, nil, false
+		return nil, nil, nil, 0, nil, false
 	}
 	ino, k := binary.Uvarint(b)
 	if k <= 0 {
-		return nil, nil, 0, nil, false
+		return nil, nil, nil, 0, nil, false
 	}
-	return name, path, ino, b[k:], true
+	return name, driver, path, ino, b[k:], true
+}
+
+// summaryBody reads the flags and the subnets that follow a summary's
+// head, handing each subnet to fn until it returns false, and returns
+// what follows the subnets (the options).
+func summaryBody(b []byte, fn func(netip.Prefix) bool) (flags byte, rest []byte, ok bool) {
+	if len(b) < 1 {
+		return 0, nil, false
+	}
+	flags, b = b[0], b[1:]
+	count, k := binary.Uvarint(b)
+	if k <= 0 {
+		return 0, nil, false
+	}
+	b = b[k:]
+	for range count {
+		if len(b) < 1 || len(b) < int(b[0])+2 {
+			return 0, nil, false
+		}
+		a, ok := netip.AddrFromSlice(b[1 : 1+b[0]])
+		if !ok {
+			return 0, nil, false
+		}
+		p, err := a.Prefix(int(b[1+b[0]]))
+		if err != nil {
+			return 0, nil, false
+		}
+		b = b[2+b[0]:]
+		if !fn(p) {
+			return flags, b, true
+		}
+	}
+	return flags, b, true
 }
 
 // Overlap finds a network on host with a subnet that overlaps one of
@@ -281,18 +293,22 @@ func summaryHead(b []byte) (name, path []byte, ino uint64, rest []byte, ok bool)
 // summary: every `net create` asks, and decoding every network's whole
 // summary cost it about 1.5 ms at a thousand networks.
 func (t *Tx) Overlap(host string, subnets []netip.Prefix) (network string, mine, theirs netip.Prefix, found bool, err error) {
+	check := func(name string, q netip.Prefix) bool {
+		for _, p := range subnets {
+			if p.Overlaps(q) {
+				network, mine, theirs, found = name, p, q, true
+				return false
+			}
+		}
+		return true
+	}
 	b := t.tx.Bucket(bSummaries)
 	if b == nil {
 		nets, err := t.Networks() // a store from before summaries, opened read-only
 		for _, n := range nets {
-			if n.HostNetns != host {
-				continue
-			}
-			for _, p := range subnets {
-				for _, q := range n.Subnets {
-					if p.Overlaps(q) {
-						return n.Name, p, q, true, nil
-					}
+			for _, q := range n.Subnets {
+				if n.HostNetns == host && !check(n.Name, q) {
+					return network, mine, theirs, true, nil
 				}
 			}
 		}
@@ -300,34 +316,18 @@ func (t *Tx) Overlap(host string, subnets []netip.Prefix) (network string, mine,
 	}
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		name, path, _, rest, ok := summaryHead(v)
-		if !ok || len(rest) < 1 {
-			return "", netip.Prefix{}, netip.Prefix{}, false, fmt.Errorf("decode %s/%q: %w", bSummaries, k, errSummary)
-		}
-		if string(path) != host {
+		name, _, path, _, rest, ok := summaryHead(v)
+		if ok && string(path) != host {
 			continue
 		}
-		rest = rest[1:] // flags
-		count, n := binary.Uvarint(rest)
-		if n <= 0 {
+		if ok {
+			_, _, ok = summaryBody(rest, func(q netip.Prefix) bool { return check(string(name), q) })
+		}
+		if !ok {
 			return "", netip.Prefix{}, netip.Prefix{}, false, fmt.Errorf("decode %s/%q: %w", bSummaries, k, errSummary)
 		}
-		rest = rest[n:]
-		for range count {
-			if len(rest) < 1 || len(rest) < int(rest[0])+2 {
-				return "", netip.Prefix{}, netip.Prefix{}, false, fmt.Errorf("decode %s/%q: %w", bSummaries, k, errSummary)
-			}
-			a, ok := netip.AddrFromSlice(rest[1 : 1+rest[0]])
-			q, err := a.Prefix(int(rest[1+rest[0]]))
-			if !ok || err != nil {
-				return "", netip.Prefix{}, netip.Prefix{}, false, fmt.Errorf("decode %s/%q: %w", bSummaries, k, errSummary)
-			}
-			rest = rest[2+rest[0]:]
-			for _, p := range subnets {
-				if p.Overlaps(q) {
-					return string(name), p, q, true, nil
-				}
-			}
+		if found {
+			return network, mine, theirs, true, nil
 		}
 	}
 	return "", netip.Prefix{}, netip.Prefix{}, false, nil

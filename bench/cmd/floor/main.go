@@ -13,9 +13,9 @@
 // state as nsnet's routed connect: a veth whose host end has no IPv6
 // address generation, IPv6 off and no address, answers ARP for the
 // gateway by proxy without delay (writes to /proc/sys, which has no
-// netlink equivalent), is up and carries a /32 route to the member; whose peer is born in
-// the member's namespace with the member's /32, up, an on-link route to the
-// gateway and a default route via it. (nsnet, when this was written, also
+// netlink equivalent), is up and carries a /32 route to the member; whose
+// peer is born in the member's namespace with the member's /32, up, an
+// on-link route to the gateway and a default route via it. (nsnet, when this was written, also
 // set route_localnet on the host end for its DNS redirect to a loopback
 // address; that belongs to its resolver, not to the routed topology, and
 // the floor leaves it out as the article does.)
