@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/vishvananda/netlink"
 )
 
@@ -169,7 +170,7 @@ func checkMember(m member) error {
 		return err
 	}
 	defer h.Close()
-	addrs, err := h.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := kernel.Retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
@@ -189,7 +190,7 @@ func checkMember(m member) error {
 	if !found {
 		return fmt.Errorf("no address in %s", benchSubnet)
 	}
-	routes, err := h.RouteList(nil, netlink.FAMILY_V4)
+	routes, err := kernel.Retry(func() ([]netlink.Route, error) { return h.RouteList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list routes: %w", err)
 	}
@@ -228,7 +229,7 @@ func scrubMembers(members []member) (int, error) {
 			errs = append(errs, err)
 			continue
 		}
-		links, err := h.LinkList()
+		links, err := kernel.Retry(h.LinkList)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: list links: %w", m.NS, err))
 		}

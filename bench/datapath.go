@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/netns"
 )
 
@@ -341,7 +342,7 @@ func addrIn(ns string, subnet netip.Prefix) (netip.Addr, error) {
 		return netip.Addr{}, err
 	}
 	defer h.Close()
-	addrs, err := h.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := kernel.Retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("%s: list addresses: %w", ns, err)
 	}

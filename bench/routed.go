@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"path/filepath"
 
+	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/vishvananda/netlink"
 )
 
@@ -205,7 +206,7 @@ func checkRoutedMember(m member, shape routedShape) error {
 		return err
 	}
 	defer h.Close()
-	addrs, err := h.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := kernel.Retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
@@ -230,7 +231,7 @@ func checkRoutedMember(m member, shape routedShape) error {
 	if !found {
 		return fmt.Errorf("no address in %s", routedNet)
 	}
-	routes, err := h.RouteList(nil, netlink.FAMILY_V4)
+	routes, err := kernel.Retry(func() ([]netlink.Route, error) { return h.RouteList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list routes: %w", err)
 	}

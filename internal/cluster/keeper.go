@@ -435,7 +435,7 @@ func (k *keeper) ensureVXLAN(n store.Network, dev string, own []Block) (netlink.
 }
 
 func directLinkOf(a netip.Addr) (netlink.Link, error) {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := kernel.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, err
 	}
@@ -487,14 +487,14 @@ func (k *keeper) programVXLAN(n store.Network, link netlink.Link, blocks []Block
 		}
 	}
 	// Entries of hosts gone.
-	if ns, err := netlink.NeighList(link.Attrs().Index, unix.AF_INET); err == nil {
+	if ns, err := kernel.Retry(func() ([]netlink.Neigh, error) { return netlink.NeighList(link.Attrs().Index, unix.AF_INET) }); err == nil {
 		for _, e := range ns {
 			if !wantNeigh[e.IP.String()] {
 				netlink.NeighDel(&e)
 			}
 		}
 	}
-	if ns, err := netlink.NeighList(link.Attrs().Index, unix.AF_BRIDGE); err == nil {
+	if ns, err := kernel.Retry(func() ([]netlink.Neigh, error) { return netlink.NeighList(link.Attrs().Index, unix.AF_BRIDGE) }); err == nil {
 		for _, e := range ns {
 			if e.HardwareAddr != nil && !wantFDB[e.HardwareAddr.String()] && e.HardwareAddr.String() != "00:00:00:00:00:00" {
 				netlink.NeighDel(&e)
@@ -546,7 +546,7 @@ func syncRoutes(want []route) error {
 
 // removeVXLANs removes the keeper's vxlan devices of networks gone.
 func removeVXLANs(want map[string]bool) error {
-	links, err := netlink.LinkList()
+	links, err := kernel.Retry(netlink.LinkList)
 	if err != nil {
 		return err
 	}

@@ -435,7 +435,7 @@ func (w *world) sameLAN(p *place, mine, other netip.Addr) bool {
 	if err != nil {
 		return false
 	}
-	addrs, _ := p.ns.NL.AddrList(link, netlink.FAMILY_V4)
+	addrs, _ := kernel.Retry(func() ([]netlink.Addr, error) { return p.ns.NL.AddrList(link, netlink.FAMILY_V4) })
 	for _, a := range addrs {
 		if pfx, ok := kernel.ToPrefix(a.IPNet); ok && pfx.Masked().Contains(other) && pfx.Bits() < 32 {
 			return true
@@ -833,7 +833,7 @@ func (w *world) peerOf(p *place, l netlink.Link) (*place, netlink.Link) {
 
 // onLink says whether via is on one of link's own subnets.
 func (w *world) onLink(p *place, link netlink.Link, via netip.Addr) bool {
-	addrs, _ := p.ns.NL.AddrList(link, netlink.FAMILY_ALL)
+	addrs, _ := kernel.Retry(func() ([]netlink.Addr, error) { return p.ns.NL.AddrList(link, netlink.FAMILY_ALL) })
 	for _, a := range addrs {
 		if pfx, ok := kernel.ToPrefix(a.IPNet); ok && pfx.Bits() < pfx.Addr().BitLen() && pfx.Masked().Contains(via) {
 			return true
@@ -905,7 +905,7 @@ func fdbTowards(q *place, br, port, nextIf netlink.Link, next *place) (Step, boo
 	if len(mac) == 0 {
 		return Step{}, true
 	}
-	fdb, err := q.ns.NL.NeighList(0, unix.AF_BRIDGE)
+	fdb, err := kernel.Retry(func() ([]netlink.Neigh, error) { return q.ns.NL.NeighList(0, unix.AF_BRIDGE) })
 	if err != nil {
 		return Step{}, true
 	}
@@ -1112,7 +1112,7 @@ func (w *world) leaving(p *place, out netlink.Link, src netip.Addr) (Step, bool)
 	if !src.IsValid() || p.addrs[src] != "" {
 		return Step{}, true // the namespace's own address
 	}
-	addrs, _ := p.ns.NL.AddrList(out, netlink.FAMILY_ALL)
+	addrs, _ := kernel.Retry(func() ([]netlink.Addr, error) { return p.ns.NL.AddrList(out, netlink.FAMILY_ALL) })
 	var mine netip.Addr
 	for _, x := range addrs {
 		pfx, ok := kernel.ToPrefix(x.IPNet)
@@ -1335,7 +1335,7 @@ func (w *world) checkPort(p *place, dst netip.Addr, proto string, port uint16, n
 
 // downLinks lists p's interfaces, other than lo, that are down.
 func downLinks(p *place) []string {
-	links, _ := p.ns.NL.LinkList()
+	links, _ := kernel.Retry(p.ns.NL.LinkList)
 	var out []string
 	for _, l := range links {
 		if l.Attrs().Flags&net.FlagLoopback == 0 && l.Attrs().Flags&net.FlagUp == 0 {
@@ -1403,7 +1403,7 @@ func ruleDump(p *place) string {
 
 func routeDump(p *place) string {
 	var b []string
-	routes, _ := p.ns.NL.RouteList(nil, unix.AF_INET)
+	routes, _ := kernel.Retry(func() ([]netlink.Route, error) { return p.ns.NL.RouteList(nil, unix.AF_INET) })
 	for _, r := range routes {
 		dst := "default"
 		if r.Dst != nil && !r.Dst.IP.IsUnspecified() {
@@ -1441,7 +1441,7 @@ func neighEntry(p *place, l netlink.Link, a netip.Addr) string {
 	if a.Is6() {
 		fam = netlink.FAMILY_V6
 	}
-	ns, _ := p.ns.NL.NeighList(l.Attrs().Index, fam)
+	ns, _ := kernel.Retry(func() ([]netlink.Neigh, error) { return p.ns.NL.NeighList(l.Attrs().Index, fam) })
 	for _, n := range ns {
 		if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a {
 			return neighStateName(n.State)

@@ -45,6 +45,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/netns"
 
 	"github.com/vishvananda/netlink"
@@ -291,7 +292,8 @@ func unlab(count, prefix string) error {
 		}
 	}
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(25 * time.Millisecond) {
-		links, err := netlink.LinkList()
+		// Namespaces going away take their links out under the dump.
+		links, err := kernel.Retry(netlink.LinkList)
 		if err != nil {
 			return err
 		}

@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	nbgp "github.com/nsnet/nsnet/internal/bgp"
+	"github.com/nsnet/nsnet/internal/kernel"
 	"github.com/nsnet/nsnet/internal/netns"
 	"github.com/nsnet/nsnet/internal/store"
 )
@@ -334,7 +335,7 @@ func (s *speaker) readOwn(nets []store.Network, members map[string][]store.Attac
 			s.ownNets[p] = n.Name
 		}
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := kernel.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		log.Printf("bgp speaker: list addresses: %v", err)
 		return
