@@ -52,24 +52,7 @@ func (m *Manager) syncHost(h *kernel.NS, nets []store.Network, ports bool, chang
 
 // syncHostState is syncHost with the firewall state's other fields given.
 func (m *Manager) syncHostState(h *kernel.NS, nets []store.Network, state firewall.Host) error {
-	// While a network's members use the link-local gateway, the host
-	// holds it on lo: it answers their ARP for it like any address of its
-	// own, and their DNS queries if the network has DNS.
-	linkLocal, dns6 := false, false
-	for _, n := range nets {
-		state.Networks = append(state.Networks, firewallNetwork(n))
-		if drivers.Caps(n).DNS == driver.DNSLinkLocal {
-			linkLocal = true
-			dns6 = dns6 || n.DNS && containsFamily(n.Subnets, netip.IPv6Unspecified())
-		}
-	}
-	if linkLocal {
-		state.LocalDNS = driver.LinkLocal4
-	}
-	if dns6 {
-		state.LocalDNS6 = driver.HostDNS6
-	}
-	state.Owner = m.cfg.StateDir
+	state = m.hostState(nets, state)
 	fw, err := m.firewall(h)
 	if err != nil {
 		return err
@@ -77,10 +60,62 @@ func (m *Manager) syncHostState(h *kernel.NS, nets []store.Network, state firewa
 	if err := fw.Sync(state); err != nil {
 		return err
 	}
-	if err := setLocalAddr(h, driver.LinkLocal4, linkLocal); err != nil {
+	if err := setLocalAddr(h, driver.LinkLocal4, state.LocalDNS.IsValid()); err != nil {
 		return err
 	}
-	return setLocalAddr(h, driver.HostDNS6, dns6)
+	return setLocalAddr(h, driver.HostDNS6, state.LocalDNS6.IsValid())
+}
+
+// hostState adds to state what nets need of the host: their firewall
+// networks, and the addresses the host holds on lo for them. While a
+// network's members use the link-local gateway, the host holds it on lo:
+// it answers their ARP for it like any address of its own, and their DNS
+// queries if the network has DNS.
+func (m *Manager) hostState(nets []store.Network, state firewall.Host) firewall.Host {
+	for _, n := range nets {
+		state.Networks = append(state.Networks, firewallNetwork(n))
+		if drivers.Caps(n).DNS == driver.DNSLinkLocal {
+			state.LocalDNS = driver.LinkLocal4
+			if n.DNS && containsFamily(n.Subnets, netip.IPv6Unspecified()) {
+				state.LocalDNS6 = driver.HostDNS6
+			}
+		}
+	}
+	state.Owner = m.cfg.StateDir
+	return state
+}
+
+// addToHost gives the host a network new to it, as syncHost with every
+// network of the host and n added would: it reads the host's other
+// networks only when the table's rules must change for n. At a thousand
+// networks, reading them cost `net create` about 1.6 ms (issue 11).
+func (m *Manager) addToHost(tx *store.Tx, h *kernel.NS, n store.Network) error {
+	state := m.hostState([]store.Network{n}, firewall.Host{Ports: tx.HostHasPorts(n.HostNetns)})
+	fw, err := m.firewall(h)
+	if err != nil {
+		return err
+	}
+	if ok, err := fw.Add(state); err != nil {
+		return err
+	} else if ok {
+		// The rules already serve n's needs, so the addresses on lo that
+		// n needs are there unless someone took them away.
+		if state.LocalDNS.IsValid() {
+			if err := setLocalAddr(h, driver.LinkLocal4, true); err != nil {
+				return err
+			}
+		}
+		if state.LocalDNS6.IsValid() {
+			return setLocalAddr(h, driver.HostDNS6, true)
+		}
+		return nil
+	}
+	nets, err := hostNetworks(tx, n.HostNetns, n.Name)
+	if err != nil {
+		return err
+	}
+	added := &firewall.Changes{Added: []firewall.Network{firewallNetwork(n)}}
+	return m.syncHost(h, append(nets, n), tx.HostHasPorts(n.HostNetns), added)
 }
 
 func firewallNetwork(n store.Network) firewall.Network {

@@ -39,6 +39,9 @@ type Config struct {
 type Firewall interface {
 	// Sync rebuilds the host's table from its whole state.
 	Sync(firewall.Host) error
+	// Add adds new networks' set elements alone when the table's rules
+	// already serve them; false means Sync is needed.
+	Add(firewall.Host) (bool, error)
 	// Publish adds and removes port map elements.
 	Publish(add, remove []firewall.Port) error
 	// OpenForward inserts accepts for a network into other tables'

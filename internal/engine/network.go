@@ -333,12 +333,7 @@ func (m *Manager) buildNetwork(tx *store.Tx, d driver.Driver, n *store.Network) 
 	if !d.Caps().Firewall {
 		return nil
 	}
-	nets, err := hostNetworks(tx, n.HostNetns, n.Name)
-	if err != nil {
-		return err
-	}
-	added := &firewall.Changes{Added: []firewall.Network{firewallNetwork(*n)}}
-	if err := m.syncHost(h, append(nets, *n), tx.HostHasPorts(n.HostNetns), added); err != nil {
+	if err := m.addToHost(tx, h, *n); err != nil {
 		return err
 	}
 	if n.Internal || n.NoHostFirewall {

@@ -86,6 +86,11 @@ func (f *Fake) Sync(h Host) error {
 	if f.FailSync != nil {
 		return f.FailSync
 	}
+	return f.sync(h)
+}
+
+// sync is Sync with f.mu held.
+func (f *Fake) sync(h Host) error {
 	if f.table && f.host.Owner != "" && h.Owner != "" && f.host.Owner != h.Owner {
 		return fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: f.host.Owner})
 	}
@@ -127,6 +132,29 @@ func (f *Fake) Sync(h Host) error {
 	}
 	f.table = true
 	return f.publish(h.Published, nil)
+}
+
+// Add adds h.Networks to the fake host's networks when the table's rules
+// already serve them, as Firewall.Add does: the last Sync's needs cover
+// theirs. Otherwise, or with no table, it returns false and changes
+// nothing. FailSync fails it too.
+func (f *Fake) Add(h Host) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.FailSync != nil {
+		return false, f.FailSync
+	}
+	if f.table && f.host.Owner != "" && h.Owner != "" && f.host.Owner != h.Owner {
+		return false, fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: f.host.Owner})
+	}
+	if !f.table || f.host.Owner != h.Owner || !needsOf(f.host).covers(needsOf(h)) {
+		return false, nil
+	}
+	whole := f.host
+	whole.Networks = append(slices.Clip(f.host.Networks), h.Networks...)
+	whole.Published, whole.Changes = nil, nil
+	// The sets refuse what Sync refuses; a refused Add changes nothing.
+	return f.sync(whole) == nil, nil
 }
 
 // Publish adds and removes published ports, removals first, as

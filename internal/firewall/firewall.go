@@ -15,6 +15,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/google/nftables"
@@ -42,6 +43,9 @@ const (
 	// rulesPrefix marks the owner chain's rule whose comment is the
 	// fingerprint of the rules the last Sync wrote.
 	rulesPrefix = "nsnet:rules="
+	// needsPrefix marks the owner chain's rule whose comment records what
+	// the rules were made for (needs).
+	needsPrefix = "nsnet:needs="
 )
 
 // Network is what the firewall must do for one network.
@@ -181,7 +185,121 @@ type rule struct {
 	exprs []expr.Any
 }
 
-// rules computes the table's rules for h, by chain name.
+// needs is what the table's shared rules depend on: rules is a function
+// of it alone. The owner chain records it beside the rules' fingerprint,
+// so that a network whose needs the table already meets is added by its
+// set elements alone, without the host's other networks (Add).
+type needs struct {
+	// isolated counts the isolated networks, up to 2: with one there is
+	// no other to keep out.
+	isolated                 int
+	has4, has6, iso4, iso6   bool
+	masq4, masq6             bool
+	closed4, closed6         bool
+	internal, tracked, ports bool
+	localDNS, localDNS6      netip.Addr
+}
+
+// needsOf works out what h's networks and ports need of the rules.
+func needsOf(h Host) needs {
+	r := needs{ports: h.Ports, tracked: h.Ports, localDNS: h.LocalDNS, localDNS6: h.LocalDNS6}
+	for _, n := range h.Networks {
+		if n.Isolate {
+			r.isolated = min(r.isolated+1, 2)
+		}
+		r.tracked = r.tracked || n.Masquerade
+		for _, p := range n.Subnets {
+			v6 := p.Addr().Is6()
+			r.has4, r.has6 = r.has4 || !v6, r.has6 || v6
+			if n.Isolate {
+				r.iso4, r.iso6 = r.iso4 || !v6, r.iso6 || v6
+			}
+			if n.Masquerade {
+				r.masq4, r.masq6 = r.masq4 || !v6, r.masq6 || v6
+			}
+			if closed(n) {
+				r.closed4, r.closed6 = r.closed4 || !v6, r.closed6 || v6
+			}
+		}
+		r.internal = r.internal || n.Internal && n.Bridge != ""
+	}
+	return r
+}
+
+// covers says whether rules made for r serve o as well: o needs nothing
+// r lacks. Isolation counts, since the networks o adds come on top of
+// those r was made for.
+func (r needs) covers(o needs) bool {
+	u := r
+	u.isolated = min(r.isolated+o.isolated, 2)
+	u.has4, u.has6, u.iso4, u.iso6 = u.has4 || o.has4, u.has6 || o.has6, u.iso4 || o.iso4, u.iso6 || o.iso6
+	u.masq4, u.masq6, u.closed4, u.closed6 = u.masq4 || o.masq4, u.masq6 || o.masq6, u.closed4 || o.closed4, u.closed6 || o.closed6
+	u.internal, u.tracked, u.ports = u.internal || o.internal, u.tracked || o.tracked, u.ports || o.ports
+	for _, a := range []struct{ mine, theirs *netip.Addr }{{&u.localDNS, &o.localDNS}, {&u.localDNS6, &o.localDNS6}} {
+		if want := *a.theirs; want.IsValid() && *a.mine != want {
+			return false
+		}
+	}
+	return u == r
+}
+
+// needNames name needs' flags in the owner chain's comment, in order.
+var needNames = []string{"v4", "v6", "iso4", "iso6", "masq4", "masq6", "closed4", "closed6", "internal", "ct", "ports"}
+
+func (r *needs) flags() []*bool {
+	return []*bool{&r.has4, &r.has6, &r.iso4, &r.iso6, &r.masq4, &r.masq6, &r.closed4, &r.closed6, &r.internal, &r.tracked, &r.ports}
+}
+
+// String encodes r for the owner chain's comment, to be read by people
+// as well as by parseNeeds: "iso=2 v4 masq4 ct dns=169.254.1.1".
+func (r needs) String() string {
+	words := []string{"iso=" + strconv.Itoa(r.isolated)}
+	for i, on := range r.flags() {
+		if *on {
+			words = append(words, needNames[i])
+		}
+	}
+	if r.localDNS.IsValid() {
+		words = append(words, "dns="+r.localDNS.String())
+	}
+	if r.localDNS6.IsValid() {
+		words = append(words, "dns6="+r.localDNS6.String())
+	}
+	return strings.Join(words, " ")
+}
+
+// parseNeeds reads what String wrote.
+func parseNeeds(s string) (needs, bool) {
+	var r needs
+	words := strings.Fields(s)
+	if len(words) == 0 || len(words[0]) != 5 || !strings.HasPrefix(words[0], "iso=") || words[0][4] < '0' || words[0][4] > '2' {
+		return needs{}, false
+	}
+	r.isolated = int(words[0][4] - '0')
+	flags := r.flags()
+	for _, w := range words[1:] {
+		if i := slices.Index(needNames, w); i >= 0 {
+			*flags[i] = true
+			continue
+		}
+		key, val, _ := strings.Cut(w, "=")
+		a, err := netip.ParseAddr(val)
+		switch {
+		case err != nil:
+			return needs{}, false
+		case key == "dns":
+			r.localDNS = a
+		case key == "dns6":
+			r.localDNS6 = a
+		default:
+			return needs{}, false
+		}
+	}
+	return r, true
+}
+
+// rules computes the table's rules for what the networks need, by chain
+// name.
 //
 // Every base chain costs each packet that passes its hook, and any ct
 // expression or NAT chain turns on connection tracking for the whole
@@ -190,7 +308,7 @@ type rule struct {
 // rule, and rules look at conntrack only when something needs it: a
 // routed network with no published ports, NAT or second isolated network
 // leaves the forwarding path untouched.
-func (f *Firewall) rules(h Host) map[string][]rule {
+func (f *Firewall) rules(need needs) map[string][]rule {
 	out := map[string][]rule{}
 	add := func(chain string, tag []byte, parts ...[]expr.Any) {
 		out[chain] = append(out[chain], rule{tag: tag, exprs: concat(parts...)})
@@ -201,40 +319,20 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 
 	// What the networks need, by family: the rules are shared and look
 	// the networks up in the sets (netSets), one rule per need.
-	isolated := 0
-	tracked := h.Ports
-	var has4, has6, anyIso4, anyIso6, masq4, masq6, closed4has, closed6has, internal bool
-	for _, n := range h.Networks {
-		if n.Isolate {
-			isolated++
-		}
-		tracked = tracked || n.Masquerade
-		for _, p := range n.Subnets {
-			v6 := p.Addr().Is6()
-			has4, has6 = has4 || !v6, has6 || v6
-			if n.Isolate {
-				anyIso4, anyIso6 = anyIso4 || !v6, anyIso6 || v6
-			}
-			if n.Masquerade {
-				masq4, masq6 = masq4 || !v6, masq6 || v6
-			}
-			if closed(n) {
-				closed4has, closed6has = closed4has || !v6, closed6has || v6
-			}
-		}
-		internal = internal || n.Internal && n.Bridge != ""
-	}
+	isolated, tracked, internal := need.isolated, need.tracked, need.internal
+	has4, has6, anyIso4, anyIso6 := need.has4, need.has6, need.iso4, need.iso6
+	masq4, masq6, closed4has, closed6has := need.masq4, need.masq6, need.closed4, need.closed6
 	ns := f.netSets()
 	// Only published ports are DNATed; without them the exceptions for
 	// DNATed connections would match nothing, and cost conntrack.
 	notDNATed := func() []expr.Any {
-		if h.Ports {
+		if need.ports {
 			return dnatted(false)
 		}
 		return nil
 	}
 
-	for _, a := range []netip.Addr{h.LocalDNS, h.LocalDNS6} {
+	for _, a := range []netip.Addr{need.localDNS, need.localDNS6} {
 		if !a.IsValid() {
 			continue
 		}
@@ -247,7 +345,7 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(HostIfPrefix)},
 			}, drop)
 	}
-	if h.Ports {
+	if need.ports {
 		host4, any4, host6, any6 := f.portMaps()
 		for _, r := range dnatRules(host4, any4, host6, any6) {
 			add(chainPrerouting, static, r)
@@ -302,7 +400,7 @@ func (f *Firewall) rules(h Host) map[string][]rule {
 			add(chainForward, static, r)
 			add(chainInput, static, r)
 		}
-		if h.Ports {
+		if need.ports {
 			// Hairpin: a member reaching a published port of its own
 			// network through the host must see the reply come back the
 			// same way.
@@ -378,7 +476,7 @@ func (f *Firewall) Sync(h Host) error {
 		}
 		return nil
 	}
-	owner, print, err := f.ownerChain()
+	owner, print, recorded, err := f.ownerChain()
 	if err != nil {
 		return err
 	} else if owner != "" && h.Owner != "" && owner != h.Owner {
@@ -387,13 +485,15 @@ func (f *Firewall) Sync(h Host) error {
 	// Only a table of this layout (it has a fingerprint) holds the sets
 	// that Changes add to: one an older nsnet made is rebuilt whole.
 	incremental := h.Changes != nil && have != nil && print != ""
-	rules := f.rules(h)
+	need := needsOf(h)
+	rules := f.rules(need)
 	want := fingerprint(rules)
 	// Deleting a rule costs the transaction an RCU grace period (about
 	// 10 ms here): an incremental Sync leaves the chains alone when the
 	// rules they need are the ones they have, as the fingerprint kept in
-	// the owner chain says. A full Sync rewrites everything.
-	keepRules := incremental && print == want && owner == h.Owner
+	// the owner chain says (and the needs recorded there are these). A
+	// full Sync rewrites everything.
+	keepRules := incremental && print == want && recorded == need.String() && owner == h.Owner
 	for _, c := range f.chains() {
 		keepRules = keepRules && have[c.Name] == (len(rules[c.Name]) > 0)
 	}
@@ -411,8 +511,10 @@ func (f *Firewall) Sync(h Host) error {
 			f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: c, UserData: userdata.AppendString(nil, userdata.TypeComment, ownerPrefix+h.Owner),
 				Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}})
 		}
-		f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: c, UserData: userdata.AppendString(nil, userdata.TypeComment, rulesPrefix+want),
-			Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}})
+		for _, comment := range []string{rulesPrefix + want, needsPrefix + need.String()} {
+			f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: c, UserData: userdata.AppendString(nil, userdata.TypeComment, comment),
+				Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}})
+		}
 	}
 	host4, any4, host6, any6 := f.portMaps()
 	ns := f.netSets()
@@ -431,41 +533,14 @@ func (f *Firewall) Sync(h Host) error {
 			f.conn.FlushSet(s)
 		}
 	}
-	change := func(nets []Network, del bool) error {
-		// One message per set, in chunks: a netlink attribute holds at
-		// most 64 KiB of elements.
-		all := setElements{}
-		for _, n := range nets {
-			for set, els := range ns.elements(n) {
-				all[set] = append(all[set], els...)
-			}
-		}
-		for _, set := range ns.all() {
-			els := all[set]
-			for len(els) > 0 {
-				chunk := els[:min(len(els), elementsPerMessage)]
-				els = els[len(chunk):]
-				var err error
-				if del {
-					err = f.conn.SetDeleteElements(set, chunk)
-				} else {
-					err = f.conn.SetAddElements(set, chunk)
-				}
-				if err != nil {
-					return fmt.Errorf("nftables set %s: %w", set.Name, err)
-				}
-			}
-		}
-		return nil
-	}
 	if incremental {
-		if err := change(h.Changes.Removed, true); err != nil {
+		if err := f.changeElements(ns, h.Changes.Removed, true); err != nil {
 			return err
 		}
-		if err := change(h.Changes.Added, false); err != nil {
+		if err := f.changeElements(ns, h.Changes.Added, false); err != nil {
 			return err
 		}
-	} else if err := change(h.Networks, false); err != nil {
+	} else if err := f.changeElements(ns, h.Networks, false); err != nil {
 		return err
 	}
 	known := map[string]bool{}
@@ -514,6 +589,82 @@ func (f *Firewall) Sync(h Host) error {
 	return nil
 }
 
+// changeElements queues the adding (or deleting) of nets' set elements.
+func (f *Firewall) changeElements(ns netSets, nets []Network, del bool) error {
+	// One message per set, in chunks: a netlink attribute holds at most
+	// 64 KiB of elements.
+	all := setElements{}
+	for _, n := range nets {
+		for set, els := range ns.elements(n) {
+			all[set] = append(all[set], els...)
+		}
+	}
+	for _, set := range ns.all() {
+		els := all[set]
+		for len(els) > 0 {
+			chunk := els[:min(len(els), elementsPerMessage)]
+			els = els[len(chunk):]
+			var err error
+			if del {
+				err = f.conn.SetDeleteElements(set, chunk)
+			} else {
+				err = f.conn.SetAddElements(set, chunk)
+			}
+			if err != nil {
+				return fmt.Errorf("nftables set %s: %w", set.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Add puts the set elements of h.Networks, networks new to the host, into
+// the table in one transaction, when the rules it has already serve them:
+// the needs recorded with its rules cover theirs (and h's ports and local
+// DNS addresses), and the rules are those the needs make. It reads
+// neither the host's other networks nor their elements, so its cost does
+// not grow with them (issue 11: `net create` of a thousandth network).
+// It returns false, having changed nothing, when the table must be synced
+// whole (Sync with Changes): no table, one an older nsnet wrote, rules
+// that a new need changes, or a transaction the kernel refused.
+func (f *Firewall) Add(h Host) (bool, error) {
+	have, err := f.chainNames()
+	if err != nil || have == nil {
+		return false, err
+	}
+	owner, print, recorded, err := f.ownerChain()
+	if err != nil {
+		return false, err
+	} else if owner != "" && h.Owner != "" && owner != h.Owner {
+		return false, fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: owner})
+	}
+	need, ok := parseNeeds(recorded)
+	if !ok || owner != h.Owner || !need.covers(needsOf(h)) {
+		return false, nil
+	}
+	rules := f.rules(need)
+	if fingerprint(rules) != print {
+		return false, nil
+	}
+	for _, c := range f.chains() {
+		if have[c.Name] != (len(rules[c.Name]) > 0) {
+			return false, nil
+		}
+	}
+	if haveARP, err := f.hasTable(f.arpTable()); err != nil {
+		return false, err
+	} else if haveARP != need.localDNS.IsValid() {
+		return false, nil
+	}
+	if err := f.changeElements(f.netSets(), h.Networks, false); err != nil {
+		return false, err
+	}
+	// A set missing, or an element there already (someone edited the
+	// table): the whole Sync mends it. The failed transaction changed
+	// nothing.
+	return f.conn.Flush() == nil, nil
+}
+
 // OwnedError reports a host namespace whose nsnet table belongs to another
 // state directory: two stores rebuilding one table would wipe each other's
 // rules.
@@ -532,19 +683,19 @@ func (e *OwnedError) Error() string {
 // Owner returns the state directory recorded in the host's table, or ""
 // when there is no table or it records none (an older nsnet made it).
 func (f *Firewall) Owner() (string, error) {
-	owner, _, err := f.ownerChain()
+	owner, _, _, err := f.ownerChain()
 	return owner, err
 }
 
 // ownerChain reads the owner chain: the state directory the table records,
 // and the fingerprint of the rules Sync last wrote.
-func (f *Firewall) ownerChain() (owner, print string, err error) {
+func (f *Firewall) ownerChain() (owner, print, need string, err error) {
 	rules, err := f.conn.GetRules(f.table, &nftables.Chain{Name: chainOwner, Table: f.table})
 	if errors.Is(err, unix.ENOENT) {
-		return "", "", nil
+		return "", "", "", nil
 	}
 	if err != nil {
-		return "", "", fmt.Errorf("read nftables table %s: %w", TableName, err)
+		return "", "", "", fmt.Errorf("read nftables table %s: %w", TableName, err)
 	}
 	for _, r := range rules {
 		c, _ := userdata.GetString(r.UserData, userdata.TypeComment)
@@ -552,9 +703,11 @@ func (f *Firewall) ownerChain() (owner, print string, err error) {
 			owner = v
 		} else if v, ok := strings.CutPrefix(c, rulesPrefix); ok {
 			print = v
+		} else if v, ok := strings.CutPrefix(c, needsPrefix); ok {
+			need = v
 		}
 	}
-	return owner, print, nil
+	return owner, print, need, nil
 }
 
 // fingerprint identifies a table's rules: their chains, comments and

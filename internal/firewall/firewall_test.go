@@ -37,7 +37,7 @@ func TestRules(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := &Firewall{table: &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}}
-			rules := f.rules(tt.host)
+			rules := f.rules(needsOf(tt.host))
 			var chains []string
 			tracked := false
 			for name, rs := range rules {
@@ -76,4 +76,48 @@ func TestRules(t *testing.T) {
 func isFastPath(r rule) bool {
 	ct, ok := r.exprs[0].(*expr.Ct)
 	return ok && ct.Key == expr.CtKeySTATE
+}
+
+func TestNeedsRoundTrip(t *testing.T) {
+	for _, h := range []Host{
+		{},
+		{Networks: []Network{bridgeNAT}},
+		{Networks: []Network{bridgeNAT, bridgeDual, internalNet}, Ports: true},
+		{Networks: []Network{routedDNS}, LocalDNS: addr("169.254.1.1"), LocalDNS6: addr("fd6e:736e:6574::53")},
+	} {
+		n := needsOf(h)
+		got, ok := parseNeeds(n.String())
+		if !ok || got != n {
+			t.Errorf("parseNeeds(%q) = %+v, %v; want %+v", n.String(), got, ok, n)
+		}
+	}
+	for _, bad := range []string{"", "iso=3", "v4", "iso=1 v5", "iso=0 dns=nowhere", "iso=0 dnss=169.254.1.1", "iso=12"} {
+		if _, ok := parseNeeds(bad); ok {
+			t.Errorf("parseNeeds(%q) accepted", bad)
+		}
+	}
+}
+
+func TestNeedsCovers(t *testing.T) {
+	tests := []struct {
+		name      string
+		have, add Host
+		want      bool
+	}{
+		{"another NAT network beside two isolated", Host{Networks: []Network{bridgeNAT, bridgeDual}}, Host{Networks: []Network{openNet}}, true},
+		{"a third isolated network", Host{Networks: []Network{bridgeNAT, bridgeDual}}, Host{Networks: []Network{bridgeNAT}}, true},
+		{"a second isolated network", Host{Networks: []Network{bridgeNAT}}, Host{Networks: []Network{bridgeNAT}}, false},
+		{"a first IPv6 subnet", Host{Networks: []Network{bridgeNAT, openNet}}, Host{Networks: []Network{bridgeDual}}, false},
+		{"an internal network", Host{Networks: []Network{bridgeNAT, bridgeDual}}, Host{Networks: []Network{internalNet}}, false},
+		{"ports on a host without", Host{Networks: []Network{bridgeNAT, bridgeDual}}, Host{Networks: []Network{openNet}, Ports: true}, false},
+		{"ports on a host with", Host{Networks: []Network{bridgeNAT, bridgeDual}, Ports: true}, Host{Networks: []Network{openNet}, Ports: true}, true},
+		{"the routed resolver, new", Host{Networks: []Network{bridgeNAT, bridgeDual}}, Host{Networks: []Network{routedDNS}, LocalDNS: addr("169.254.1.1")}, false},
+		{"the routed resolver, there", Host{Networks: []Network{routedDNS, bridgeDual}, LocalDNS: addr("169.254.1.1")}, Host{Networks: []Network{routedDNS}, LocalDNS: addr("169.254.1.1")}, true},
+		{"nothing new to a routed host", Host{Networks: []Network{routedDNS, bridgeDual}, LocalDNS: addr("169.254.1.1")}, Host{Networks: []Network{openNet}}, true},
+	}
+	for _, tt := range tests {
+		if got := needsOf(tt.have).covers(needsOf(tt.add)); got != tt.want {
+			t.Errorf("%s: covers = %v, want %v", tt.name, got, tt.want)
+		}
+	}
 }

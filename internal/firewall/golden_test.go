@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -140,7 +141,7 @@ func normalise(s string) string {
 	})
 }
 
-var commentRE = regexp.MustCompile(` comment "nsnet:(shared|network=[^"]+|rules=[0-9a-f]+|state=[^"]+)"$`)
+var commentRE = regexp.MustCompile(` comment "nsnet:(shared|network=[^"]+|rules=[0-9a-f]+|needs=[^"]+|state=[^"]+)"$`)
 
 // untagged lists the rules without nsnet's comment.
 func untagged(listing string) []string {
@@ -300,4 +301,95 @@ func TestIncrementalSyncOnOlderTable(t *testing.T) {
 	if got := listTables(t); blocks(got) != blocks(want) {
 		t.Errorf("after an incremental Sync of an older table:\n%s\nwant\n%s", got, want)
 	}
+}
+
+// adder is what TestAdd runs against: the kernel's firewall or the fake.
+type adder interface {
+	Sync(Host) error
+	Add(Host) (bool, error)
+}
+
+// Add puts a network's elements in alone when the table's rules serve it,
+// leaving the table as a full Sync of every network would; when they do
+// not, or the kernel refuses the elements, it changes nothing and says so.
+// The fake answers as the kernel does.
+func TestAdd(t *testing.T) {
+	nstest.Require(t)
+	base := Host{Networks: []Network{bridgeNAT, bridgeDual}, Owner: "/state"}
+	overlapping := Network{Name: "half", Bridge: "nsbr-half", Subnets: []netip.Prefix{prefix("10.88.0.0/25")}, Masquerade: true, Isolate: true}
+	tests := []struct {
+		name string
+		add  Host
+		want bool
+	}{
+		{"covered", Host{Networks: []Network{openNet}, Owner: "/state"}, true},
+		{"a new need", Host{Networks: []Network{internalNet}, Owner: "/state"}, false},
+		{"the routed resolver", Host{Networks: []Network{routedDNS}, LocalDNS: addr("169.254.1.1"), Owner: "/state"}, false},
+		{"ports", Host{Networks: []Network{openNet}, Ports: true, Owner: "/state"}, false},
+		{"refused by the sets", Host{Networks: []Network{overlapping}, Owner: "/state"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			whole := base
+			whole.Networks = append(slices.Clone(base.Networks), tt.add.Networks...)
+			fw := cleanFirewall(t)
+			var want string
+			if tt.want {
+				if err := fw.Sync(whole); err != nil {
+					t.Fatal(err)
+				}
+				want = listTables(t)
+			}
+			fw = cleanFirewall(t)
+			if err := fw.Sync(base); err != nil {
+				t.Fatal(err)
+			}
+			if !tt.want {
+				want = listTables(t)
+			}
+			for _, a := range []adder{fw, NewFake()} {
+				if f, ok := a.(*Fake); ok {
+					if err := f.Sync(base); err != nil {
+						t.Fatal(err)
+					}
+				}
+				got, err := a.Add(tt.add)
+				if err != nil || got != tt.want {
+					t.Errorf("%T: Add = %v, %v; want %v", a, got, err, tt.want)
+				}
+			}
+			if got := listTables(t); blocks(got) != blocks(want) {
+				t.Errorf("after Add the table lists\n%s\nwant\n%s", got, want)
+			}
+		})
+	}
+	t.Run("no table", func(t *testing.T) {
+		for _, a := range []adder{cleanFirewall(t), NewFake()} {
+			if got, err := a.Add(Host{Networks: []Network{openNet}}); err != nil || got {
+				t.Errorf("%T: Add = %v, %v; want false", a, got, err)
+			}
+		}
+	})
+	t.Run("another state directory's table", func(t *testing.T) {
+		fw := cleanFirewall(t)
+		for _, a := range []adder{fw, NewFake()} {
+			if err := a.Sync(base); err != nil {
+				t.Fatal(err)
+			}
+			_, err := a.Add(Host{Networks: []Network{openNet}, Owner: "/other"})
+			var owned *OwnedError
+			if !errors.As(err, &owned) {
+				t.Errorf("%T: Add = %v, want an OwnedError", a, err)
+			}
+		}
+	})
+	t.Run("older table", func(t *testing.T) {
+		fw := cleanFirewall(t)
+		nft(t, `table inet nsnet {
+	chain postrouting { type nat hook postrouting priority srcnat; policy accept; ip saddr 10.88.0.0/24 oifname != "nsbr-web" masquerade comment "nsnet:network=web"; }
+}`)
+		if got, err := fw.Add(Host{Networks: []Network{openNet}}); err != nil || got {
+			t.Errorf("Add = %v, %v; want false", got, err)
+		}
+	})
 }
