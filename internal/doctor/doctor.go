@@ -514,7 +514,7 @@ func (w *world) closedFromOutside(from *place, dst netip.Addr) (Step, bool) {
 		}
 		return Step{N: 1, Where: where, What: fmt.Sprintf("forward from %s into network %s", from.name, m.Network),
 			Cause:    fmt.Sprintf("network %s has NAT: nsnet admits into it, from outside its host, only published ports and replies, and %s is on no network of that host (an expected drop)", m.Network, from.name),
-			Evidence: "table inet nsnet, chain forward: the drop for the closed4/closed6 sets (nft list chain inet nsnet forward)",
+			Evidence: "table inet nsnet, chain forward: the drop for the bridges in the closed set (nft list chain inet nsnet forward)",
 			Fix:      fmt.Sprintf("publish the port (nsnet net connect %s %s -p HOSTPORT:PORT) and reach the host's address, or use a network without NAT (--nat=false, or routed) whose members the outside may reach", m.Network, m.Namespace)}, true
 	}
 	return Step{}, false

@@ -26,9 +26,10 @@ import (
 //     fails with EEXIST; publishing it again unchanged succeeds. A port
 //     without an Addr, or whose HostIP and Addr families differ, fails
 //     with EINVAL.
-//   - Sync refuses any two networks' subnets that overlap without being
-//     equal (EEXIST), as the interval sets holding every subnet do, and
-//     invalid subnets (EINVAL).
+//   - Sync refuses two networks' subnets that overlap without being equal
+//     (EEXIST) when both networks are isolated, or both masquerade, as
+//     the interval sets holding those subnets do, and invalid subnets
+//     (EINVAL).
 //
 // Unlike the real one, Publish is all or nothing however many ports it is
 // given, and Sync refuses every overlap within those sets, where the
@@ -103,14 +104,14 @@ func (f *Fake) sync(h Host) error {
 				return fmt.Errorf("nftables table %s: network %s: subnet %s: %w", TableName, n.Name, p, unix.EINVAL)
 			}
 			p = p.Masked()
-			// Every network's subnet is in the same4/6 (and nets4)
-			// sets, which refuse an overlap as the others do.
-			sets := []string{"same"}
+			// The interval sets of subnets refuse an overlap; same4/6,
+			// of concatenated ranges, let it be.
+			var sets []string
 			if n.Isolate {
 				sets = append(sets, "isolated")
 			}
-			if closed(n) {
-				sets = append(sets, "closed")
+			if n.Masquerade {
+				sets = append(sets, "masq")
 			}
 			for _, set := range sets {
 				for _, q := range inSet[set] {

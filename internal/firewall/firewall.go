@@ -195,7 +195,7 @@ type needs struct {
 	isolated                 int
 	has4, has6, iso4, iso6   bool
 	masq4, masq6             bool
-	closed4, closed6         bool
+	closed                   bool
 	internal, tracked, ports bool
 	localDNS, localDNS6      netip.Addr
 }
@@ -217,10 +217,8 @@ func needsOf(h Host) needs {
 			if n.Masquerade {
 				r.masq4, r.masq6 = r.masq4 || !v6, r.masq6 || v6
 			}
-			if closed(n) {
-				r.closed4, r.closed6 = r.closed4 || !v6, r.closed6 || v6
-			}
 		}
+		r.closed = r.closed || closed(n) && len(n.Subnets) > 0
 		r.internal = r.internal || n.Internal && n.Bridge != ""
 	}
 	return r
@@ -233,7 +231,7 @@ func (r needs) covers(o needs) bool {
 	u := r
 	u.isolated = min(r.isolated+o.isolated, 2)
 	u.has4, u.has6, u.iso4, u.iso6 = u.has4 || o.has4, u.has6 || o.has6, u.iso4 || o.iso4, u.iso6 || o.iso6
-	u.masq4, u.masq6, u.closed4, u.closed6 = u.masq4 || o.masq4, u.masq6 || o.masq6, u.closed4 || o.closed4, u.closed6 || o.closed6
+	u.masq4, u.masq6, u.closed = u.masq4 || o.masq4, u.masq6 || o.masq6, u.closed || o.closed
 	u.internal, u.tracked, u.ports = u.internal || o.internal, u.tracked || o.tracked, u.ports || o.ports
 	for _, a := range []struct{ mine, theirs *netip.Addr }{{&u.localDNS, &o.localDNS}, {&u.localDNS6, &o.localDNS6}} {
 		if want := *a.theirs; want.IsValid() && *a.mine != want {
@@ -244,16 +242,21 @@ func (r needs) covers(o needs) bool {
 }
 
 // needNames name needs' flags in the owner chain's comment, in order.
-var needNames = []string{"v4", "v6", "iso4", "iso6", "masq4", "masq6", "closed4", "closed6", "internal", "ct", "ports"}
+var needNames = []string{"v4", "v6", "iso4", "iso6", "masq4", "masq6", "closed", "internal", "ct", "ports"}
 
 func (r *needs) flags() []*bool {
-	return []*bool{&r.has4, &r.has6, &r.iso4, &r.iso6, &r.masq4, &r.masq6, &r.closed4, &r.closed6, &r.internal, &r.tracked, &r.ports}
+	return []*bool{&r.has4, &r.has6, &r.iso4, &r.iso6, &r.masq4, &r.masq6, &r.closed, &r.internal, &r.tracked, &r.ports}
 }
 
+// layout numbers the sets' layout (netSets). A table whose needs record
+// names another was made by another nsnet, and its sets may not hold
+// every network: Sync rebuilds it whole, and Add leaves it to Sync.
+const layout = "layout=2"
+
 // String encodes r for the owner chain's comment, to be read by people
-// as well as by parseNeeds: "iso=2 v4 masq4 ct dns=169.254.1.1".
+// as well as by parseNeeds: "layout=2 iso=2 v4 masq4 ct dns=169.254.1.1".
 func (r needs) String() string {
-	words := []string{"iso=" + strconv.Itoa(r.isolated)}
+	words := []string{layout, "iso=" + strconv.Itoa(r.isolated)}
 	for i, on := range r.flags() {
 		if *on {
 			words = append(words, needNames[i])
@@ -272,6 +275,10 @@ func (r needs) String() string {
 func parseNeeds(s string) (needs, bool) {
 	var r needs
 	words := strings.Fields(s)
+	if len(words) == 0 || words[0] != layout {
+		return needs{}, false
+	}
+	words = words[1:]
 	if len(words) == 0 || len(words[0]) != 5 || !strings.HasPrefix(words[0], "iso=") || words[0][4] < '0' || words[0][4] > '2' {
 		return needs{}, false
 	}
@@ -321,7 +328,7 @@ func (f *Firewall) rules(need needs) map[string][]rule {
 	// the networks up in the sets (netSets), one rule per need.
 	isolated, tracked, internal := need.isolated, need.tracked, need.internal
 	has4, has6, anyIso4, anyIso6 := need.has4, need.has6, need.iso4, need.iso6
-	masq4, masq6, closed4has, closed6has := need.masq4, need.masq6, need.closed4, need.closed6
+	masq4, masq6 := need.masq4, need.masq6
 	ns := f.netSets()
 	// Only published ports are DNATed; without them the exceptions for
 	// DNATed connections would match nothing, and cost conntrack.
@@ -361,24 +368,22 @@ func (f *Firewall) rules(need needs) map[string][]rule {
 	// What counts is the interface a packet comes in on, not its source
 	// address, which an outside host may forge: nsnet's bridges and
 	// routed host ends may (isolation decides between networks), and the
-	// host itself does not pass here. One rule per family, whatever the
+	// host itself does not pass here. A packet bound for a NAT network
+	// leaves through its bridge: one rule for both families, whatever the
 	// number of networks.
-	for _, fam := range []struct {
-		has    bool
-		proto  byte
-		closed *nftables.Set
-	}{{closed4has, unix.NFPROTO_IPV4, ns.closed4}, {closed6has, unix.NFPROTO_IPV6, ns.closed6}} {
-		if fam.has {
-			v6 := fam.proto == unix.NFPROTO_IPV6
-			add(chainForward, static, notDNATed(), matchProto(fam.proto), matchSet(v6, fam.closed), notFromNsnet(ns.bridges), drop)
-		}
+	if need.closed {
+		add(chainForward, static, notDNATed(), lookupIfname(expr.MetaKeyOIFNAME, ns.closed, false), notFromNsnet(ns.bridges), drop)
 	}
 	if has4 {
-		// route_localnet opens 127.0.0.0/8 to members; close it. (A
-		// published port's reply to the host's 127.0.0.1 is DNATed, and
-		// let by.)
-		add(chainInput, static, notDNATed(), matchProto(unix.NFPROTO_IPV4), lookupAddr(false, true, ns.nets4, false),
-			matchAddr(netip.MustParsePrefix("127.0.0.0/8"), false, expr.CmpOpEq, false), drop)
+		// route_localnet opens 127.0.0.0/8 to members; close it to what
+		// comes in on nsnet's bridges and routed host ends. (A published
+		// port's reply to the host's 127.0.0.1 is DNATed, and let by.)
+		loopback := matchAddr(netip.MustParsePrefix("127.0.0.0/8"), false, expr.CmpOpEq, true)
+		add(chainInput, static, notDNATed(), loopback, lookupIfname(expr.MetaKeyIIFNAME, ns.bridges, false), drop)
+		add(chainInput, static, notDNATed(), loopback, []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(HostIfPrefix)},
+		}, drop)
 	}
 	for _, fam := range []struct {
 		v6, has, iso, masq     bool
@@ -482,9 +487,10 @@ func (f *Firewall) Sync(h Host) error {
 	} else if owner != "" && h.Owner != "" && owner != h.Owner {
 		return fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: owner})
 	}
-	// Only a table of this layout (it has a fingerprint) holds the sets
-	// that Changes add to: one an older nsnet made is rebuilt whole.
-	incremental := h.Changes != nil && have != nil && print != ""
+	// Only a table of this layout (its needs record says so) holds the
+	// sets that Changes add to: one an older nsnet made is rebuilt whole.
+	_, current := parseNeeds(recorded)
+	incremental := h.Changes != nil && have != nil && current
 	need := needsOf(h)
 	rules := f.rules(need)
 	want := fingerprint(rules)
@@ -565,12 +571,24 @@ func (f *Firewall) Sync(h Host) error {
 			f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: c, UserData: r.tag, Exprs: r.exprs})
 		}
 	}
-	// Chains of an older layout go too.
+	// Chains of an older layout go too, and then its sets, which only
+	// its rules used.
 	for name := range have {
 		if !keepRules && !known[name] && name != chainOwner {
 			c := &nftables.Chain{Name: name, Table: f.table}
 			f.conn.FlushChain(c)
 			f.conn.DelChain(c)
+		}
+	}
+	if !incremental && have != nil {
+		sets, err := f.conn.GetSets(f.table)
+		if err != nil {
+			return fmt.Errorf("read nftables table %s: %w", TableName, err)
+		}
+		for _, s := range sets {
+			if !slices.ContainsFunc(append([]*nftables.Set{host4, any4, host6, any6}, ns.all()...), func(k *nftables.Set) bool { return k.Name == s.Name }) {
+				f.conn.DelSet(s)
+			}
 		}
 	}
 	if err := f.conn.Flush(); err != nil {
@@ -809,18 +827,6 @@ func dnatted(is bool) []expr.Any {
 		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutilNative32(0x20), Xor: make([]byte, 4)},
 		&expr.Cmp{Op: op, Register: 1, Data: make([]byte, 4)},
-	}
-}
-
-// matchSet looks the destination address up in an isolation set.
-func matchSet(v6 bool, s *nftables.Set) []expr.Any {
-	off, size := uint32(16), uint32(4)
-	if v6 {
-		off, size = 24, 16
-	}
-	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: size},
-		&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID},
 	}
 }
 

@@ -290,16 +290,30 @@ func TestIncrementalSyncOnOlderTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := listTables(t)
-	fw = cleanFirewall(t)
-	nft(t, `table inet nsnet {
+	for _, older := range []string{
+		`table inet nsnet {
 	chain postrouting { type nat hook postrouting priority srcnat; policy accept; ip saddr 10.88.0.0/24 oifname != "nsbr-web" masquerade comment "nsnet:network=web"; }
-}`)
-	h.Changes = &Changes{Added: []Network{bridgeDual}}
-	if err := fw.Sync(h); err != nil {
-		t.Fatal(err)
-	}
-	if got := listTables(t); blocks(got) != blocks(want) {
-		t.Errorf("after an incremental Sync of an older table:\n%s\nwant\n%s", got, want)
+}`,
+		// Shared rules with a fingerprint, and sets of subnets that the
+		// current layout does without.
+		`table inet nsnet {
+	set closed4 { type ipv4_addr; flags interval; elements = { 10.88.0.0/24 } }
+	chain owner { return comment "nsnet:rules=0123456789abcdef01234567"; }
+	chain forward { type filter hook forward priority filter; policy accept; ip daddr @closed4 iifname != "nsbr-web" drop comment "nsnet:shared"; }
+}`,
+	} {
+		fw = cleanFirewall(t)
+		nft(t, older)
+		h.Changes = &Changes{Added: []Network{bridgeDual}}
+		if err := fw.Sync(h); err != nil {
+			t.Fatal(err)
+		}
+		if got := listTables(t); blocks(got) != blocks(want) {
+			t.Errorf("after an incremental Sync of an older table:\n%s\nwant\n%s", got, want)
+		}
+		if ok, err := fw.Add(Host{Networks: []Network{openNet}}); err != nil || !ok {
+			t.Errorf("Add after the table was rebuilt = %v, %v; want true", ok, err)
+		}
 	}
 }
 

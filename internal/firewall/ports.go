@@ -33,10 +33,12 @@ const (
 	// setIsolated4/6 hold the subnets of networks isolated from each other.
 	setIsolated4 = "isolated4"
 	setIsolated6 = "isolated6"
-	// The subnets of NAT bridge networks, closed to new connections from
-	// anywhere else but through published ports.
-	setClosed4 = "closed4"
-	setClosed6 = "closed6"
+	// The bridges of NAT networks, closed to new connections from
+	// anywhere else but through published ports. Interface names, not
+	// subnets: an interval set costs every transaction that changes it a
+	// walk of all its elements (Linux 6.18 rebuilds its lookup array), a
+	// set of names does not.
+	setClosed  = "closed"
 	setBridges = "bridges"
 )
 
@@ -59,12 +61,6 @@ func (f *Firewall) portMaps() (host4, any4, host6, any6 *nftables.Set) {
 // routed host ends (nsv*), the interfaces nsnet's members send from.
 func (f *Firewall) bridgeSet() *nftables.Set {
 	return &nftables.Set{Table: f.table, Name: setBridges, KeyType: nftables.TypeIFName}
-}
-
-func (f *Firewall) closedSets() (v4, v6 *nftables.Set) {
-	v4 = &nftables.Set{Table: f.table, Name: setClosed4, Interval: true, KeyType: nftables.TypeIPAddr}
-	v6 = &nftables.Set{Table: f.table, Name: setClosed6, Interval: true, KeyType: nftables.TypeIP6Addr}
-	return
 }
 
 // closed reports whether n's subnets are closed to new connections from

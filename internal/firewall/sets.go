@@ -13,9 +13,6 @@ import (
 // elements only (Host.Changes): a change costs the same whatever the
 // number of networks, and its netlink transaction stays small.
 const (
-	// setNets4 holds every network's IPv4 subnet (their members may not
-	// reach the host's 127.0.0.0/8).
-	setNets4 = "nets4"
 	// setSame4/6 hold one element per subnet, SUBNET . SUBNET: a packet
 	// whose source and destination are in one network (concatenated
 	// ranges, so one lookup answers "the same network?").
@@ -32,7 +29,7 @@ const (
 
 // netSets are the sets networks are elements of.
 type netSets struct {
-	iso4, iso6, closed4, closed6, nets4, same4, same6, masq4, masq6, bridges, internal, internalPairs *nftables.Set
+	iso4, iso6, same4, same6, masq4, masq6, bridges, closed, internal, internalPairs *nftables.Set
 }
 
 func (f *Firewall) netSets() netSets {
@@ -51,20 +48,19 @@ func (f *Firewall) netSets() netSets {
 		return &nftables.Set{Table: f.table, Name: name, Interval: true, Concatenation: true, KeyType: nftables.MustConcatSetType(t, t)}
 	}
 	iso4, iso6 := f.isolationSets()
-	closed4, closed6 := f.closedSets()
 	return netSets{
-		iso4: iso4, iso6: iso6, closed4: closed4, closed6: closed6,
-		nets4: addr(setNets4, false),
+		iso4: iso4, iso6: iso6,
 		same4: pair(setSame4, false), same6: pair(setSame6, true),
 		masq4: addr(setMasq4, false), masq6: addr(setMasq6, true),
 		bridges:       f.bridgeSet(),
+		closed:        &nftables.Set{Table: f.table, Name: setClosed, KeyType: nftables.TypeIFName},
 		internal:      &nftables.Set{Table: f.table, Name: setInternal, KeyType: nftables.TypeIFName},
 		internalPairs: &nftables.Set{Table: f.table, Name: setInternalPairs, Concatenation: true, KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIFName)},
 	}
 }
 
 func (s netSets) all() []*nftables.Set {
-	return []*nftables.Set{s.iso4, s.iso6, s.closed4, s.closed6, s.nets4, s.same4, s.same6, s.masq4, s.masq6, s.bridges, s.internal, s.internalPairs}
+	return []*nftables.Set{s.iso4, s.iso6, s.same4, s.same6, s.masq4, s.masq6, s.bridges, s.closed, s.internal, s.internalPairs}
 }
 
 // setElements is what one network puts in each set.
@@ -85,12 +81,6 @@ func (s netSets) elements(n Network) setElements {
 		if n.Isolate {
 			add(pick(v6, s.iso4, s.iso6), intervalElements(p)...)
 		}
-		if closed(n) {
-			add(pick(v6, s.closed4, s.closed6), intervalElements(p)...)
-		}
-		if !v6 {
-			add(s.nets4, intervalElements(p)...)
-		}
 		if n.Masquerade {
 			add(pick(v6, s.masq4, s.masq6), intervalElements(p)...)
 		}
@@ -102,6 +92,9 @@ func (s netSets) elements(n Network) setElements {
 	}
 	if n.Bridge != "" {
 		add(s.bridges, nftables.SetElement{Key: ifname(n.Bridge)})
+		if closed(n) {
+			add(s.closed, nftables.SetElement{Key: ifname(n.Bridge)})
+		}
 		if n.Internal {
 			add(s.internal, nftables.SetElement{Key: ifname(n.Bridge)})
 			add(s.internalPairs, nftables.SetElement{Key: append(ifname(n.Bridge), ifname(n.Bridge)...)})
