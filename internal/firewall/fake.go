@@ -92,8 +92,10 @@ func (f *Fake) Sync(h Host) error {
 
 // sync is Sync with f.mu held.
 func (f *Fake) sync(h Host) error {
-	if f.table && f.host.Owner != "" && h.Owner != "" && f.host.Owner != h.Owner {
-		return fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: f.host.Owner})
+	if f.table {
+		if err := checkOwner(f.host.Owner, h.Owner); err != nil {
+			return err
+		}
 	}
 	// The network sets are interval sets: an overlap within one (not an
 	// equal subnet) is refused.
@@ -145,8 +147,10 @@ func (f *Fake) Add(h Host) (bool, error) {
 	if f.FailSync != nil {
 		return false, f.FailSync
 	}
-	if f.table && f.host.Owner != "" && h.Owner != "" && f.host.Owner != h.Owner {
-		return false, fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: f.host.Owner})
+	if f.table {
+		if err := checkOwner(f.host.Owner, h.Owner); err != nil {
+			return false, err
+		}
 	}
 	if !f.table || f.host.Owner != h.Owner || !needsOf(f.host).covers(needsOf(h)) {
 		return false, nil

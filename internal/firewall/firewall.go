@@ -233,10 +233,8 @@ func (r needs) covers(o needs) bool {
 	u.has4, u.has6, u.iso4, u.iso6 = u.has4 || o.has4, u.has6 || o.has6, u.iso4 || o.iso4, u.iso6 || o.iso6
 	u.masq4, u.masq6, u.closed = u.masq4 || o.masq4, u.masq6 || o.masq6, u.closed || o.closed
 	u.internal, u.tracked, u.ports = u.internal || o.internal, u.tracked || o.tracked, u.ports || o.ports
-	for _, a := range []struct{ mine, theirs *netip.Addr }{{&u.localDNS, &o.localDNS}, {&u.localDNS6, &o.localDNS6}} {
-		if want := *a.theirs; want.IsValid() && *a.mine != want {
-			return false
-		}
+	if o.localDNS.IsValid() && o.localDNS != r.localDNS || o.localDNS6.IsValid() && o.localDNS6 != r.localDNS6 {
+		return false
 	}
 	return u == r
 }
@@ -467,8 +465,8 @@ func (f *Firewall) Sync(h Host) error {
 		// another's table with it.
 		if owner, err := f.Owner(); err != nil {
 			return err
-		} else if owner != "" && h.Owner != "" && owner != h.Owner {
-			return fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: owner})
+		} else if err := checkOwner(owner, h.Owner); err != nil {
+			return err
 		}
 		if have != nil {
 			f.conn.DelTable(f.table)
@@ -484,8 +482,8 @@ func (f *Firewall) Sync(h Host) error {
 	owner, print, recorded, err := f.ownerChain()
 	if err != nil {
 		return err
-	} else if owner != "" && h.Owner != "" && owner != h.Owner {
-		return fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: owner})
+	} else if err := checkOwner(owner, h.Owner); err != nil {
+		return err
 	}
 	// Only a table of this layout (its needs record says so) holds the
 	// sets that Changes add to: one an older nsnet made is rebuilt whole.
@@ -524,7 +522,8 @@ func (f *Firewall) Sync(h Host) error {
 	}
 	host4, any4, host6, any6 := f.portMaps()
 	ns := f.netSets()
-	for _, s := range append([]*nftables.Set{host4, any4, host6, any6}, ns.all()...) {
+	sets := append([]*nftables.Set{host4, any4, host6, any6}, ns.all()...)
+	for _, s := range sets {
 		if err := f.conn.AddSet(s, nil); err != nil {
 			return fmt.Errorf("nftables set %s: %w", s.Name, err)
 		}
@@ -581,12 +580,12 @@ func (f *Firewall) Sync(h Host) error {
 		}
 	}
 	if !incremental && have != nil {
-		sets, err := f.conn.GetSets(f.table)
+		old, err := f.conn.GetSets(f.table)
 		if err != nil {
 			return fmt.Errorf("read nftables table %s: %w", TableName, err)
 		}
-		for _, s := range sets {
-			if !slices.ContainsFunc(append([]*nftables.Set{host4, any4, host6, any6}, ns.all()...), func(k *nftables.Set) bool { return k.Name == s.Name }) {
+		for _, s := range old {
+			if !slices.ContainsFunc(sets, func(k *nftables.Set) bool { return k.Name == s.Name }) {
 				f.conn.DelSet(s)
 			}
 		}
@@ -653,8 +652,8 @@ func (f *Firewall) Add(h Host) (bool, error) {
 	owner, print, recorded, err := f.ownerChain()
 	if err != nil {
 		return false, err
-	} else if owner != "" && h.Owner != "" && owner != h.Owner {
-		return false, fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: owner})
+	} else if err := checkOwner(owner, h.Owner); err != nil {
+		return false, err
 	}
 	need, ok := parseNeeds(recorded)
 	if !ok || owner != h.Owner || !need.covers(needsOf(h)) {
@@ -681,6 +680,15 @@ func (f *Firewall) Add(h Host) (bool, error) {
 	// table): the whole Sync mends it. The failed transaction changed
 	// nothing.
 	return f.conn.Flush() == nil, nil
+}
+
+// checkOwner refuses a table that state directory have owns to state
+// directory want (either empty: unknown, not refused).
+func checkOwner(have, want string) error {
+	if have != "" && want != "" && have != want {
+		return fmt.Errorf("nftables table %s: %w", TableName, &OwnedError{Owner: have})
+	}
+	return nil
 }
 
 // OwnedError reports a host namespace whose nsnet table belongs to another
