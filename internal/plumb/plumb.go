@@ -409,8 +409,15 @@ func DeleteLink(ns *kernel.NS, name, typ, where string) error {
 	if l.Type() != typ {
 		return fmt.Errorf("interface %s in %s is a %s, not the %s nsnet made", name, where, l.Type(), typ)
 	}
-	if err := ns.NL.LinkDel(l); err != nil {
-		return fmt.Errorf("delete %s %s in %s: %w", typ, name, where, err)
+	return deleteFound(ns, l, where)
+}
+
+// deleteFound deletes a device looked up before. One that went in between
+// is no error: a veth does when the namespace of its other end is deleted,
+// which the kernel finishes asynchronously after `ip netns del` returns.
+func deleteFound(ns *kernel.NS, l netlink.Link, where string) error {
+	if err := ns.NL.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete %s %s in %s: %w", l.Type(), l.Attrs().Name, where, err)
 	}
 	return nil
 }
