@@ -68,6 +68,11 @@ func TestBridgeWithNAT(t *testing.T) {
 	if !strings.Contains(rules, "table inet nsnet") || !strings.Contains(rules, `ip saddr @masq4 ip saddr . ip daddr != @same4 masquerade`) || !strings.Contains(masq, "192.168.20.0/24") {
 		t.Errorf("ruleset lacks nsnet's masquerade:\n%s", rules)
 	}
+	// Interface-name sets list their names, not "" (the sets carry the
+	// byte order nft prints them by).
+	if bridges := l.fixture("ip", "netns", "exec", l.host, "nft", "list", "set", "inet", "nsnet", "bridges"); !strings.Contains(bridges, `"`+n.Bridge+`"`) {
+		t.Errorf("set bridges does not list %s:\n%s", n.Bridge, bridges)
+	}
 
 	var info struct {
 		Routes []struct{ Dst, Via, Dev string } `json:"routes"`

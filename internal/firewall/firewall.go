@@ -249,10 +249,10 @@ func (r *needs) flags() []*bool {
 // layout numbers the sets' layout (netSets). A table whose needs record
 // names another was made by another nsnet, and its sets may not hold
 // every network: Sync rebuilds it whole, and Add leaves it to Sync.
-const layout = "layout=2"
+const layout = "layout=3"
 
 // String encodes r for the owner chain's comment, to be read by people
-// as well as by parseNeeds: "layout=2 iso=2 v4 masq4 ct dns=169.254.1.1".
+// as well as by parseNeeds: "layout=3 iso=2 v4 masq4 ct dns=169.254.1.1".
 func (r needs) String() string {
 	words := []string{layout, "iso=" + strconv.Itoa(r.isolated)}
 	for i, on := range r.flags() {
@@ -504,6 +504,28 @@ func (f *Firewall) Sync(h Host) error {
 	if !incremental || h.LocalDNS.IsValid() != haveARP {
 		f.syncARP(h.LocalDNS, haveARP)
 	}
+	ns := f.netSets()
+	var old []*nftables.Set
+	if !incremental && have != nil {
+		if old, err = f.conn.GetSets(f.table); err != nil {
+			return fmt.Errorf("read nftables table %s: %w", TableName, err)
+		}
+	}
+	if have != nil && !current {
+		// An older layout's network sets are made anew, not refilled:
+		// a set's key type and user data are fixed when it is made
+		// (layout 2's ifname sets lacked the byte order nft lists them
+		// by). Their elements are all rewritten below anyway; the rules
+		// that use them go first, in this same transaction.
+		for name := range have {
+			f.conn.FlushChain(&nftables.Chain{Name: name, Table: f.table})
+		}
+		for _, s := range old {
+			if slices.ContainsFunc(ns.all(), func(k *nftables.Set) bool { return k.Name == s.Name }) {
+				f.conn.DelSet(s)
+			}
+		}
+	}
 	f.conn.AddTable(f.table)
 	if !keepRules {
 		c := &nftables.Chain{Name: chainOwner, Table: f.table}
@@ -521,7 +543,6 @@ func (f *Firewall) Sync(h Host) error {
 		}
 	}
 	host4, any4, host6, any6 := f.portMaps()
-	ns := f.netSets()
 	sets := append([]*nftables.Set{host4, any4, host6, any6}, ns.all()...)
 	for _, s := range sets {
 		if err := f.conn.AddSet(s, nil); err != nil {
@@ -579,15 +600,9 @@ func (f *Firewall) Sync(h Host) error {
 			f.conn.DelChain(c)
 		}
 	}
-	if !incremental && have != nil {
-		old, err := f.conn.GetSets(f.table)
-		if err != nil {
-			return fmt.Errorf("read nftables table %s: %w", TableName, err)
-		}
-		for _, s := range old {
-			if !slices.ContainsFunc(sets, func(k *nftables.Set) bool { return k.Name == s.Name }) {
-				f.conn.DelSet(s)
-			}
+	for _, s := range old {
+		if !slices.ContainsFunc(sets, func(k *nftables.Set) bool { return k.Name == s.Name }) {
+			f.conn.DelSet(s)
 		}
 	}
 	if err := f.conn.Flush(); err != nil {

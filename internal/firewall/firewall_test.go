@@ -91,7 +91,7 @@ func TestNeedsRoundTrip(t *testing.T) {
 			t.Errorf("parseNeeds(%q) = %+v, %v; want %+v", n.String(), got, ok, n)
 		}
 	}
-	for _, bad := range []string{"", "iso=1", "layout=1 iso=1", "layout=2 iso=3", "layout=2 v4", "layout=2 iso=1 v5", "layout=2 iso=0 dns=nowhere", "layout=2 iso=0 dnss=169.254.1.1", "layout=2 iso=12"} {
+	for _, bad := range []string{"", "iso=1", "layout=1 iso=1", "layout=2 iso=1", "layout=3 iso=3", "layout=3 v4", "layout=3 iso=1 v5", "layout=3 iso=0 dns=nowhere", "layout=3 iso=0 dnss=169.254.1.1", "layout=3 iso=12"} {
 		if _, ok := parseNeeds(bad); ok {
 			t.Errorf("parseNeeds(%q) accepted", bad)
 		}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/nsnet/nsnet/internal/nstest"
 )
 
@@ -290,20 +292,40 @@ func TestIncrementalSyncOnOlderTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := listTables(t)
-	for _, older := range []string{
-		`table inet nsnet {
+	for _, older := range []func(*Firewall){
+		script(t, `table inet nsnet {
 	chain postrouting { type nat hook postrouting priority srcnat; policy accept; ip saddr 10.88.0.0/24 oifname != "nsbr-web" masquerade comment "nsnet:network=web"; }
-}`,
+}`),
 		// Shared rules with a fingerprint, and sets of subnets that the
 		// current layout does without.
-		`table inet nsnet {
+		script(t, `table inet nsnet {
 	set closed4 { type ipv4_addr; flags interval; elements = { 10.88.0.0/24 } }
 	chain owner { return comment "nsnet:rules=0123456789abcdef01234567"; }
 	chain forward { type filter hook forward priority filter; policy accept; ip daddr @closed4 iifname != "nsbr-web" drop comment "nsnet:shared"; }
-}`,
+}`),
+		// Layout 2: an interface-name set without the byte order nft
+		// lists it by (nft's own script cannot make one), used by a rule.
+		func(fw *Firewall) {
+			nft(t, `table inet nsnet {
+	chain owner { return comment "nsnet:needs=layout=2 iso=2 v4 iso4 masq4 closed ct"; }
+	chain input { type filter hook input priority filter; policy accept; }
+}`)
+			s := &nftables.Set{Table: fw.table, Name: setBridges, KeyType: nftables.TypeIFName}
+			if err := fw.conn.AddSet(s, []nftables.SetElement{{Key: ifname("nsbr-web")}}); err != nil {
+				t.Fatal(err)
+			}
+			fw.conn.AddRule(&nftables.Rule{Table: fw.table, Chain: &nftables.Chain{Name: chainInput, Table: fw.table},
+				Exprs: append(lookupIfname(expr.MetaKeyIIFNAME, s, false), &expr.Verdict{Kind: expr.VerdictDrop})})
+			if err := fw.conn.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if got := listTables(t); !strings.Contains(got, `elements = { "" }`) {
+				t.Fatalf("the layout-2 set lists its names:\n%s", got)
+			}
+		},
 	} {
 		fw = cleanFirewall(t)
-		nft(t, older)
+		older(fw)
 		h.Changes = &Changes{Added: []Network{bridgeDual}}
 		if err := fw.Sync(h); err != nil {
 			t.Fatal(err)
@@ -315,6 +337,11 @@ func TestIncrementalSyncOnOlderTable(t *testing.T) {
 			t.Errorf("Add after the table was rebuilt = %v, %v; want true", ok, err)
 		}
 	}
+}
+
+// script is a table that nft makes from text.
+func script(t *testing.T, text string) func(*Firewall) {
+	return func(*Firewall) { nft(t, text) }
 }
 
 // adder is what TestAdd runs against: the kernel's firewall or the fake.

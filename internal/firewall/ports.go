@@ -60,7 +60,7 @@ func (f *Firewall) portMaps() (host4, any4, host6, any6 *nftables.Set) {
 // bridgeSet holds the names of nsnet's bridges in the host: with the
 // routed host ends (nsv*), the interfaces nsnet's members send from.
 func (f *Firewall) bridgeSet() *nftables.Set {
-	return &nftables.Set{Table: f.table, Name: setBridges, KeyType: nftables.TypeIFName}
+	return ifnameSet(f.table, setBridges)
 }
 
 // closed reports whether n's subnets are closed to new connections from

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 
 	"github.com/nsnet/nsnet/internal/ipam"
@@ -53,10 +54,17 @@ func (f *Firewall) netSets() netSets {
 		same4: pair(setSame4, false), same6: pair(setSame6, true),
 		masq4: addr(setMasq4, false), masq6: addr(setMasq6, true),
 		bridges:       f.bridgeSet(),
-		closed:        &nftables.Set{Table: f.table, Name: setClosed, KeyType: nftables.TypeIFName},
-		internal:      &nftables.Set{Table: f.table, Name: setInternal, KeyType: nftables.TypeIFName},
+		closed:        ifnameSet(f.table, setClosed),
+		internal:      ifnameSet(f.table, setInternal),
 		internalPairs: &nftables.Set{Table: f.table, Name: setInternalPairs, Concatenation: true, KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIFName)},
 	}
+}
+
+// ifnameSet is a set of interface names. nft reads an ifname key in host
+// byte order, and only the set's user data says so: without it `nft list`
+// prints every element as "".
+func ifnameSet(t *nftables.Table, name string) *nftables.Set {
+	return &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
 }
 
 func (s netSets) all() []*nftables.Set {
