@@ -41,8 +41,12 @@ const (
 	chainOwner  = "owner"
 	ownerPrefix = "nsnet:state="
 	// rulesPrefix marks the owner chain's rule whose comment is the
-	// fingerprint of the rules the last Sync wrote.
-	rulesPrefix = "nsnet:rules="
+	// fingerprint of the rules the last Sync wrote. nsnet before the
+	// needs record read "nsnet:rules=" and trusted any table that had one
+	// to hold its own sets: it finds no fingerprint under this name, so an older
+	// binary run on this table rebuilds it whole rather than fill sets
+	// its rules need and this layout does not have.
+	rulesPrefix = "nsnet:fingerprint="
 	// needsPrefix marks the owner chain's rule whose comment records what
 	// the rules were made for (needs).
 	needsPrefix = "nsnet:needs="
@@ -691,9 +695,10 @@ func (f *Firewall) Add(h Host) (bool, error) {
 	if err := f.changeElements(f.netSets(), h.Networks, false); err != nil {
 		return false, err
 	}
-	// A set missing, or an element there already (someone edited the
-	// table): the whole Sync mends it. The failed transaction changed
-	// nothing.
+	// A set missing, or of another type (someone edited the table): the
+	// whole Sync mends it, and reports the error if it lasts. The failed
+	// transaction changed nothing. (An element there already is no
+	// failure: elements go in without NLM_F_EXCL.)
 	return f.conn.Flush() == nil, nil
 }
 

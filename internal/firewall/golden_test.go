@@ -143,7 +143,7 @@ func normalise(s string) string {
 	})
 }
 
-var commentRE = regexp.MustCompile(` comment "nsnet:(shared|network=[^"]+|rules=[0-9a-f]+|needs=[^"]+|state=[^"]+)"$`)
+var commentRE = regexp.MustCompile(` comment "nsnet:(shared|network=[^"]+|fingerprint=[0-9a-f]+|needs=[^"]+|state=[^"]+)"$`)
 
 // untagged lists the rules without nsnet's comment.
 func untagged(listing string) []string {
