@@ -10,10 +10,7 @@ import (
 )
 
 func TestOwnersRoundTrip(t *testing.T) {
-	s, err := Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, t.TempDir())
 	defer s.Close()
 	// Names that the old string owners could not tell apart: a namespace
 	// called like a TAP's lease owner, or like the gateway's.
@@ -21,7 +18,7 @@ func TestOwnersRoundTrip(t *testing.T) {
 		MemberOwner("n", "tap:vm0"), MemberOwner("n", "(gateway)"), TapOwner("n", "vm0"),
 		GatewayOwner("n"), NetworkOwner("n"), MemberOwner("n", "a:b(c)"),
 	}
-	err = s.Update(func(tx *Tx) error {
+	err := s.Update(func(tx *Tx) error {
 		for i, o := range owners {
 			a := netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 2)})
 			if err := tx.PutLease("n", a, o); err != nil {
@@ -84,10 +81,7 @@ func TestLegacyOwners(t *testing.T) {
 // Two operations in flight that name the same objects, as two TAP creates
 // on one network do, keep two journal entries (issue 9, bug 1).
 func TestJournalEntriesAreUnique(t *testing.T) {
-	s, err := Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, t.TempDir())
 	defer s.Close()
 	now := time.Now()
 	for _, name := range []string{"vm0", "vm1"} {
@@ -119,10 +113,7 @@ func TestJournalEntriesAreUnique(t *testing.T) {
 // and ended.
 func TestLegacyJournalEntry(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, dir)
 	defer s.Close()
 	raw, _ := json.Marshal(map[string]any{"kind": OpConnect, "network": "n", "namespace": "red", "pid": 1})
 	p := filepath.Join(dir, "journal", "0123456789abcdef.json")

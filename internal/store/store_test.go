@@ -33,10 +33,7 @@ func allocate(t *testing.T, tx *Tx, network string, p netip.Prefix, owner string
 }
 
 func TestLeasesFirstFree(t *testing.T) {
-	s, err := Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, t.TempDir())
 	defer s.Close()
 	p := netip.MustParsePrefix("10.0.0.0/24")
 	p6 := netip.MustParsePrefix("fd00::/64")
@@ -96,10 +93,7 @@ func TestLeasesFirstFree(t *testing.T) {
 }
 
 func TestJournal(t *testing.T) {
-	s, err := Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, t.TempDir())
 	defer s.Close()
 	a := Op{ID: NewOpID(), Kind: OpConnect, Network: "n", Namespace: "a", HostIf: "nsv1"}
 	b := Op{ID: NewOpID(), Kind: OpDisconnect, Network: "n", Namespace: "b"}
@@ -125,10 +119,7 @@ func TestJournal(t *testing.T) {
 // item 16).
 func TestEmptyStoreRefused(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, dir)
 	s.Close()
 	if err := os.Truncate(filepath.Join(dir, FileName), 0); err != nil {
 		t.Fatal(err)
@@ -165,10 +156,7 @@ func TestCreateIsWhole(t *testing.T) {
 // and gives up at its deadline (issue 10, item 34).
 func TestLockWait(t *testing.T) {
 	dir := t.TempDir()
-	holder, err := Open(dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	holder := mustOpen(t, dir)
 	if _, err := OpenTimeout(dir, false, 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), "held it for over") {
 		t.Fatalf("open while held: %v, want a timeout", err)
 	}
@@ -197,10 +185,7 @@ func TestSummaries(t *testing.T) {
 			NAT: true, Internal: true, NoIsolate: true, DNS: true, NoHostFirewall: true, Options: map[string]string{"bridge-name": "br0", "parent": "eth0"}},
 	}
 	dir := t.TempDir()
-	s, err := Open(dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, dir)
 	if err := s.Update(func(tx *Tx) error {
 		for _, n := range nets {
 			n.Gateways = []netip.Addr{netip.MustParseAddr("10.0.0.1")} // not summarised
@@ -215,7 +200,9 @@ func TestSummaries(t *testing.T) {
 	check := func(when string, want []Network) {
 		t.Helper()
 		var got []Network
-		s.View(func(tx *Tx) (err error) { got, err = tx.Summaries(); return err })
+		if err := s.View(func(tx *Tx) (err error) { got, err = tx.Summaries(); return err }); err != nil {
+			t.Fatal(err)
+		}
 		slices.SortFunc(want, func(a, b Network) int { return strings.Compare(a.Name, b.Name) })
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: summaries\n%+v\nwant\n%+v", when, got, want)
@@ -235,15 +222,17 @@ func TestSummaries(t *testing.T) {
 	if want := []host{{"", 0}, {"/run/netns/h", 4026532001}}; !reflect.DeepEqual(hosts, want) {
 		t.Errorf("Hosts: %+v, want %+v", hosts, want)
 	}
-	s.Update(func(tx *Tx) error { return tx.DeleteNetwork("plain") })
+	if err := s.Update(func(tx *Tx) error { return tx.DeleteNetwork("plain") }); err != nil {
+		t.Fatal(err)
+	}
 	check("after DeleteNetwork", slices.Clone(nets[1:]))
 
 	// A store of before: the bucket goes, and the next open remakes it.
-	s.Update(func(tx *Tx) error { return tx.tx.DeleteBucket(bSummaries) })
-	s.Close()
-	if s, err = Open(dir, false); err != nil {
+	if err := s.Update(func(tx *Tx) error { return tx.tx.DeleteBucket(bSummaries) }); err != nil {
 		t.Fatal(err)
 	}
+	s.Close()
+	s = mustOpen(t, dir)
 	defer s.Close()
 	check("after reopening an older store", slices.Clone(nets[1:]))
 }
@@ -251,10 +240,7 @@ func TestSummaries(t *testing.T) {
 // The change log names the networks and memberships each commit wrote,
 // since a given generation, and says when it cannot reach back that far.
 func TestChanges(t *testing.T) {
-	s, err := Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, t.TempDir())
 	defer s.Close()
 	gen := func() (g uint64) {
 		s.View(func(tx *Tx) error { g = tx.Generation(); return nil })
@@ -321,10 +307,7 @@ func TestChanges(t *testing.T) {
 // field of an entry as a network name: a membership's entry must name its
 // network as such, so that such a reader reads that network whole.
 func TestChangesReadByOlderReader(t *testing.T) {
-	s, err := Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, t.TempDir())
 	defer s.Close()
 	var since uint64
 	if err := s.Update(func(tx *Tx) error { return tx.PutNetwork(Network{Name: "n"}) }); err != nil {
@@ -359,10 +342,7 @@ func TestChangesReadByOlderReader(t *testing.T) {
 // AttachmentsOf finds a namespace's memberships by the end of their keys:
 // a namespace whose name ends another's is not taken for it.
 func TestAttachmentsOf(t *testing.T) {
-	s, err := Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, t.TempDir())
 	defer s.Close()
 	if err := s.Update(func(tx *Tx) error {
 		for _, a := range [][2]string{{"n1", "a"}, {"n1", "ab"}, {"n2", "b"}, {"n2", "a"}, {"n3", "xa"}} {
@@ -414,10 +394,7 @@ func TestDNSMembers(t *testing.T) {
 		{func(tx *Tx) error { return tx.PutAttachment(Attachment{Network: "z-dns", Namespace: "m1"}) }, true},
 		{func(tx *Tx) error { return tx.DeleteAttachment("z-dns", "m1") }, false},
 	}
-	s, err := Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, t.TempDir())
 	defer s.Close()
 	for i, st := range steps {
 		if err := s.Update(st.do); err != nil {
@@ -436,10 +413,7 @@ func TestDNSMembers(t *testing.T) {
 // Overlap finds another network's subnet that overlaps, on the same host
 // only, either way round, in both families.
 func TestOverlap(t *testing.T) {
-	s, err := Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, t.TempDir())
 	defer s.Close()
 	pp := func(ps ...string) (out []netip.Prefix) {
 		for _, p := range ps {
@@ -487,4 +461,14 @@ func TestOverlap(t *testing.T) {
 			t.Errorf("Overlap(%s, %s) = %q, want %q", tt.host, tt.subnets, got, tt.want)
 		}
 	}
+}
+
+// mustOpen opens the store in dir for writing, or ends the test.
+func mustOpen(t *testing.T, dir string) *Store {
+	t.Helper()
+	s, err := Open(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
