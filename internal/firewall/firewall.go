@@ -42,10 +42,10 @@ const (
 	ownerPrefix = "nsnet:state="
 	// rulesPrefix marks the owner chain's rule whose comment is the
 	// fingerprint of the rules the last Sync wrote. nsnet before the
-	// needs record read "nsnet:rules=" and trusted any table that had one
-	// to hold its own sets: it finds no fingerprint under this name, so an older
-	// binary run on this table rebuilds it whole rather than fill sets
-	// its rules need and this layout does not have.
+	// needs record read "nsnet:rules=" and trusted any table that had
+	// one to hold its own sets: it finds no fingerprint under this name,
+	// so an older binary run on this table rebuilds it whole rather than
+	// fill sets its rules need and this layout does not have.
 	rulesPrefix = "nsnet:fingerprint="
 	// needsPrefix marks the owner chain's rule whose comment records what
 	// the rules were made for (needs).
@@ -734,7 +734,8 @@ func (f *Firewall) Owner() (string, error) {
 }
 
 // ownerChain reads the owner chain: the state directory the table records,
-// and the fingerprint of the rules Sync last wrote.
+// the fingerprint of the rules Sync last wrote, and the needs it recorded
+// them for (as written; parseNeeds reads them).
 func (f *Firewall) ownerChain() (owner, print, need string, err error) {
 	rules, err := f.conn.GetRules(f.table, &nftables.Chain{Name: chainOwner, Table: f.table})
 	if errors.Is(err, unix.ENOENT) {

@@ -257,7 +257,8 @@ func summaryHead(b []byte) (name, driver, path []byte, ino uint64, rest []byte, 
 
 // summaryBody reads the flags and the subnets that follow a summary's
 // head, handing each subnet to fn until it returns false, and returns
-// what follows the subnets (the options).
+// what follows the subnets (the options); when fn stopped it, what
+// follows the subnet fn stopped at.
 func summaryBody(b []byte, fn func(netip.Prefix) bool) (flags byte, rest []byte, ok bool) {
 	if len(b) < 1 {
 		return 0, nil, false
